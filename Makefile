@@ -1,0 +1,23 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both set everything up first (idempotent).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# pytest workers: both cores by default; `make test JOBS=1` for a serial run.
+JOBS ?= 2
+
+.PHONY: setup demo test bench clean
+
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup
+	@scripts/demo.sh
+
+test: setup
+	@$(PY) -m pytest -n $(JOBS) -q tests
+
+bench: setup
+	@$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) demo-output build *.egg-info .pytest_cache

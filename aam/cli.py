@@ -1,0 +1,279 @@
+"""The standalone ``aam`` command: prepare, pretrain, train, predict, embed, doctor.
+
+Options come from `aam.options` (shared with the QIIME 2 plugin); this module only adds the file arguments.
+Run it as ``aam ...`` or ``python -m aam.cli ...`` (the form torchrun needs). Bad input ends with one clear
+``error:`` line and exit status 2, never a traceback (``AAM_DEBUG=1`` shows the traceback).
+"""
+import argparse
+import os
+import sys
+import warnings
+
+from aam import __version__, options as O
+from aam.errors import AAMInputError, AAMTrainingError
+
+
+def _add_options(parser, command):
+    groups = {}
+    for opt in O.options_for(command, "cli"):
+        group = groups.get(opt.group)
+        if group is None:
+            group = groups[opt.group] = parser.add_argument_group(opt.group)
+        default_text = "" if opt.default is None else f" (default: {opt.default})"
+        if opt.type is bool:
+            group.add_argument(opt.flag, dest=opt.name, action=argparse.BooleanOptionalAction,
+                               default=opt.default, help=opt.help + default_text)
+        else:
+            kwargs = {"type": opt.type, "default": opt.default, "dest": opt.name,
+                      "help": opt.help + default_text}
+            if opt.choices:
+                kwargs["choices"] = opt.choices
+            group.add_argument(opt.flag, **kwargs)
+
+
+def _table_args(parser, required=True):
+    g = parser.add_argument_group("input")
+    g.add_argument("--table", required=required, help="Feature table: BIOM file (v2 HDF5 or v1 JSON).")
+    g.add_argument("--sequences", help="FASTA of the ASV sequences, needed when feature IDs are not DNA "
+                   "(e.g. MD5 hashes or OTU numbers).")
+    return g
+
+
+def _distance_args(g, required_text=""):
+    g.add_argument("--tree", help="Rooted Newick phylogeny of the features; UniFrac is computed from it" +
+                   required_text + ".")
+    g.add_argument("--unifrac-matrix", dest="unifrac_matrix", help="Precomputed distance matrix between samples "
+                   "(.npy with --unifrac-ids, .h5 from ssu, .csv/.tsv, or QIIME 2 lsmat); any metric works.")
+    g.add_argument("--unifrac-ids", dest="unifrac_ids", help="Text file with one sample ID per line, the "
+                   "row order of a .npy matrix (default: <matrix>.ids.txt).")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="aam", description="Attention All Microbes: transformer models of 16S amplicon data.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"aam {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="Check and summarize inputs: load, rarefy, tokenize, distances, batches.")
+    g = _table_args(p)
+    _distance_args(g)
+    p.add_argument("--max-bp", type=int, default=O.BY_NAME["max_bp"].default, dest="max_bp")
+    p.add_argument("--token-limit", type=int, default=O.BY_NAME["token_limit"].default, dest="token_limit")
+    p.add_argument("--rarefy-depth", type=int, default=None, dest="rarefy_depth")
+    p.add_argument("--batch-size", type=int, default=O.BY_NAME["batch_size"].default, dest="batch_size")
+    p.add_argument("--seed", type=int, default=O.BY_NAME["seed"].default)
+
+    p = sub.add_parser("pretrain", help="Self-supervised pretraining on UniFrac (or any distance) + masked "
+                       "nucleotides.")
+    g = _table_args(p)
+    _distance_args(g, " (or give --unifrac-matrix)")
+    g.add_argument("--taxonomy", help="Taxonomy TSV (Feature ID, Taxon) for --encoder-type taxonomy/combined.")
+    g.add_argument("--metadata", help="Sample metadata TSV, only needed for --group-column.")
+    _add_options(p, O.PRETRAIN)
+
+    p = sub.add_parser("train", help="Fine-tune a regressor or classifier on a metadata column.")
+    g = _table_args(p)
+    _distance_args(g, " (optional: adds the UniFrac loss while the base trains)")
+    g.add_argument("--metadata", required=True, help="Sample metadata TSV/CSV (first column: sample IDs).")
+    g.add_argument("--metadata-column", required=True, dest="metadata_column", help="The column to predict.")
+    g.add_argument("--pretrained-encoder", dest="pretrained_encoder",
+                   help="Checkpoint of `aam pretrain` (best_model.pt or model.pt) to start from.")
+    g.add_argument("--classifier", action="store_true", help="Classification of a categorical column "
+                   "(default: regression of a numeric column).")
+    g.add_argument("--out-dim", type=int, dest="out_dim", help="Number of classes (checked against the data; "
+                   "inferred when omitted).")
+    g.add_argument("--categorical-columns", dest="categorical_columns", help="Comma-separated metadata columns "
+                   "used as categorical covariates.")
+    g.add_argument("--missing-samples", dest="missing_samples", choices=("error", "ignore"), default="error",
+                   help="Table samples absent from the metadata: stop with an error, or leave them out.")
+    _add_options(p, O.TRAIN)
+
+    p = sub.add_parser("predict", help="Predict with a trained model; writes a TSV, one row per sample.")
+    g = _table_args(p)
+    g.add_argument("--model", required=True, help="Checkpoint of `aam train` (model.pt or best_model.pt).")
+    g.add_argument("--metadata", help="Sample metadata, needed when the model uses categorical covariates.")
+    g.add_argument("--output", required=True, help="Output TSV (prediction, and class probabilities).")
+    g.add_argument("--batch-size", type=int, default=32, dest="batch_size")
+    _add_options(p, O.PREDICT)
+
+    p = sub.add_parser("embed", help="Sample embeddings and model-implied distances of any AAM model.")
+    g = _table_args(p)
+    g.add_argument("--model", required=True, help="Any AAM checkpoint.")
+    g.add_argument("--output", required=True, help="Output TSV of embeddings; distances go to "
+                   "<output stem>.distances.tsv.")
+    g.add_argument("--batch-size", type=int, default=32, dest="batch_size")
+    _add_options(p, O.PREDICT)
+
+    sub.add_parser("doctor", help="Report versions, devices and which attention backends work here.")
+    return parser
+
+
+def _distance_ids(args):
+    path = getattr(args, "unifrac_ids", None)
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise AAMInputError(f"--unifrac-ids file {path!r} does not exist")
+    with open(path) as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def _taxonomy(path):
+    if path is None:
+        return None
+    import pandas as pd
+    if not os.path.isfile(path):
+        raise AAMInputError(f"--taxonomy file {path!r} does not exist")
+    df = pd.read_csv(path, sep="\t", dtype=str, comment=None)
+    if df.shape[1] < 2:
+        raise AAMInputError(f"--taxonomy {path!r} needs two tab-separated columns: Feature ID and Taxon")
+    return df.set_index(df.columns[0])
+
+
+def _option_values(args, command):
+    return {o.name: getattr(args, o.name) for o in O.options_for(command, "cli") if hasattr(args, o.name)}
+
+
+def cmd_prepare(args):
+    import numpy as np
+    import torch
+    from aam.data.dataset import ASVDataset, Collator
+    from aam.data.pipeline import prepare_table
+    objective = "unifrac" if (args.tree or args.unifrac_matrix) else None
+    prepared = prepare_table(args.table, sequences=args.sequences, tree=args.tree,
+                             distance_matrix=args.unifrac_matrix, distance_ids=_distance_ids(args),
+                             objective=objective, max_bp=args.max_bp, rarefy_depth=args.rarefy_depth,
+                             seed=args.seed)
+    for line in prepared.report:
+        print(line)
+    ds = ASVDataset(prepared.counts, prepared.sample_ids, token_limit=args.token_limit,
+                    rarefy_depth=prepared.depth, seed=args.seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True,
+                                         collate_fn=Collator(ds, prepared.tokens, distances=prepared.distances,
+                                                             mask_ratio=0.15),
+                                         generator=torch.Generator().manual_seed(args.seed))
+    shapes, distinct, slots = [], 0, 0
+    for batch in loader:
+        occupied = batch["asv_ids"] >= 0
+        slots += int(occupied.sum())
+        distinct += int(torch.unique(batch["asv_ids"][occupied]).numel())
+        shapes.append(tuple(batch["tokens"].shape))
+    print(f"batches: {len(shapes)} of up to {args.batch_size} samples; first tokens {list(shapes[0])} "
+          f"[B, S, L]; ASV slots per batch {slots / len(shapes):.0f}, distinct ASVs per batch "
+          f"{distinct / len(shapes):.0f} (each distinct ASV is encoded once: {slots / max(distinct, 1):.1f}x "
+          "fewer sequences)")
+    if "distances" in batch:
+        print(f"distance block of the last batch: {list(batch['distances'].shape)} [B, B]")
+    return 0
+
+
+def cmd_pretrain(args):
+    from aam import api
+    res = api.pretrain(args.table, sequences=args.sequences, tree=args.tree, distance_matrix=args.unifrac_matrix,
+                       distance_ids=_distance_ids(args), taxonomy=_taxonomy(args.taxonomy),
+                       metadata=args.metadata, output_dir=args.output_dir or "aam-pretrain",
+                       **{k: v for k, v in _option_values(args, O.PRETRAIN).items() if k != "output_dir"})
+    _finish(res)
+    return 0
+
+
+def cmd_train(args):
+    from aam import api
+    cats = [c.strip() for c in args.categorical_columns.split(",") if c.strip()] \
+        if args.categorical_columns else None
+    res = api.train(args.table, args.metadata, args.metadata_column, classifier=args.classifier,
+                    out_dim=args.out_dim, sequences=args.sequences, tree=args.tree,
+                    distance_matrix=args.unifrac_matrix, distance_ids=_distance_ids(args),
+                    pretrained=args.pretrained_encoder, categorical_columns=cats,
+                    missing_samples=args.missing_samples, output_dir=args.output_dir or "aam-train",
+                    **{k: v for k, v in _option_values(args, O.TRAIN).items() if k != "output_dir"})
+    _finish(res)
+    return 0
+
+
+def _finish(res):
+    out = res.output_dir
+    best = res.checkpoint.config.get("best_epoch")
+    metric = res.checkpoint.config.get("selection_metric")
+    score = res.checkpoint.config.get("best_score")
+    print(f"\nbest epoch {best} ({metric} = {score:.4f})" if score is not None else "")
+    print(f"model:        {os.path.join(out, 'model.pt')}")
+    print(f"checkpoints:  {os.path.join(out, 'checkpoints')}/ (best_model.pt, last_checkpoint.pt, final_model.pt)")
+    print(f"plots:        {os.path.join(out, 'plots')}/")
+    print(f"history:      {os.path.join(out, 'history.tsv')}")
+    print(f"TensorBoard:  tensorboard --logdir {os.path.join(out, 'tensorboard')}")
+
+
+def cmd_predict(args):
+    from aam import api
+    opts = {k: v for k, v in _option_values(args, O.PREDICT).items()}
+    df = api.predict(args.model, args.table, sequences=args.sequences, metadata=args.metadata,
+                     batch_size=args.batch_size, **opts)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    df.to_csv(args.output, sep="\t")
+    print(f"predictions for {len(df)} samples written to {args.output}")
+    return 0
+
+
+def cmd_embed(args):
+    from aam import api
+    opts = {k: v for k, v in _option_values(args, O.PREDICT).items()}
+    frame, dm = api.embed(args.model, args.table, sequences=args.sequences, batch_size=args.batch_size, **opts)
+    frame.to_csv(args.output, sep="\t")
+    stem = os.path.splitext(args.output)[0]
+    dm.write(stem + ".distances.tsv")
+    print(f"embeddings of {len(frame)} samples written to {args.output}; distances to {stem}.distances.tsv")
+    return 0
+
+
+def cmd_doctor(args):
+    import platform
+    import torch
+    from aam.training.device import gpu_runtime
+    from aam.models.layers import available_attention_backends
+    print(f"aam {__version__}, Python {platform.python_version()}, torch {torch.__version__} "
+          f"({gpu_runtime() or 'CPU build'})")
+    print(f"CPU threads: {torch.get_num_threads()}")
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            print(f"GPU {i}: {torch.cuda.get_device_name(i)}")
+        devices.append("cuda")
+    else:
+        print("GPU: none visible to PyTorch (training runs on the CPU)")
+    for dev in devices:
+        print(f"attention backends on {dev} (--attn-implementation):")
+        for name, status in available_attention_backends(dev).items():
+            print(f"  {name:14s} {'works' if status is True else 'unavailable: ' + str(status)}")
+    for mod in ("qiime2", "biom", "skbio", "unifrac", "tensorboard"):
+        try:
+            m = __import__(mod)
+            print(f"{mod}: {getattr(m, '__version__', 'installed')}")
+        except ImportError:
+            print(f"{mod}: not installed")
+    return 0
+
+
+COMMANDS = {"prepare": cmd_prepare, "pretrain": cmd_pretrain, "train": cmd_train, "predict": cmd_predict,
+            "embed": cmd_embed, "doctor": cmd_doctor}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default", UserWarning)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        return COMMANDS[args.command](args)
+    except (AAMInputError, AAMTrainingError) as err:
+        if os.environ.get("AAM_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Every user-facing hyperparameter of AAM, defined once.
+
+The ``aam`` CLI builds its argparse options from this table and the QIIME 2 plugin builds its action parameters
+and their descriptions from it, so a default or a description can never differ between the two.
+
+Each `Option` says which commands use it (``pretrain``, ``train``, ``predict``). Options with ``plugin=False``
+are CLI-only (file paths, output directories, multi-process launch flags), because QIIME 2 actions take
+artifacts, not paths. Options with ``cli=False`` exist only in the plugin.
+"""
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+PRETRAIN, TRAIN, PREDICT = "pretrain", "train", "predict"
+FIT = (PRETRAIN, TRAIN)
+ALL = (PRETRAIN, TRAIN, PREDICT)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One hyperparameter: its name, type, default, allowed values and help text.
+
+    Parameters
+    ----------
+    name : str
+        Python name (``embedding_dim``); the CLI flag is ``--embedding-dim``.
+    type : type
+        ``int``, ``float``, ``str`` or ``bool``.
+    default : object
+        Default value; ``None`` means "not set" (optional).
+    help : str
+        One or two sentences shown by ``aam <command> --help`` and by QIIME 2 (and Galaxy).
+    commands : tuple of str
+        The commands (and matching plugin actions) that accept it.
+    group : str
+        Heading in ``--help``.
+    choices : tuple, optional
+        Allowed values.
+    min, max : float, optional
+        Inclusive lower bound; upper bound (inclusive unless ``max_exclusive``).
+    plugin, cli : bool
+        Whether the option exists in the QIIME 2 plugin / the CLI.
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    commands: Tuple[str, ...] = FIT
+    group: str = "training"
+    choices: Optional[Tuple[Any, ...]] = None
+    min: Optional[float] = None
+    max: Optional[float] = None
+    max_exclusive: bool = False
+    plugin: bool = True
+    cli: bool = True
+
+    @property
+    def flag(self):
+        return "--" + self.name.replace("_", "-")
+
+    def describe(self):
+        """Help text with the default appended (used by both interfaces)."""
+        return self.help
+
+    def check(self, value):
+        """Validate one value, raising ValueError with the flag name and the allowed values."""
+        if value is None:
+            return value
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.flag} must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+        if self.min is not None and value < self.min:
+            raise ValueError(f"{self.flag} must be >= {self.min}; got {value!r}")
+        if self.max is not None:
+            if (self.max_exclusive and value >= self.max) or (not self.max_exclusive and value > self.max):
+                bound = "<" if self.max_exclusive else "<="
+                raise ValueError(f"{self.flag} must be {bound} {self.max}; got {value!r}")
+        return value
+
+
+OPTIONS = [
+    # --- data -----------------------------------------------------------------------------------------------
+    Option("max_bp", int, 150, "Nucleotides read from each ASV sequence; longer sequences are truncated at the 3' "
+           "end and shorter ones padded.", FIT, "data", min=1),
+    Option("token_limit", int, 1024, "Maximum number of ASVs per sample (the most abundant are kept, or a random "
+           "subset with --asv-selection random). The main memory knob: 256-512 for GPUs with 24 GB.",
+           FIT, "data", min=1),
+    Option("asv_selection", str, "abundance", "How ASVs are chosen when a sample has more than --token-limit: "
+           "the most abundant (ties broken by feature order) or a seeded random subset.", FIT, "data",
+           choices=("abundance", "random")),
+    Option("rarefy_depth", int, None, "Reads per sample after rarefaction. Samples with fewer reads are left "
+           "out of training (and listed). Default: the largest depth that keeps at least 90% of the samples.",
+           FIT, "data", min=1),
+    Option("resample_each_epoch", bool, True, "Draw a new rarefied table every epoch (data augmentation); "
+           "otherwise rarefy once.", FIT, "data"),
+    Option("validation_fraction", float, 0.2, "Fraction of samples held out for validation, early stopping and "
+           "model selection (0 trains on everything and selects on training loss).", FIT, "data",
+           min=0.0, max=0.9),
+    Option("group_column", str, None, "Metadata column (e.g. subject) whose groups are kept whole on one side of "
+           "the train/validation split, so repeated samples of a subject cannot leak.", FIT, "data"),
+    # --- architecture ---------------------------------------------------------------------------------------
+    Option("embedding_dim", int, 128, "Width of nucleotide, ASV and sample embeddings.", FIT, "architecture",
+           min=8),
+    Option("attention_heads", int, 4, "Attention heads per transformer layer (must divide --embedding-dim).",
+           FIT, "architecture", min=1),
+    Option("attention_layers", int, 4, "Transformer layers at the nucleotide level and at the sample level.",
+           FIT, "architecture", min=1),
+    Option("dropout", float, 0.1, "Dropout rate inside the transformers.", FIT, "architecture",
+           min=0.0, max=1.0, max_exclusive=True),
+    Option("attn_implementation", str, "sdpa", "Attention kernel: sdpa lets PyTorch pick the fastest; math, "
+           "flash and mem_efficient force one backend (see `aam doctor` for what works on this machine).",
+           ALL, "architecture", choices=("sdpa", "math", "flash", "mem_efficient")),
+    # --- pretraining objective ------------------------------------------------------------------------------
+    Option("encoder_type", str, "unifrac", "Self-supervised objective of the base model: unifrac (pairwise "
+           "distances between sample embeddings fit to the distance matrix), faith_pd, taxonomy, or combined.",
+           (PRETRAIN,), "objective", choices=("unifrac", "faith_pd", "taxonomy", "combined")),
+    Option("taxonomy_level", int, 6, "Taxonomic rank predicted per ASV by the taxonomy objective "
+           "(1 = kingdom/domain ... 6 = genus, 7 = species).", (PRETRAIN,), "objective", min=1, max=7),
+    Option("penalty", float, 1.0, "Weight of the UniFrac / distance (or Faith PD, taxonomy) loss.",
+           FIT, "objective", min=0.0),
+    Option("nuc_penalty", float, 1.0, "Weight of the masked-nucleotide loss (ignored with --freeze-base).",
+           FIT, "objective", min=0.0),
+    Option("nuc_mask_ratio", float, 0.15, "Fraction of nucleotide positions masked for masked-nucleotide "
+           "prediction; the start token and padding are never masked.", FIT, "objective",
+           min=0.0, max=1.0, max_exclusive=True),
+    Option("nuc_mask_strategy", str, "random", "Mask single positions at random, or contiguous spans.",
+           FIT, "objective", choices=("random", "span")),
+    # --- prediction target ------------------------------------------------------------------------------------
+    Option("target_penalty", float, 1.0, "Weight of the target (regression or classification) loss.",
+           (TRAIN,), "target", min=0.0),
+    Option("count_penalty", float, 1.0, "Weight of the per-ASV relative-abundance reconstruction loss.",
+           (TRAIN,), "target", min=0.0),
+    Option("freeze_base", bool, False, "Keep the pretrained base fixed and train only the prediction layers "
+           "(much faster: each ASV is encoded once per run).", (TRAIN,), "target"),
+    Option("normalize_targets", bool, True, "Scale regression targets to [0, 1] for training (predictions are "
+           "returned in the original units).", (TRAIN,), "target"),
+    Option("log_transform_targets", bool, False, "Train on log(y + 1) (for non-negative targets spanning orders "
+           "of magnitude); predictions are transformed back.", (TRAIN,), "target"),
+    Option("bounded_targets", bool, False, "Pass regression outputs through a sigmoid, bounding them to [0, 1] "
+           "in the training scale. Turned on automatically with --log-transform-targets and "
+           "--normalize-targets together.", (TRAIN,), "target"),
+    Option("output_activation", str, "none", "Constraint on regression outputs: none, relu, softplus or exp "
+           "(non-negative outputs).", (TRAIN,), "target", choices=("none", "relu", "softplus", "exp")),
+    Option("learnable_output_scale", bool, False, "Add a learnable scale and bias after the regression head.",
+           (TRAIN,), "target"),
+    Option("class_weights", str, "none", "Weight classes in the classification loss: none, or balanced "
+           "(inverse class frequency in the training split).", (TRAIN,), "target",
+           choices=("none", "balanced")),
+    Option("categorical_embed_dim", int, 16, "Embedding size of each categorical covariate.", (TRAIN,),
+           "target", min=1),
+    Option("categorical_fusion", str, "concat", "How categorical covariates join the sample embedding: concat "
+           "(concatenate, then project) or add (project, then add).", (TRAIN,), "target",
+           choices=("concat", "add")),
+    # --- optimization -----------------------------------------------------------------------------------------
+    Option("epochs", int, 100, "Maximum number of passes over the training samples.", FIT, "optimization",
+           min=1),
+    Option("batch_size", int, 8, "Samples per batch. The pairwise UniFrac loss compares all samples of a "
+           "batch, so larger batches give it more pairs.", FIT, "optimization", min=2),
+    Option("patience", int, 10, "Stop after this many epochs without improvement of the validation score.",
+           FIT, "optimization", min=1),
+    Option("lr", float, 1e-4, "Peak learning rate.", FIT, "optimization", min=0.0),
+    Option("weight_decay", float, 0.01, "Decoupled weight decay (adamw) or L2 penalty (adam, sgd).", FIT,
+           "optimization", min=0.0),
+    Option("optimizer", str, "adamw", "Optimizer.", FIT, "optimization", choices=("adamw", "adam", "sgd")),
+    Option("scheduler", str, "warmup_cosine", "Learning-rate schedule: warmup_cosine (linear warm-up, cosine "
+           "decay), cosine_restarts, plateau (reduce on validation plateau) or onecycle.", FIT, "optimization",
+           choices=("warmup_cosine", "cosine_restarts", "plateau", "onecycle")),
+    Option("warmup_steps", int, None, "Warm-up length in optimizer steps for warmup_cosine (default: 10% of "
+           "all steps).", FIT, "optimization", min=0),
+    Option("scheduler_t0", int, None, "cosine_restarts: optimizer steps in the first cycle (default: a tenth "
+           "of all steps).", FIT, "optimization", min=1),
+    Option("scheduler_t_mult", int, 1, "cosine_restarts: factor by which each cycle grows.", FIT,
+           "optimization", min=1),
+    Option("scheduler_eta_min", float, 0.0, "Lowest learning rate of the cosine schedules.", FIT,
+           "optimization", min=0.0),
+    Option("scheduler_patience", int, 5, "plateau: epochs without improvement before the learning rate drops.",
+           FIT, "optimization", min=0),
+    Option("scheduler_factor", float, 0.5, "plateau: factor applied to the learning rate at each drop.", FIT,
+           "optimization", min=0.0, max=1.0, max_exclusive=True),
+    Option("gradient_accumulation_steps", int, 1, "Batches whose gradients are summed before each optimizer "
+           "step (a larger effective batch in the same memory).", FIT, "optimization", min=1),
+    Option("max_grad_norm", float, 1.0, "Clip the gradient norm to this value (0 disables clipping).", FIT,
+           "optimization", min=0.0),
+    Option("seed", int, 42, "Random seed for splits, rarefaction, masking and initialization: the same seed "
+           "and data give the same model.", ALL, "optimization", min=0),
+    # --- hardware and speed ------------------------------------------------------------------------------------
+    Option("device", str, "auto", "Where to compute: auto (a CUDA or ROCm GPU when present, else CPU), cpu, or "
+           "cuda.", ALL, "hardware", choices=("auto", "cpu", "cuda")),
+    Option("mixed_precision", str, "none", "Autocast precision: bf16 (CPU and recent GPUs), fp16 (GPU, with "
+           "loss scaling) or none.", ALL, "hardware", choices=("none", "bf16", "fp16")),
+    Option("compile_model", bool, False, "Compile the model with torch.compile (falls back to eager mode with a "
+           "warning where unsupported).", FIT, "hardware"),
+    Option("gradient_checkpointing", bool, False, "Recompute transformer activations in the backward pass: "
+           "less memory, about a third more compute.", FIT, "hardware"),
+    Option("asv_chunk_size", int, 256, "Encode at most this many distinct ASV sequences at once; bounds the "
+           "peak memory of the nucleotide transformer.", ALL, "hardware", min=1),
+    Option("asv_dedup", bool, True, "Encode each distinct ASV of a batch once and share the result between "
+           "samples (identical results; disable only to compare with the per-slot reference).", ALL,
+           "hardware"),
+    Option("num_workers", int, 0, "Background processes preparing batches (0 prepares them in the main "
+           "process).", ALL, "hardware", min=0),
+    Option("num_threads", int, 0, "CPU threads for PyTorch (0 uses all available cores).", ALL, "hardware",
+           min=0),
+    # --- CLI only: files and multi-process runs --------------------------------------------------------------------
+    Option("output_dir", str, None, "Directory for checkpoints, plots, TensorBoard logs and the training "
+           "history.", FIT, "output", plugin=False),
+    Option("resume", str, None, "Continue training from this checkpoint (model, optimizer, scheduler, epoch "
+           "and random state).", FIT, "output", plugin=False),
+    Option("distributed", bool, False, "Distributed data parallel over the processes started by torchrun.",
+           FIT, "distributed", plugin=False),
+    Option("fsdp", bool, False, "Fully sharded data parallel (FSDP2) over the processes started by torchrun.",
+           FIT, "distributed", plugin=False),
+    Option("fsdp_sharded_checkpoint", bool, False, "With --fsdp, save sharded checkpoints (faster; loading needs "
+           "the same number of processes).", FIT, "distributed", plugin=False),
+    Option("data_parallel", bool, False, "Single-process multi-GPU (torch.nn.DataParallel) over all visible "
+           "GPUs.", FIT, "distributed", plugin=False),
+]
+
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def options_for(command, interface="cli"):
+    """The options a command accepts, in table order.
+
+    Parameters
+    ----------
+    command : {'pretrain', 'train', 'predict'}
+    interface : {'cli', 'plugin'}
+
+    Returns
+    -------
+    list of Option
+    """
+    want = "plugin" if interface == "plugin" else "cli"
+    return [o for o in OPTIONS if command in o.commands and getattr(o, want)]
+
+
+def defaults(command):
+    """Default values of every option of `command`, as a dict."""
+    return {o.name: o.default for o in OPTIONS if command in o.commands}
+
+
+def resolve(command, **given):
+    """Defaults of `command` updated with `given` (validated); unknown names raise ValueError."""
+    values = defaults(command)
+    for name, value in given.items():
+        if name not in values:
+            raise ValueError(f"unknown option {name!r} for {command}")
+        values[name] = BY_NAME[name].check(value)
+    return values

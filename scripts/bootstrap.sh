@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Set up everything q2-aam needs on a Debian bookworm machine, idempotently:
+#   1. QIIME 2 2022.11 from Debian's packages (when the system Python cannot import it),
+#   2. a virtual environment .venv that sees those packages (--system-site-packages),
+#   3. torch and the other PyPI needs (requirements-venv.txt), and q2-aam itself (editable),
+#   4. a `qiime` command inside .venv that runs q2cli with the venv's Python, and a fresh q2cli cache.
+# A second run only checks stamps and takes a second or two.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+SYSPY=/usr/bin/python3
+APT_PACKAGES="qiime q2cli q2-types q2templates q2-sample-classifier python3-unifrac python3-venv"
+
+say() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+hash_files() { { cat "$@" 2>/dev/null || true; } | sha256sum | cut -c1-16; }
+
+# 1. QIIME 2 from Debian -------------------------------------------------------------------------------
+need_apt=0
+if [ ! -x "$SYSPY" ]; then
+    need_apt=1
+elif ! "$SYSPY" -c 'import qiime2, q2cli, q2_types, q2templates, q2_sample_classifier, unifrac, ensurepip' \
+        >/dev/null 2>&1; then
+    need_apt=1
+fi
+if [ "$need_apt" = 1 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        die "QIIME 2 is not importable by $SYSPY and apt-get is missing.
+  This setup needs Debian bookworm (or newer) with these packages:
+    $APT_PACKAGES
+  On another system, install QIIME 2 with conda (https://docs.qiime2.org), then inside that environment run
+    pip install torch tensorboard tqdm && pip install --no-deps -e ."
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        die "QIIME 2 is not importable by $SYSPY. Install Debian's packages as root, then re-run make:
+    sudo apt-get update && sudo apt-get install -y $APT_PACKAGES"
+    fi
+    say "installing Debian's QIIME 2 packages (about a minute): $APT_PACKAGES"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends $APT_PACKAGES; then
+        apt-get update
+        apt-get install -y --no-install-recommends $APT_PACKAGES
+    fi
+    "$SYSPY" -c 'import qiime2, q2_types, unifrac' || die "Debian's QIIME 2 packages installed but do not import"
+fi
+
+# 2. the virtual environment ------------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import qiime2' >/dev/null 2>&1; then
+    say "creating $VENV (sees the system's QIIME 2 packages)"
+    rm -rf "$VENV"
+    "$SYSPY" -m venv --system-site-packages "$VENV"
+fi
+
+# 3. PyPI needs and the project --------------------------------------------------------------------------
+pip_stamp="$VENV/.aam-pip-$(hash_files "$ROOT/requirements-venv.txt" "$ROOT/setup.py")"
+if [ ! -f "$pip_stamp" ] || ! "$VENV/bin/python" -c 'import torch, aam, q2_aam' >/dev/null 2>&1; then
+    say "installing PyPI requirements into the venv (torch, tensorboard, tqdm, pytest)"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$ROOT/requirements-venv.txt"
+    say "installing q2-aam (editable, without touching Debian's numpy/pandas/biom/scikit-bio)"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$ROOT"
+    rm -f "$VENV"/.aam-pip-*
+    touch "$pip_stamp"
+fi
+
+# 4. `qiime` inside the venv, and the q2cli cache ------------------------------------------------------------
+cat > "$VENV/bin/qiime.new" <<'WRAPPER'
+#!/bin/sh
+# q2cli through this venv's Python, so the q2-aam plugin (installed here) is visible. The q2cli cache lives
+# inside the venv so it never mixes with the cache of the system's /usr/bin/qiime, which lacks q2-aam.
+VENV_BIN="$(cd "$(dirname "$0")" && pwd)"
+export XDG_CONFIG_HOME="${AAM_Q2CLI_CONFIG:-$VENV_BIN/../etc}"
+exec "$VENV_BIN/python" -m q2cli "$@"
+WRAPPER
+chmod +x "$VENV/bin/qiime.new"
+if cmp -s "$VENV/bin/qiime.new" "$VENV/bin/qiime"; then rm "$VENV/bin/qiime.new"; else mv "$VENV/bin/qiime.new" "$VENV/bin/qiime"; fi
+
+cache_stamp="$VENV/.aam-q2cache-$(hash_files "$ROOT/setup.py" "$ROOT"/q2_aam/*.py "$ROOT"/aam/options.py "$pip_stamp")"
+if [ ! -f "$cache_stamp" ]; then
+    say "refreshing the q2cli cache (qiime dev refresh-cache)"
+    "$VENV/bin/qiime" dev refresh-cache >/dev/null
+    rm -f "$VENV"/.aam-q2cache-*
+    touch "$cache_stamp"
+fi
+say "ready: $VENV (activate with: source .venv/bin/activate)"
