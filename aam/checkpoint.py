@@ -11,13 +11,12 @@ A checkpoint is one file written by `torch.save` holding only tensors and plain 
 
 It is loaded with ``torch.load(..., weights_only=True)``, which refuses anything but tensors and primitive
 containers, so opening a checkpoint never runs code from the file. The plugin stores the same config JSON and
-weights in its model artifact.
+weights in its model artifact. torch is imported inside the functions so that the plugin can name `Checkpoint`
+as a view type without importing torch when QIIME 2 loads plugins.
 """
 import json
 import os
 import tempfile
-
-import torch
 
 from aam import __version__
 from aam.errors import AAMInputError
@@ -44,6 +43,7 @@ def atomic_write(path, write):
 
 def _plain(obj):
     """Make RNG states and numpy values safe for weights_only loading (lists, ints, floats, str, tensors)."""
+    import torch
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -85,6 +85,7 @@ class Checkpoint:
 
     def save(self, path, include_training_state=True):
         """Write atomically to `path`."""
+        import torch
         cfg = dict(self.config)
         cfg.setdefault("aam_version", __version__)
         cfg.setdefault("torch_version", torch.__version__)
@@ -94,6 +95,21 @@ class Checkpoint:
         if include_training_state:
             payload.update(_plain(self.training_state))
         atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write_dir(self, directory):
+        """Write ``model.pt`` (weights + config, no optimizer state) and a readable ``config.json``.
+
+        This is the layout of the QIIME 2 model artifact; config.json can be read without torch.
+        """
+        os.makedirs(directory, exist_ok=True)
+        self.save(os.path.join(directory, "model.pt"), include_training_state=False)
+        text = json.dumps(self.config, indent=1, sort_keys=True, default=_json_default)
+        atomic_write(os.path.join(directory, "config.json"), lambda tmp: open(tmp, "w").write(text))
+
+    @classmethod
+    def read_dir(cls, directory, expect=None):
+        """Load what `write_dir` wrote (the weights file is authoritative)."""
+        return load_checkpoint(os.path.join(directory, "model.pt"), expect=expect)
 
 
 def _json_default(obj):
@@ -121,6 +137,7 @@ def load_checkpoint(path, expect=None, map_location="cpu"):
     AAMInputError
         Missing file, not an AAM checkpoint, written by a newer format, or the wrong model type.
     """
+    import torch
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise AAMInputError(f"checkpoint {path!r} does not exist")

@@ -244,8 +244,8 @@ def cmd_doctor(args):
         print("GPU: none visible to PyTorch (training runs on the CPU)")
     for dev in devices:
         print(f"attention backends on {dev} (--attn-implementation):")
-        for name, status in available_attention_backends(dev).items():
-            print(f"  {name:14s} {'works' if status is True else 'unavailable: ' + str(status)}")
+        for name, (ok, message) in available_attention_backends(dev).items():
+            print(f"  {name:14s} {'works' if ok else 'unavailable'}: {message}")
     for mod in ("qiime2", "biom", "skbio", "unifrac", "tensorboard"):
         try:
             m = __import__(mod)

@@ -1,0 +1,204 @@
+"""Distances between samples for pretraining: unweighted UniFrac and Faith PD from a tree, or any precomputed
+distance matrix.
+
+UniFrac is computed with the `unifrac` library (Striped UniFrac, McDonald et al. 2018). A precomputed matrix can be
+any metric (weighted UniFrac, Bray-Curtis, Aitchison, ...): the objective only asks sample embeddings to reproduce
+the distances.
+"""
+import os
+import tempfile
+
+import numpy as np
+import pandas as pd
+
+from aam.errors import AAMInputError, preview
+
+
+def load_tree(tree):
+    """A `skbio.TreeNode` from a TreeNode, a Newick file or a Phylogeny .qza."""
+    import skbio
+    if isinstance(tree, skbio.TreeNode):
+        return tree
+    path = os.fspath(tree)
+    if not os.path.exists(path):
+        raise AAMInputError(f"tree file {path!r} does not exist.")
+    try:
+        if path.endswith(".qza"):
+            import io
+            from aam.data.table import read_from_qza
+            return skbio.TreeNode.read(io.StringIO(read_from_qza(path, ".nwk").decode()))
+        return skbio.TreeNode.read(path, format="newick")
+    except AAMInputError:
+        raise
+    except Exception as err:
+        raise AAMInputError(f"tree file {path!r} is not a Newick tree: {err}") from None
+
+
+def check_tree_covers(table, tree):
+    """Every feature of `table` must be a tip of `tree`; raises an error with counts and examples otherwise."""
+    tips = {t.name for t in tree.tips()}
+    features = [str(f) for f in table.ids("observation")]
+    missing = [f for f in features if f not in tips]
+    if missing:
+        raise AAMInputError(
+            f"{len(missing)} of {len(features)} features of the table are not tips of the tree "
+            f"(e.g. {preview(missing, 3)}). Use the tree built from this table's representative sequences "
+            "(e.g. qiime phylogeny align-to-tree-mafft-fasttree), or pass a precomputed distance matrix.")
+
+
+def _tree_file(tree, tmpdir):
+    path = os.path.join(tmpdir, "tree.nwk")
+    tree.write(path, format="newick")
+    return path
+
+
+def _table_file(table, tmpdir):
+    from biom.util import biom_open
+    path = os.path.join(tmpdir, "table.biom")
+    with biom_open(path, "w") as fh:
+        table.to_hdf5(fh, "aam")
+    return path
+
+
+def compute_unweighted_unifrac(table, tree, threads=1):
+    """Unweighted UniFrac between the samples of a (rarefied) table.
+
+    Parameters
+    ----------
+    table : biom.Table
+    tree : skbio.TreeNode or path
+        Rooted phylogeny whose tips include every feature.
+    threads : int
+
+    Returns
+    -------
+    skbio.DistanceMatrix
+    """
+    import unifrac
+    tree = load_tree(tree)
+    check_tree_covers(table, tree)
+    with tempfile.TemporaryDirectory(prefix="aam-unifrac-") as tmp:
+        # file paths are the interface every unifrac release supports
+        return unifrac.unweighted(_table_file(table, tmp), _tree_file(tree, tmp), threads=threads)
+
+
+def compute_faith_pd(table, tree):
+    """Faith's phylogenetic diversity of every sample.
+
+    Returns
+    -------
+    pd.Series
+        Indexed by sample ID.
+    """
+    import unifrac
+    tree = load_tree(tree)
+    check_tree_covers(table, tree)
+    with tempfile.TemporaryDirectory(prefix="aam-faith-") as tmp:
+        result = unifrac.faith_pd(_table_file(table, tmp), _tree_file(tree, tmp))
+    result.index = result.index.astype(str)
+    return result.astype(float)
+
+
+def _read_h5(path):
+    """A distance matrix written by `ssu` (unifrac-binaries) in HDF5 format ('order' + 'matrix' datasets)."""
+    import h5py
+    import skbio
+    with h5py.File(path, "r") as fh:
+        if "matrix" not in fh or "order" not in fh:
+            raise AAMInputError(f"{path} is HDF5 but not a distance matrix written by ssu (expected 'order' and "
+                                "'matrix' datasets).")
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in fh["order"][:]]
+        data = np.asarray(fh["matrix"][:], dtype=np.float64)
+    return skbio.DistanceMatrix(data, ids=ids, validate=False)
+
+
+def _read_text(path, sep):
+    import skbio
+    frame = pd.read_csv(path, sep=sep, index_col=0, dtype={0: str})
+    frame.index = frame.index.astype(str)
+    frame.columns = frame.columns.astype(str)
+    if list(frame.index) != list(frame.columns):
+        if set(frame.index) != set(frame.columns):
+            raise AAMInputError(f"{path}: row and column sample IDs differ; a distance matrix is square with the "
+                                "same IDs on both axes.")
+        frame = frame.loc[:, list(frame.index)]
+    return skbio.DistanceMatrix(frame.to_numpy(dtype=np.float64), ids=list(frame.index), validate=False)
+
+
+def load_distance_matrix(source, ids=None):
+    """A distance matrix from an object or a file.
+
+    Parameters
+    ----------
+    source : skbio.DistanceMatrix or str
+        A DistanceMatrix; or a path: ``.npy`` (with `ids`, or a ``<name>.ids.txt`` / ``<name>.txt`` beside it, one ID
+        per line), ``.h5`` from ``ssu``, ``.csv`` / ``.tsv`` (square, sample IDs in the first row and column), a
+        DistanceMatrix ``.qza``, or scikit-bio's lsmat text format.
+    ids : list of str, optional
+        Sample IDs of a ``.npy`` matrix, in row order.
+
+    Returns
+    -------
+    skbio.DistanceMatrix
+    """
+    import skbio
+    if isinstance(source, skbio.DistanceMatrix):
+        dm = source
+    else:
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise AAMInputError(f"distance matrix file {path!r} does not exist.")
+        lower = path.lower()
+        if lower.endswith(".npy"):
+            data = np.load(path, allow_pickle=False)
+            if ids is None:
+                stem = path[:-4]
+                for cand in (stem + ".ids.txt", stem + ".txt", stem + "_ids.txt"):
+                    if os.path.exists(cand):
+                        with open(cand) as fh:
+                            ids = [line.strip() for line in fh if line.strip()]
+                        break
+            if ids is None:
+                raise AAMInputError(f"{path} is a bare .npy matrix: pass its sample IDs (one per line in "
+                                    f"{path[:-4]}.ids.txt, or --unifrac-ids).")
+            if data.ndim != 2 or data.shape[0] != data.shape[1] or data.shape[0] != len(ids):
+                raise AAMInputError(f"{path}: matrix of shape {data.shape} does not match {len(ids)} sample IDs.")
+            dm = skbio.DistanceMatrix(np.asarray(data, dtype=np.float64), ids=[str(i) for i in ids], validate=False)
+        elif lower.endswith((".h5", ".hdf5")):
+            dm = _read_h5(path)
+        elif lower.endswith(".qza"):
+            import io
+            from aam.data.table import read_from_qza
+            dm = skbio.DistanceMatrix.read(io.StringIO(read_from_qza(path, ".tsv").decode()), format="lsmat")
+        elif lower.endswith(".csv"):
+            dm = _read_text(path, ",")
+        else:
+            try:
+                dm = skbio.DistanceMatrix.read(path, format="lsmat")
+            except Exception:
+                dm = _read_text(path, "\t")
+    data = dm.data
+    if not np.isfinite(data).all():
+        raise AAMInputError("the distance matrix contains NaN or infinite values.")
+    if (data < 0).any():
+        raise AAMInputError("the distance matrix contains negative distances.")
+    if not np.allclose(data, data.T, atol=1e-6):
+        raise AAMInputError("the distance matrix is not symmetric.")
+    return dm
+
+
+def align_distance_matrix(dm, sample_ids):
+    """The [N, N] float32 block of `dm` for `sample_ids`, in that order (IDs matched by name).
+
+    Raises
+    ------
+    AAMInputError
+        Listing the samples absent from the matrix.
+    """
+    present = set(str(i) for i in dm.ids)
+    missing = [s for s in sample_ids if s not in present]
+    if missing:
+        raise AAMInputError(f"{len(missing)} sample(s) of the table are not in the distance matrix: "
+                            f"{preview(missing)}. Compute the matrix on the same samples, or filter the table.")
+    sub = dm.filter([str(s) for s in sample_ids], strict=True)
+    return np.ascontiguousarray(sub.data, dtype=np.float32)

@@ -1,0 +1,146 @@
+"""Feature tables: load, validate, drop empties, rarefy.
+
+Tables are `biom.Table` objects (features x samples, as biom-format stores them). Rarefaction uses biom-format's
+own `subsample` (without replacement), seeded, so the same seed gives the same table.
+"""
+import os
+import zipfile
+
+import numpy as np
+
+from aam.errors import AAMInputError, preview
+
+
+def read_from_qza(path, suffix):
+    """Extract the one file ending with `suffix` from the data/ directory of a QIIME 2 archive into memory.
+
+    Lets the standalone CLI take .qza files without importing QIIME 2.
+
+    Returns
+    -------
+    bytes
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if "/data/" in n and n.endswith(suffix)]
+            if len(names) != 1:
+                raise AAMInputError(f"{path} holds no single data file ending with {suffix!r}; is it the right kind "
+                                    "of artifact?")
+            return zf.read(names[0])
+    except zipfile.BadZipFile:
+        raise AAMInputError(f"{path} is not a QIIME 2 archive (.qza) or is damaged.") from None
+
+
+def load_table(source, name="table"):
+    """A `biom.Table` from a table object, a BIOM file (v1 JSON or v2 HDF5) or a FeatureTable .qza.
+
+    Parameters
+    ----------
+    source : biom.Table or str
+    name : str
+        How messages refer to the table.
+    """
+    import biom
+    if isinstance(source, biom.Table):
+        return source
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise AAMInputError(f"{name} file {path!r} does not exist.")
+    if path.endswith(".qza"):
+        import tempfile
+        data = read_from_qza(path, ".biom")
+        with tempfile.NamedTemporaryFile(suffix=".biom") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            return load_table(tmp.name, name)
+    try:
+        return biom.load_table(path)
+    except Exception as err:  # biom raises many types for a file that is not BIOM
+        raise AAMInputError(f"{name} file {path!r} is not a readable BIOM table (v1 JSON or v2 HDF5): {err}. "
+                            "Export a FeatureTable[Frequency] with `qiime tools export` or convert TSV tables "
+                            "with `biom convert --to-hdf5`.") from None
+
+
+def validate_table(table, name="table"):
+    """Check that a table holds non-negative integer counts with at least one sample and one feature.
+
+    Raises
+    ------
+    AAMInputError
+    """
+    n_features, n_samples = table.shape
+    if n_samples == 0 or n_features == 0:
+        raise AAMInputError(f"{name} is empty ({n_samples} samples x {n_features} features); AAM needs a table "
+                            "with reads.")
+    data = table.matrix_data.data
+    if data.size and not np.isfinite(data).all():
+        raise AAMInputError(f"{name} contains NaN or infinite counts; fix the table.")
+    if data.size and (data < 0).any():
+        rows, cols = table.matrix_data.nonzero()
+        neg = table.matrix_data[rows, cols].A1 < 0
+        samples = sorted({str(table.ids()[c]) for c in cols[neg]})
+        raise AAMInputError(f"{name} has negative counts in samples {preview(samples)}; counts must be >= 0.")
+    if data.size and not np.allclose(data, np.round(data)):
+        raise AAMInputError(f"{name} holds non-integer values (relative frequencies?). AAM needs read counts: "
+                            "use the FeatureTable[Frequency] from DADA2/deblur, not a relative-frequency table.")
+    totals = np.asarray(table.sum(axis="sample"))
+    if totals.sum() == 0:
+        raise AAMInputError(f"{name} has no reads in any sample.")
+
+
+def drop_empty(table):
+    """The table without features (and samples) that have no reads."""
+    table = table.remove_empty(axis="observation", inplace=False)
+    return table.remove_empty(axis="sample", inplace=False)
+
+
+def sample_depths(table):
+    """Reads per sample as a dict sample ID -> total."""
+    return dict(zip((str(s) for s in table.ids()), np.asarray(table.sum(axis="sample")).ravel()))
+
+
+def suggest_depth(table, keep_fraction=0.9):
+    """A rarefaction depth that keeps at least `keep_fraction` of the samples.
+
+    The depth is the reads of the sample at the (1 - keep_fraction) quantile, so the shallowest 10% of samples
+    are the most that are left out; users with a depth in mind pass it (--rarefy-depth).
+    """
+    totals = np.sort(np.asarray(table.sum(axis="sample")).ravel())
+    totals = totals[totals > 0]
+    if totals.size == 0:
+        raise AAMInputError("the table has no reads in any sample.")
+    k = int(np.floor((1.0 - keep_fraction) * totals.size))
+    return int(totals[min(k, totals.size - 1)])
+
+
+def rarefy(table, depth, seed=0):
+    """Subsample every sample to `depth` reads without replacement; samples with fewer reads are left out.
+
+    Parameters
+    ----------
+    table : biom.Table
+    depth : int
+    seed : int
+
+    Returns
+    -------
+    (biom.Table, list of str)
+        The rarefied table (features without reads removed) and the IDs of samples left out.
+    """
+    depth = int(depth)
+    if depth < 1:
+        raise AAMInputError(f"rarefaction depth must be at least 1, got {depth}.")
+    depths = sample_depths(table)
+    dropped = sorted(s for s, d in depths.items() if d < depth)
+    if len(dropped) == len(depths):
+        raise AAMInputError(f"every sample has fewer than {depth} reads (the deepest has {int(max(depths.values()))});"
+                            " choose a smaller --rarefy-depth.")
+    # biom-format 2.1.12 (Debian) draws from numpy's global generator and has no seed argument: seed it here and
+    # restore the caller's state afterwards
+    state = np.random.get_state()
+    np.random.seed(int(seed) % (2 ** 32))
+    try:
+        rare = table.subsample(depth, axis="sample", by_id=False, with_replacement=False)
+    finally:
+        np.random.set_state(state)
+    return rare.remove_empty(axis="observation", inplace=False), dropped
