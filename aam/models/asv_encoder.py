@@ -1,0 +1,87 @@
+"""Nucleotide-level encoder: one ASV's token sequence -> one ASV embedding (+ per-position nucleotide logits)."""
+import torch
+import torch.nn as nn
+
+from aam.models.layers import AttentionPooling, TransformerEncoder, init_weights
+
+try:
+    from aam.data.tokenizer import PAD, VOCAB_SIZE
+except ImportError:  # the tokenizer module may not exist yet; these are its documented values
+    PAD = 0          # empty position / empty slot
+    VOCAB_SIZE = 7   # PAD, A, C, G, T, START, MASK
+
+
+class ASVEncoder(nn.Module):
+    """Transformer over the nucleotides of each ASV, pooled to one embedding per ASV.
+
+    tokens -> token + position embedding -> transformer -> attention pooling -> Linear -> LayerNorm.
+    The optional nucleotide head predicts every position's nucleotide from its hidden state (the masked-nucleotide
+    pretraining objective).
+
+    Parameters
+    ----------
+    cfg : EncoderConfig
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.embedding_dim
+        self.tok_emb = nn.Embedding(VOCAB_SIZE, D, padding_idx=PAD)
+        self.pos_emb = nn.Embedding(cfg.max_bp + 1, D)  # position 0 is the START token
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = TransformerEncoder(D, cfg.attention_heads, cfg.attention_layers, cfg.dropout,
+                                          cfg.attn_implementation, cfg.ff_mult, cfg.gradient_checkpointing)
+        self.pool = AttentionPooling(D)
+        self.proj = nn.Linear(D, D)
+        self.norm = nn.LayerNorm(D)
+        # bias-free: a bias would only learn the base composition, which the hidden state already carries
+        self.nuc_head = nn.Linear(D, VOCAB_SIZE, bias=False) if cfg.predict_nucleotides else None
+        self.apply(init_weights)
+
+    def _encode(self, tokens):
+        """Encode one chunk: tokens [n, L] -> (emb [n, D], logits [n, L, V] or None)."""
+        n, L = tokens.shape
+        key_mask = tokens != PAD                                     # [n, L]
+        pos = torch.arange(L, device=tokens.device)                  # [L]
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(pos))      # [n, L, D]
+        h = self.encoder(x, key_mask)                                # [n, L, D]
+        emb = self.norm(self.proj(self.pool(h, key_mask)))           # [n, D]
+        logits = self.nuc_head(h) if self.nuc_head is not None else None  # [n, L, V]
+        return emb, logits
+
+    def forward(self, tokens):
+        """
+        Parameters
+        ----------
+        tokens : torch.LongTensor, shape [N, L]
+            One ASV per row, L <= max_bp + 1, PAD after the sequence.
+
+        Returns
+        -------
+        emb : torch.Tensor, shape [N, D]
+        nuc_logits : torch.Tensor, shape [N, L, VOCAB_SIZE], or None without the nucleotide head
+        """
+        N, L = tokens.shape
+        if L > self.cfg.max_bp + 1:
+            raise ValueError(f"ASV tokens have {L} positions but the model takes at most max_bp + 1 = "
+                             f"{self.cfg.max_bp + 1}")
+        tokens = tokens.long()
+        D = self.cfg.embedding_dim
+        if N == 0:  # a batch of empty samples: some SDPA kernels refuse zero-sized inputs
+            emb = self.norm.weight.new_zeros(0, D)
+            logits = emb.new_zeros(0, L, VOCAB_SIZE) if self.nuc_head is not None else None
+            return emb, logits
+        c = self.cfg.asv_chunk_size
+        if c <= 0 or N <= c:
+            return self._encode(tokens)
+        # rows are independent, so chunking changes peak memory, not results: the transient attention
+        # buffers are [chunk, H, L, L] instead of [N, H, L, L]. Without gradients (frozen base, inference)
+        # that bounds the whole footprint; in training the activations saved for backward still grow with N
+        # unless gradient_checkpointing is on too.
+        embs, logits = [], []
+        for start in range(0, N, c):
+            e, lg = self._encode(tokens[start:start + c])
+            embs.append(e)
+            logits.append(lg)
+        return torch.cat(embs), (torch.cat(logits) if self.nuc_head is not None else None)
