@@ -123,11 +123,6 @@ def _data_summary(prepared, train_ids, val_ids):
             "distance_source": prepared.distance_source, "report": prepared.report}
 
 
-def _run(trainer, output_dir):
-    trainer.fit()
-    return trainer
-
-
 def pretrain(table, sequences=None, tree=None, distance_matrix=None, distance_ids=None, taxonomy=None,
              metadata=None, output_dir=None, progress=True, log=None, **options):
     """Self-supervised pretraining of the base model (`SequenceEncoder`).
@@ -203,14 +198,18 @@ def pretrain(table, sequences=None, tree=None, distance_matrix=None, distance_id
 
 def _fit(model, loss_fn, train_loader, val_loader, task, opts, config, device, output_dir, progress, log,
          prepared, target_transform=None, class_labels=None):
+    from aam.training.cache import ASVEmbeddingCache
     from aam.training.trainer import Trainer
+    cache = None
+    if opts.get("freeze_base"):
+        cache = ASVEmbeddingCache(prepared.tokens, model.base.cfg.embedding_dim, device)
     tmp = None
     if output_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="aam-")
         output_dir = tmp.name
     trainer = Trainer(model, loss_fn, train_loader, val_loader, task, opts, config, device,
                       output_dir=output_dir, target_transform=target_transform, class_labels=class_labels,
-                      progress=progress, log=log)
+                      progress=progress, log=log, asv_cache=cache)
     for line in prepared.report:
         trainer.log(line)
     if opts.get("resume"):
@@ -378,6 +377,8 @@ def train(table, metadata, column, classifier=False, out_dim=None, sequences=Non
     if base_ckpt is not None:
         base.load_state_dict(base_ckpt.model_state)
     model = SequencePredictor(pcfg, base=base)
+    if not classifier:
+        model.init_output(float(np.mean(targets[[index[s] for s in train_ids]])))
     weights = None
     if classifier and opts["class_weights"] == "balanced":
         weights = class_weights_from_labels(targets[[index[s] for s in train_ids]], out_dim)
@@ -429,12 +430,6 @@ def _usable(prepared, log):
     if empty:
         log(f"{len(empty)} sample(s) have no reads and get no prediction: {preview(empty)}")
     return [s for s, t in zip(prepared.sample_ids, totals) if t > 0], empty
-
-
-def _predict_setup(model, table, sequences, options, expect):
-    opts, device = _setup(O.PREDICT, {**options, "batch_size": options.get("batch_size")})
-    ckpt = _load_model(model, expect)
-    return opts, device, ckpt
 
 
 def predict(model, table, sequences=None, metadata=None, batch_size=32, log=None, **options):

@@ -1,5 +1,6 @@
 """Predictor: a (possibly pretrained, possibly frozen) base plus a head for one target per sample."""
 import contextlib
+import math
 
 import torch
 import torch.nn as nn
@@ -76,6 +77,27 @@ class SequencePredictor(nn.Module):
             for p in self.base.parameters():
                 p.requires_grad_(False)
             self.base.eval()
+
+    @torch.no_grad()
+    def init_output(self, value):
+        """Start regression predictions at `value` (the mean training target, in the training scale).
+
+        The last layer's bias is set so that the output activation returns `value` for a zero input; training
+        then learns deviations from the mean instead of first spending epochs walking out to it.
+        """
+        if self.cfg.classifier:
+            return
+        v = float(value)
+        if self.cfg.bounded_targets:
+            v = min(max(v, 1e-3), 1 - 1e-3)
+            v = math.log(v / (1 - v))                                          # logit
+        elif self.cfg.output_activation == "softplus":
+            v = math.log(math.expm1(max(v, 1e-3)))                             # softplus^-1
+        elif self.cfg.output_activation == "exp":
+            v = math.log(max(v, 1e-6))
+        elif self.cfg.output_activation == "relu":
+            v = max(v, 0.0)
+        self.target_head[-1].bias.fill_(v)
 
     def train(self, mode=True):
         """Like `nn.Module.train`, but a frozen base stays in eval mode (no dropout: it is a fixed function)."""

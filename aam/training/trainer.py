@@ -22,6 +22,7 @@ import torch
 from aam.checkpoint import Checkpoint
 from aam.errors import AAMTrainingError
 from aam.training import metrics as M
+from aam.training.cache import cached_forward
 from aam.training.device import autocast_context, make_grad_scaler
 from aam.training.losses import find_nonfinite, nucleotide_accuracy, pairwise_distances
 from aam.training.optim import build_optimizer, build_scheduler
@@ -120,10 +121,13 @@ class Trainer:
         Regression: predictions are inverse-transformed before metrics, so metrics are in the target's units.
     class_labels : list of str, optional
     progress : bool
+    asv_cache : aam.training.cache.ASVEmbeddingCache, optional
+        With a frozen base: serve ASV embeddings from this cache instead of re-encoding them every batch.
     """
 
     def __init__(self, model, loss_fn, train_loader, val_loader, task, options, checkpoint_config, device,
-                 output_dir=None, target_transform=None, class_labels=None, progress=True, log=None):
+                 output_dir=None, target_transform=None, class_labels=None, progress=True, log=None,
+                 asv_cache=None):
         self.model = model.to(device)
         self.loss_fn = loss_fn
         self.train_loader, self.val_loader = train_loader, val_loader
@@ -137,6 +141,7 @@ class Trainer:
         self.progress = Progress(progress)
         self.log = log or self.progress.line
         self.dedup = options.get("asv_dedup", True)
+        self.asv_cache = asv_cache
         self.max_nonfinite = 5
         self.history = []
         self.best_score = None
@@ -184,7 +189,10 @@ class Trainer:
     # ---- one epoch --------------------------------------------------------------------------------------------
     def _step_loss(self, batch, train):
         with autocast_context(self.device, self.opt.get("mixed_precision", "none")):
-            outputs = forward_batch(self.model, batch, self.dedup)
+            if self.asv_cache is not None:
+                outputs = cached_forward(self.model, self.asv_cache, batch)
+            else:
+                outputs = forward_batch(self.model, batch, self.dedup)
         bad = find_nonfinite(outputs)
         if bad:
             return outputs, None, bad
