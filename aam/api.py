@@ -61,10 +61,17 @@ def _setup(command, given):
 
 
 def _loaders(train_ds, val_ds, collate_train, collate_val, opts, device):
-    g = torch.Generator()
-    g.manual_seed(opts["seed"])
+    from torch.utils.data.distributed import DistributedSampler
     common = {"num_workers": opts.get("num_workers", 0), "pin_memory": device.type == "cuda"}
-    train = torch.utils.data.DataLoader(train_ds, batch_size=opts["batch_size"], shuffle=True, generator=g,
+    if common["num_workers"] > 0:
+        common["persistent_workers"] = False
+        common["prefetch_factor"] = 2
+    # the order of an epoch is a function of (seed, epoch) only, so a resumed run sees the same batches as an
+    # uninterrupted one; with one replica DistributedSampler is exactly a seeded per-epoch shuffle
+    world, rank = opts.get("_world_size", 1), opts.get("_rank", 0)
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=opts["seed"],
+                                 drop_last=False)
+    train = torch.utils.data.DataLoader(train_ds, batch_size=opts["batch_size"], sampler=sampler,
                                         collate_fn=collate_train, drop_last=False, **common)
     val = None
     if val_ds is not None and len(val_ds):

@@ -45,7 +45,9 @@ def _plain(obj):
     """Make RNG states and numpy values safe for weights_only loading (lists, ints, floats, str, tensors)."""
     import torch
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        # integer keys stay integers: optimizer state is keyed by parameter index, and string keys would make
+        # load_state_dict silently start the moments from zero
+        return {(k if isinstance(k, (int, str)) else str(k)): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     if hasattr(obj, "tolist") and not torch.is_tensor(obj):

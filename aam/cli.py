@@ -20,12 +20,14 @@ def _add_options(parser, command):
         if group is None:
             group = groups[opt.group] = parser.add_argument_group(opt.group)
         default_text = "" if opt.default is None else f" (default: {opt.default})"
+        # argparse %-formats help strings
+        help_text = (opt.help + default_text).replace("%", "%%")
         if opt.type is bool:
             group.add_argument(opt.flag, dest=opt.name, action=argparse.BooleanOptionalAction,
-                               default=opt.default, help=opt.help + default_text)
+                               default=opt.default, help=help_text)
         else:
             kwargs = {"type": opt.type, "default": opt.default, "dest": opt.name,
-                      "help": opt.help + default_text}
+                      "help": help_text}
             if opt.choices:
                 kwargs["choices"] = opt.choices
             group.add_argument(opt.flag, **kwargs)

@@ -7,7 +7,7 @@ Each `Option` says which commands use it (``pretrain``, ``train``, ``predict``).
 are CLI-only (file paths, output directories, multi-process launch flags), because QIIME 2 actions take
 artifacts, not paths. Options with ``cli=False`` exist only in the plugin.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Tuple
 
 PRETRAIN, TRAIN, PREDICT = "pretrain", "train", "predict"
@@ -53,6 +53,14 @@ class Option:
     max_exclusive: bool = False
     plugin: bool = True
     cli: bool = True
+    command_defaults: Tuple[Tuple[str, Any], ...] = ()
+
+    def for_command(self, command):
+        """This option as `command` sees it: with the command's own default where one is set."""
+        for cmd, value in self.command_defaults:
+            if cmd == command:
+                return replace(self, default=value, command_defaults=())
+        return self
 
     @property
     def flag(self):
@@ -117,8 +125,9 @@ OPTIONS = [
            "(1 = kingdom/domain ... 6 = genus, 7 = species).", (PRETRAIN,), "objective", min=1, max=7),
     Option("penalty", float, 1.0, "Weight of the UniFrac / distance (or Faith PD, taxonomy) loss.",
            FIT, "objective", min=0.0),
-    Option("nuc_penalty", float, 1.0, "Weight of the masked-nucleotide loss (ignored with --freeze-base).",
-           FIT, "objective", min=0.0),
+    Option("nuc_penalty", float, 1.0, "Weight of the masked-nucleotide loss (ignored with --freeze-base). "
+           "Fine-tuning defaults to 0: masked nucleotides would blur the ASVs the target is read from.",
+           FIT, "objective", min=0.0, command_defaults=((TRAIN, 0.0),)),
     Option("nuc_mask_ratio", float, 0.15, "Fraction of nucleotide positions masked for masked-nucleotide "
            "prediction; the start token and padding are never masked.", FIT, "objective",
            min=0.0, max=1.0, max_exclusive=True),
@@ -166,8 +175,8 @@ OPTIONS = [
            choices=("warmup_cosine", "cosine_restarts", "plateau", "onecycle")),
     Option("warmup_steps", int, None, "Warm-up length in optimizer steps for warmup_cosine (default: 10% of "
            "all steps).", FIT, "optimization", min=0),
-    Option("scheduler_t0", int, None, "cosine_restarts: optimizer steps in the first cycle (default: a tenth "
-           "of all steps).", FIT, "optimization", min=1),
+    Option("scheduler_t0", int, None, "cosine_restarts: optimizer steps in the first cycle (default: a "
+           "quarter of all steps).", FIT, "optimization", min=1),
     Option("scheduler_t_mult", int, 1, "cosine_restarts: factor by which each cycle grows.", FIT,
            "optimization", min=1),
     Option("scheduler_eta_min", float, 0.0, "Lowest learning rate of the cosine schedules.", FIT,
@@ -231,12 +240,12 @@ def options_for(command, interface="cli"):
     list of Option
     """
     want = "plugin" if interface == "plugin" else "cli"
-    return [o for o in OPTIONS if command in o.commands and getattr(o, want)]
+    return [o.for_command(command) for o in OPTIONS if command in o.commands and getattr(o, want)]
 
 
 def defaults(command):
     """Default values of every option of `command`, as a dict."""
-    return {o.name: o.default for o in OPTIONS if command in o.commands}
+    return {o.name: o.for_command(command).default for o in OPTIONS if command in o.commands}
 
 
 def resolve(command, **given):

@@ -33,11 +33,15 @@ class ASVEncoder(nn.Module):
         self.encoder = TransformerEncoder(D, cfg.attention_heads, cfg.attention_layers, cfg.dropout,
                                           cfg.attn_implementation, cfg.ff_mult, cfg.gradient_checkpointing)
         self.pool = AttentionPooling(D)
+        self.kmer_size = cfg.kmer_size
+        self.kmer_emb = nn.Embedding(4 ** cfg.kmer_size, D) if cfg.kmer_size else None
         self.proj = nn.Linear(D, D)
         self.norm = nn.LayerNorm(D)
         # bias-free: a bias would only learn the base composition, which the hidden state already carries
         self.nuc_head = nn.Linear(D, VOCAB_SIZE, bias=False) if cfg.predict_nucleotides else None
         self.apply(init_weights)
+        if self.kmer_emb is not None:
+            nn.init.normal_(self.kmer_emb.weight, std=1.0)
 
     def _encode(self, tokens):
         """Encode one chunk: tokens [n, L] -> (emb [n, D], logits [n, L, V] or None)."""
@@ -46,9 +50,32 @@ class ASVEncoder(nn.Module):
         pos = torch.arange(L, device=tokens.device)                  # [L]
         x = self.drop(self.tok_emb(tokens) + self.pos_emb(pos))      # [n, L, D]
         h = self.encoder(x, key_mask)                                # [n, L, D]
-        emb = self.norm(self.proj(self.pool(h, key_mask)))           # [n, D]
+        pooled = self.pool(h, key_mask)                              # [n, D]
+        if self.kmer_emb is not None:
+            pooled = pooled + self._kmer_profile(tokens)             # [n, D]
+        emb = self.norm(self.proj(pooled))                           # [n, D]
         logits = self.nuc_head(h) if self.nuc_head is not None else None  # [n, L, V]
         return emb, logits
+
+    def _kmer_profile(self, tokens):
+        """Mean embedding of the k-mers of each row: tokens [n, L] -> [n, D].
+
+        k-mers touching anything but A/C/G/T (START, PAD, MASK, ambiguity codes) are left out, so masked
+        positions reveal nothing to the masked-nucleotide objective.
+        """
+        k = self.kmer_size
+        n, L = tokens.shape
+        if L - 1 < k:
+            return self.kmer_emb.weight.new_zeros(n, self.kmer_emb.embedding_dim)
+        windows = tokens[:, 1:].unfold(1, k, 1)                      # [n, L-k, k]
+        valid = ((windows >= 1) & (windows <= 4)).all(-1)            # [n, L-k]
+        powers = 4 ** torch.arange(k, device=tokens.device)          # [k]
+        index = ((windows - 1).clamp(0, 3) * powers).sum(-1)         # [n, L-k]
+        w = valid.to(self.kmer_emb.weight.dtype)
+        summed = torch.einsum("nw,nwd->nd", w, self.kmer_emb(index))  # [n, D]
+        # sum / sqrt(count): unit-variance per dimension for unrelated sequences, so the profile is on the
+        # scale of the layer-normalized transformer state it is added to
+        return summed / w.sum(1, keepdim=True).clamp_min(1.0).sqrt()
 
     def forward(self, tokens):
         """

@@ -64,6 +64,10 @@ class EncoderConfig:
         Classes of the per-ASV taxonomy head (0 = no head).
     ff_mult : int
         Hidden width of the transformer MLPs, as a multiple of ``embedding_dim``.
+    kmer_size : int
+        Length of the k-mers whose embeddings are averaged into every ASV embedding (0 = none). Distinct ASVs share
+        most of their nucleotides, so a freshly initialized nucleotide transformer maps them to nearly the same
+        point; the k-mer profile tells them apart from the first step, and still reads unseen sequences.
     """
     max_bp: int = 150
     token_limit: int = 1024
@@ -78,11 +82,14 @@ class EncoderConfig:
     predict_nucleotides: bool = True
     taxonomy_classes: int = 0
     ff_mult: int = 4
+    kmer_size: int = 6
 
     def __post_init__(self):
         for name in ("max_bp", "token_limit", "embedding_dim", "attention_heads", "ff_mult"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 <= int(self.kmer_size) <= 8:
+            raise ValueError(f"kmer_size must be in 0..8, got {self.kmer_size!r}")
         for name in ("attention_layers", "asv_chunk_size", "taxonomy_classes"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -103,7 +110,8 @@ class EncoderConfig:
                 "gradient_checkpointing": bool(self.gradient_checkpointing),
                 "asv_chunk_size": int(self.asv_chunk_size), "encoder_type": str(self.encoder_type),
                 "predict_nucleotides": bool(self.predict_nucleotides),
-                "taxonomy_classes": int(self.taxonomy_classes), "ff_mult": int(self.ff_mult)}
+                "taxonomy_classes": int(self.taxonomy_classes), "ff_mult": int(self.ff_mult),
+                "kmer_size": int(self.kmer_size)}
 
     @classmethod
     def from_dict(cls, d):

@@ -64,9 +64,12 @@ class SequencePredictor(nn.Module):
         self.target_head = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(),
                                          nn.Dropout(cfg.encoder.dropout), nn.Linear(D, cfg.out_dim))
         self.count_head = nn.Linear(D, 1)
-        for m in (self.fuse, self.cat_embeddings, self.cat_proj, self.target_head, self.count_head):
+        for m in (self.cat_embeddings, self.cat_proj, self.count_head):
             if m is not None:
                 m.apply(init_weights)
+        # the fusion layer and the target MLP keep PyTorch's default (fan-in scaled) initialization: with the
+        # transformer-style N(0, 0.02) weights a two-layer head starts as a product of two tiny matrices and
+        # needs hundreds of steps before predictions vary between samples at all
         if cfg.learnable_output_scale and not cfg.classifier:
             self.output_scale = nn.Parameter(torch.ones(()))
             self.output_bias = nn.Parameter(torch.zeros(()))
