@@ -52,7 +52,17 @@ def _setup(command, given):
         raise AAMInputError(str(err)) from None
     seed_everything(opts["seed"])
     threads = set_threads(opts.get("num_threads", 0))
-    device = resolve_device(opts["device"])
+    if command in (O.PRETRAIN, O.TRAIN):
+        from aam.training import distributed as D
+        # joins the process group torchrun set up (or the one aam.cli already joined); a plain run gets a
+        # single-process context
+        ctx = D.init_distributed(D.mode_from_options(opts), opts["device"],
+                                 sharded_checkpoint=opts.get("fsdp_sharded_checkpoint", False))
+        opts["_dist"] = ctx
+        opts["_world_size"], opts["_rank"] = (ctx.world_size, ctx.rank) if ctx.active else (1, 0)
+        device = ctx.device
+    else:
+        device = resolve_device(opts["device"])
     if device.type == "cpu" and opts.get("mixed_precision") == "fp16":
         warnings.warn("--mixed-precision fp16 needs a GPU; using bf16 on the CPU.", stacklevel=3)
         opts["mixed_precision"] = "bf16"
@@ -205,28 +215,52 @@ def pretrain(table, sequences=None, tree=None, distance_matrix=None, distance_id
 
 def _fit(model, loss_fn, train_loader, val_loader, task, opts, config, device, output_dir, progress, log,
          prepared, target_transform=None, class_labels=None):
+    from aam.training import distributed as D
     from aam.training.cache import ASVEmbeddingCache
+    from aam.training.losses import GatheredPairwiseLoss
     from aam.training.trainer import Trainer
+    ctx = opts.get("_dist") or D.SINGLE
     cache = None
     if opts.get("freeze_base"):
-        cache = ASVEmbeddingCache(prepared.tokens, model.base.cfg.embedding_dim, device)
+        if ctx.active or ctx.mode == "dp":
+            # the cache calls the model's heads directly, past the DDP/FSDP/DataParallel forward that
+            # synchronizes gradients, so wrapped runs re-encode the frozen ASVs instead
+            warnings.warn("the frozen-base ASV cache is not used with --distributed/--fsdp/--data-parallel",
+                          stacklevel=3)
+        else:
+            cache = ASVEmbeddingCache(prepared.tokens, model.base.cfg.embedding_dim, device)
+    distances = getattr(train_loader.collate_fn, "distances", None)
+    if ctx.active and distances is not None and loss_fn.penalty > 0:
+        # the UniFrac loss must compare all pairs of the global batch, not only each rank's own pairs
+        loss_fn.pairwise_loss = GatheredPairwiseLoss(distances, train_loader.dataset.sample_ids, ctx)
     tmp = None
     if output_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="aam-")
         output_dir = tmp.name
+        if ctx.active:
+            # every rank must write sharded checkpoints to and read best_model.pt from the same directory
+            output_dir = D.broadcast_object(ctx, output_dir)
     trainer = Trainer(model, loss_fn, train_loader, val_loader, task, opts, config, device,
                       output_dir=output_dir, target_transform=target_transform, class_labels=class_labels,
-                      progress=progress, log=log, asv_cache=cache)
+                      progress=progress, log=log, asv_cache=cache, dist=ctx)
+    if ctx.active:
+        # same initial weights on every rank (seeded above), but different dropout draws per rank
+        torch.manual_seed(opts["seed"] + 7919 * ctx.rank)
+        trainer.log(f"{ctx.mode.upper()} over {ctx.world_size} processes ({ctx.backend}); global batch "
+                    f"{opts['batch_size'] * ctx.world_size} samples")
     for line in prepared.report:
         trainer.log(line)
     if opts.get("resume"):
-        trainer.resume(load_checkpoint(opts["resume"], expect=config["model_type"]))
+        resumed = load_checkpoint(opts["resume"], expect=config["model_type"])
+        resumed.path = opts["resume"]
+        trainer.resume(resumed)
     trainer.fit()
     best = load_checkpoint(os.path.join(output_dir, "checkpoints", "best_model.pt"))
     final_config = dict(best.config)
     final_config["history"] = trainer.history
     ckpt = Checkpoint(final_config, best.model_state)
-    if tmp is None:
+    D.set_current(None)
+    if tmp is None and ctx.is_main:
         # the best model also as a standalone file without optimizer state: the one to share and predict with
         ckpt.save(os.path.join(output_dir, "model.pt"), include_training_state=False)
     result = TrainResult(ckpt, trainer.history, None if tmp else output_dir, list(prepared.report))
@@ -496,13 +530,21 @@ def predict(model, table, sequences=None, metadata=None, batch_size=32, log=None
         categorical = enc.transform(md)
     net = ckpt.build_model().to(device).eval()
     loader = _batches(ckpt, prepared, categorical, opts)
+    from aam.training.cache import ASVEmbeddingCache, cached_forward
     from aam.training.device import autocast_context
+    # inference: the ASV encoder is a fixed function of the sequence, so each distinct ASV is encoded once for
+    # the whole table and served to every batch from the cache
+    cache = ASVEmbeddingCache(prepared.tokens, getattr(net, "base", net).cfg.embedding_dim, device) \
+        if opts.get("asv_dedup", True) else None
     preds, ids = [], []
     with torch.no_grad():
         for batch in loader:
             batch = move_batch(batch, device)
             with autocast_context(device, opts["mixed_precision"]):
-                out = forward_batch(net, batch, opts.get("asv_dedup", True))
+                if cache is not None:
+                    out = cached_forward(net, cache, batch)
+                else:
+                    out = forward_batch(net, batch, False)
             preds.append(out["target_prediction"].float().cpu())
             ids.extend(batch["sample_ids"])
     pred = torch.cat(preds).numpy() if preds else np.zeros((0,))
@@ -539,11 +581,14 @@ def embed(model, table, sequences=None, batch_size=32, log=None, **options):
     net = ckpt.build_model().to(device).eval()
     base = getattr(net, "base", net)
     loader = _batches(ckpt, prepared, None, opts)
+    from aam.training.cache import ASVEmbeddingCache
+    cache = ASVEmbeddingCache(prepared.tokens, base.cfg.embedding_dim, device)
     embs, dist_embs, ids = [], [], []
     with torch.no_grad():
         for batch in loader:
             batch = move_batch(batch, device)
-            out = base(batch["tokens"], batch["counts"], asv_ids=batch["asv_ids"], dedup=opts["asv_dedup"])
+            asv_emb = cache.lookup(base, batch["asv_ids"])
+            out = base.encode_samples(asv_emb, batch["counts"], batch["asv_ids"] >= 0)
             embs.append(out["sample_embedding"].float().cpu())
             if "distance_embedding" in out:
                 dist_embs.append(out["distance_embedding"].float().cpu())

@@ -195,6 +195,8 @@ def cmd_train(args):
 
 
 def _finish(res):
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun only rank 0 reports (and wrote) the outputs
     out = res.output_dir
     best = res.checkpoint.config.get("best_epoch")
     metric = res.checkpoint.config.get("selection_metric")
@@ -265,16 +267,53 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default", UserWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    ctx = None
     try:
+        ctx = _init_distributed(args)
         return COMMANDS[args.command](args)
     except (AAMInputError, AAMTrainingError) as err:
         if os.environ.get("AAM_DEBUG"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_rank_prefix(ctx)}{err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        # a collective that failed inside DDP/FSDP (a peer died or timed out) is reported in one line too
+        if ctx is None or not ctx.active or os.environ.get("AAM_DEBUG") or not _is_dist_error(err):
+            raise
+        print(f"error: {_rank_prefix(ctx)}distributed training stopped: another rank failed or stopped "
+              f"responding ({str(err).splitlines()[0][:300]}); see the other ranks' output for the cause",
+              file=sys.stderr)
+        return 3
+    finally:
+        if ctx is not None:
+            from aam.training.distributed import shutdown
+            shutdown(ctx)
+
+
+def _init_distributed(args):
+    """Join torchrun's process group for --distributed / --fsdp (pretrain, train); None otherwise."""
+    if args.command not in ("pretrain", "train") or not (getattr(args, "distributed", False)
+                                                         or getattr(args, "fsdp", False)):
+        return None
+    from aam.training import distributed as D
+    mode = D.mode_from_options(vars(args))
+    return D.init_distributed(mode, getattr(args, "device", "auto") or "auto",
+                              sharded_checkpoint=getattr(args, "fsdp_sharded_checkpoint", False))
+
+
+def _rank_prefix(ctx):
+    return f"[rank {ctx.rank}] " if ctx is not None and ctx.active else ""
+
+
+def _is_dist_error(err):
+    import torch.distributed as dist
+    if isinstance(err, getattr(dist, "DistError", ())):
+        return True
+    text = str(err).lower()
+    return any(k in text for k in ("gloo", "nccl", "connection closed", "timed out", "timeout"))
 
 
 if __name__ == "__main__":

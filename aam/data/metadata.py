@@ -31,6 +31,9 @@ ID_HEADERS = frozenset(h.lower() for h in (
 NA_VALUES = frozenset((
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
     "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+    # INSDC missing-value terms, as Qiita and EBI metadata spell them (QIIME 2 2023.5+ reads them as missing)
+    "Missing: Not collected", "Missing: Not provided", "Missing: Restricted access", "not applicable",
+    "missing", "not collected", "not provided", "restricted access",
 ))
 
 _MISSING_MODES = ("error", "ignore")

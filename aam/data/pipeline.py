@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from aam.data.distances import (align_distance_matrix, compute_faith_pd, compute_unweighted_unifrac,
-                                load_distance_matrix)
+                                load_distance_matrix, load_tree)
 from aam.data.sequences import resolve_sequences
 from aam.data.table import drop_empty, load_table, rarefy, suggest_depth, validate_table
 from aam.data.tokenizer import SequenceTokenizer
@@ -185,8 +185,8 @@ def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distan
     wants_dist = objective in ("unifrac", "combined")
     wants_faith = objective in ("faith_pd", "combined")
     wants_tax = objective in ("taxonomy", "combined")
-    if isinstance(tree, str):
-        tree = skbio.TreeNode.read(tree)
+    if tree is not None:
+        tree = load_tree(tree)  # TreeNode, Newick file or Phylogeny .qza
     if distance_matrix is not None and (wants_dist or objective is None):
         dm = load_distance_matrix(distance_matrix, ids=distance_ids)
         prepared.distances = align_distance_matrix(dm, sample_ids)

@@ -55,7 +55,15 @@ def as_mapping(sequences):
     if sequences is None:
         return None
     if isinstance(sequences, (str, os.PathLike)):
-        return read_fasta(os.fspath(sequences))
+        path = os.fspath(sequences)
+        if path.endswith(".qza"):  # FeatureData[Sequence] artifact, read without QIIME 2
+            import tempfile
+            from aam.data.table import read_from_qza
+            with tempfile.NamedTemporaryFile(suffix=".fasta") as tmp:
+                tmp.write(read_from_qza(path, ".fasta"))
+                tmp.flush()
+                return read_fasta(tmp.name)
+        return read_fasta(path)
     if isinstance(sequences, pd.Series):
         return {str(k): str(v) for k, v in sequences.items()}
     if isinstance(sequences, dict):

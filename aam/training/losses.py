@@ -343,7 +343,11 @@ class MultiTaskLoss(torch.nn.Module):
         return masked_mse(pred, target, mask)
 
     def _unifrac_loss(self, outputs, batch):
-        return self.pairwise_loss(outputs["distance_embedding"].float(), batch["distances"].float())
+        emb = outputs["distance_embedding"].float()
+        if getattr(self.pairwise_loss, "needs_sample_ids", False):
+            # a gathered loss builds the global distance block itself from the batch's sample IDs
+            return self.pairwise_loss(emb, batch["distances"].float(), sample_ids=batch["sample_ids"])
+        return self.pairwise_loss(emb, batch["distances"].float())
 
     def _faith_pd_loss(self, outputs, batch):
         pred = outputs["faith_pd"].float()
@@ -405,3 +409,51 @@ class MultiTaskLoss(torch.nn.Module):
                     for key, _, _, weight_attr in self.COMPONENTS if key in losses)
         losses["total_loss"] = total
         return losses
+
+
+class GatheredPairwiseLoss:
+    """The pairwise distance loss over the global batch of all processes (DDP / FSDP training).
+
+    Each rank embeds only its local samples. Comparing those with each other alone would drop every pair whose
+    samples sit on different ranks, and with many ranks most pairs are such pairs (see docs/multi-gpu.md: the
+    embeddings collapse toward the mean distance). This loss gathers the distance embeddings of every rank
+    (differentiably) and compares all pairs of the global batch with the matching block of the full distance
+    matrix. Every rank computes the same value; the backward of the gather sums each rank's gradient onto the
+    rank owning the sample, and DDP / FSDP then average over ranks, so the parameter gradient equals the
+    single-process gradient of the same global batch.
+
+    Parameters
+    ----------
+    distances : np.ndarray or torch.Tensor
+        [N, N] distance matrix of the training split.
+    sample_ids : list of str
+        The N sample IDs in the matrix's row order.
+    ctx : aam.training.distributed.DistContext, optional
+        Default: the context of the running training.
+
+    Attributes
+    ----------
+    gather : bool
+        False computes the plain local loss (used for validation, where every rank scores the same batches).
+    """
+
+    needs_sample_ids = True
+
+    def __init__(self, distances, sample_ids, ctx=None):
+        self.distances = torch.as_tensor(np.asarray(distances, dtype=np.float32))  # [N, N]
+        self.row = {str(s): i for i, s in enumerate(sample_ids)}
+        self.ctx = ctx
+        self.gather = True
+
+    def __call__(self, emb, distances, sample_ids=None):
+        """Loss of [B_local, D] embeddings; `distances` ([B_local, B_local]) is used when not gathering."""
+        from aam.training import distributed as dist
+        ctx = self.ctx or dist.current()
+        if not self.gather or not ctx.active or sample_ids is None:
+            return pairwise_distance_loss(emb, distances)
+        rows = torch.tensor([self.row[str(s)] for s in sample_ids], dtype=torch.long, device=emb.device)
+        global_emb, _ = dist.gather_rows(emb, ctx)  # [B_global, D], rank order
+        global_rows, _ = dist.gather_rows(rows, ctx)  # [B_global], the same order
+        idx = global_rows.cpu()
+        block = self.distances[idx][:, idx]  # [B_global, B_global]
+        return pairwise_distance_loss(global_emb, block)

@@ -23,6 +23,7 @@ from aam.checkpoint import Checkpoint
 from aam.errors import AAMTrainingError
 from aam.training import metrics as M
 from aam.training.cache import cached_forward
+from aam.training import distributed as D
 from aam.training.device import autocast_context, make_grad_scaler
 from aam.training.losses import find_nonfinite, nucleotide_accuracy, pairwise_distances
 from aam.training.optim import build_optimizer, build_scheduler
@@ -40,7 +41,8 @@ def move_batch(batch, device):
 def forward_batch(model, batch, dedup=True):
     """Run `model` on a batch dict (tensors already on the model's device)."""
     kwargs = {"asv_ids": batch.get("asv_ids"), "dedup": dedup}
-    if "categorical" in batch and getattr(model, "accepts_categorical", False):
+    # look through a DDP / DataParallel wrapper: the attribute lives on the wrapped model
+    if "categorical" in batch and getattr(D.unwrap(model), "accepts_categorical", False):
         kwargs["categorical"] = batch["categorical"]
     return model(batch["tokens"], batch["counts"], **kwargs)
 
@@ -123,12 +125,19 @@ class Trainer:
     progress : bool
     asv_cache : aam.training.cache.ASVEmbeddingCache, optional
         With a frozen base: serve ASV embeddings from this cache instead of re-encoding them every batch.
+    dist : aam.training.distributed.DistContext, optional
+        Multi-process training (DDP / FSDP2) or DataParallel: the model is wrapped here, before the optimizer is
+        built; rank 0 alone logs and writes files; losses, early stopping and checkpoints are agreed by all ranks.
     """
 
     def __init__(self, model, loss_fn, train_loader, val_loader, task, options, checkpoint_config, device,
                  output_dir=None, target_transform=None, class_labels=None, progress=True, log=None,
-                 asv_cache=None):
-        self.model = model.to(device)
+                 asv_cache=None, dist=None):
+        self.dist = dist or D.SINGLE
+        D.set_current(self.dist)
+        # FSDP2 replaces parameters by DTensors, so wrapping must come before build_optimizer below
+        self.model = D.wrap_model(model, self.dist) if (self.dist.active or self.dist.mode == "dp") \
+            else model.to(device)
         self.loss_fn = loss_fn
         self.train_loader, self.val_loader = train_loader, val_loader
         self.task = task
@@ -138,8 +147,9 @@ class Trainer:
         self.output_dir = output_dir
         self.target_transform = target_transform
         self.class_labels = class_labels
-        self.progress = Progress(progress)
-        self.log = log or self.progress.line
+        main = self.dist.is_main
+        self.progress = Progress(progress and main)
+        self.log = (log or self.progress.line) if main else (lambda text: None)
         self.dedup = options.get("asv_dedup", True)
         self.asv_cache = asv_cache
         self.max_nonfinite = 5
@@ -163,7 +173,7 @@ class Trainer:
         self.n_trainable = sum(p.numel() for p in params)
         self.scaler = make_grad_scaler(device, options.get("mixed_precision", "none"))
         self.writer = None
-        if output_dir:
+        if output_dir and main:
             for sub in ("checkpoints", "plots", "tensorboard"):
                 os.makedirs(os.path.join(output_dir, sub), exist_ok=True)
             from torch.utils.tensorboard import SummaryWriter
@@ -194,10 +204,16 @@ class Trainer:
             else:
                 outputs = forward_batch(self.model, batch, self.dedup)
         bad = find_nonfinite(outputs)
+        # every rank must skip together: the gathered pairwise loss and the gradient all-reduce are collectives
+        if train and D.any_flag(self.dist, bool(bad)):
+            return outputs, None, bad or ["outputs on another rank"]
         if bad:
             return outputs, None, bad
         losses = self.loss_fn(outputs, batch)
-        if not torch.isfinite(losses["total_loss"]):
+        finite = bool(torch.isfinite(losses["total_loss"]))
+        if train and D.any_flag(self.dist, not finite):
+            return outputs, None, ["total_loss" if not finite else "total_loss on another rank"]
+        if not finite:
             return outputs, None, ["total_loss"]
         return outputs, losses, []
 
@@ -258,6 +274,8 @@ class Trainer:
             weight += B
             self.progress.update(self._postfix({k: v / weight for k, v in sums.items()}))
         self.progress.close()
+        # every rank saw different samples: sum the weighted sums and sample counts over ranks before averaging
+        sums, weight = D.reduce_weighted_sums(self.dist, sums, weight)
         out = {f"train/{k}": v / max(weight, 1) for k, v in sums.items()}
         finite_norms = [g for g in grad_norms if g is not None and np.isfinite(g)]
         if finite_norms:
@@ -271,10 +289,17 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         max_norm = self.opt.get("max_grad_norm") or 0.0
         if max_norm > 0:
-            norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            norm = _scalar(torch.nn.utils.clip_grad_norm_(params, max_norm))
         else:
-            norm = float(torch.norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
-                         ) if any(p.grad is not None for p in params) else 0.0
+            grads = [_local(p.grad.detach()).float() for p in params if p.grad is not None]
+            norm = 0.0
+            if grads:
+                sq = torch.stack([g.pow(2).sum() for g in grads]).sum()
+                if self.dist.mode == "fsdp" and self.dist.active:
+                    # FSDP2 gradients are shards: the global norm is the root of the summed squares
+                    import torch.distributed as dist
+                    dist.all_reduce(sq)
+                norm = float(sq.sqrt())
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -317,6 +342,20 @@ class Trainer:
         ds = loader.dataset
         if hasattr(ds, "set_epoch") and epoch is not None:
             ds.set_epoch(epoch)
+        # every rank evaluates the whole validation set, so gathering would count each batch world_size times
+        pairwise = getattr(self.loss_fn, "pairwise_loss", None)
+        gathering = getattr(pairwise, "gather", None)
+        if gathering is not None:
+            pairwise.gather = False
+        try:
+            return self._evaluate(loader, prefix)
+        finally:
+            D.reshard(self.model, self.dist)
+            if gathering is not None:
+                pairwise.gather = gathering
+
+    def _evaluate(self, loader, prefix):
+        model = self.model
         sums, weight = {}, 0.0
         y_true, y_pred, probs, ids, d_pred, d_true = [], [], [], [], [], []
         for batch in loader:
@@ -396,7 +435,8 @@ class Trainer:
                 self.scheduler.step(row.get("val/total_loss", row.get("train/total_loss")))
             row["seconds"] = time.time() - t0
             score = row.get(name)
-            improved = self._improved(score)
+            # rank 0 decides, so that early stopping and best-model saves can never diverge between ranks
+            improved = bool(D.broadcast_object(self.dist, self._improved(score)))
             if improved:
                 self.best_score, self.best_epoch = score, epoch
                 epochs_without_improvement = 0
@@ -408,15 +448,19 @@ class Trainer:
             if self.output_dir:
                 if improved:
                     self.save(os.path.join(self.output_dir, "checkpoints", "best_model.pt"),
-                              epoch, epochs_without_improvement)
-                    if raw is not None:
+                              epoch, epochs_without_improvement,
+                              include_training_state=not self.dist.sharded_checkpoint)
+                    if raw is not None and self.dist.is_main:
                         self._plots(raw, epoch)
                 self.save(os.path.join(self.output_dir, "checkpoints", "last_checkpoint.pt"), epoch,
                           epochs_without_improvement)
-                self._write_history()
+                if self.dist.is_main:
+                    self._write_history()
             elif improved:
-                self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if epochs_without_improvement >= opt["patience"]:
+                self._best_state = {k: v.detach().clone()
+                                    for k, v in D.full_model_state(self.model, self.dist).items()}
+            stop = D.broadcast_object(self.dist, epochs_without_improvement >= opt["patience"])
+            if stop:
                 self.log(f"early stopping: {name} has not improved for {opt['patience']} epochs "
                          f"(best {self.best_score:.4f} at epoch {self.best_epoch})")
                 break
@@ -436,7 +480,7 @@ class Trainer:
         if self.output_dir:
             from aam.checkpoint import load_checkpoint
             return load_checkpoint(os.path.join(self.output_dir, "checkpoints", "best_model.pt")).model_state
-        return getattr(self, "_best_state", self.model.state_dict())
+        return getattr(self, "_best_state", None) or D.full_model_state(self.model, self.dist)
 
     def _log_epoch(self, row, raw, improved):
         keys = [k for k in row if k.startswith(("train/", "val/"))]
@@ -489,7 +533,13 @@ class Trainer:
         atomic_write(os.path.join(self.output_dir, "history.tsv"), write)
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
-    def checkpoint(self, epoch, wait=0, include_training_state=True):
+    def checkpoint(self, epoch, wait=0, include_training_state=True, sharded_dir=None):
+        """A `Checkpoint` of the current state (collective under FSDP: every rank must call it).
+
+        Weights are always the full, unwrapped state dict, loadable in one process on CPU or GPU. With
+        `sharded_dir` the model and optimizer are not collected: they are in that torch.distributed.checkpoint
+        directory, named in the training state.
+        """
         config = dict(self.checkpoint_config)
         config["history"] = self.history
         config["best_epoch"] = self.best_epoch
@@ -497,28 +547,51 @@ class Trainer:
         config["selection_metric"] = self.selection_metric[0]
         training = None
         if include_training_state:
-            training = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "rng": rng_state(), "epoch": epoch,
+            training = {"scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
                         "trainer": {"best_score": self.best_score if self.best_score is not None else float("nan"),
                                     "best_epoch": self.best_epoch or 0, "wait": wait,
                                     "history": json.dumps(self.history)}}
-        return Checkpoint(config, self.model.state_dict(), training)
+            if sharded_dir:
+                training["trainer"]["sharded_dir"] = sharded_dir
+            else:
+                training["optimizer"] = D.full_optimizer_state(self.model, self.optimizer, self.dist)
+        model_state = {} if sharded_dir else D.full_model_state(self.model, self.dist)
+        return Checkpoint(config, model_state, training)
 
     def save(self, path, epoch, wait=0, include_training_state=True):
-        self.checkpoint(epoch, wait, include_training_state).save(path, include_training_state)
+        """Write a checkpoint: every rank takes part in collecting the state, rank 0 writes, all wait for it."""
+        sharded_dir = None
+        if include_training_state and self.dist.sharded_checkpoint:
+            # model and optimizer shards go to <stem>.dcp/ (written by every rank); the .pt file keeps the rest
+            sharded_dir = os.path.splitext(os.path.basename(path))[0] + ".dcp"
+            D.save_sharded(os.path.join(os.path.dirname(path), sharded_dir), self.model, self.optimizer,
+                           self.dist)
+        ckpt = self.checkpoint(epoch, wait, include_training_state, sharded_dir=sharded_dir)
+        if self.dist.is_main:
+            ckpt.save(path, include_training_state)
+        # nobody reads the file (or leaves the run) before rank 0 has finished writing it
+        D.barrier(self.dist)
 
     def resume(self, ckpt):
         """Continue from a checkpoint written by `save` (model, optimizer, scheduler, epoch, RNG, history).
 
         The learning rate given now wins over the stored one, so resuming with a new --lr does what it says.
         """
-        self.model.load_state_dict(ckpt.model_state)
         state = ckpt.training_state
-        if "optimizer" not in state:
-            from aam.errors import AAMInputError
-            raise AAMInputError("this checkpoint has no optimizer state (it is a final model); resume from "
-                                "checkpoints/last_checkpoint.pt or best_model.pt instead")
-        self.optimizer.load_state_dict(state["optimizer"])
+        sharded_dir = state.get("trainer", {}).get("sharded_dir")
+        from aam.errors import AAMInputError
+        if sharded_dir:
+            if not (self.dist.mode == "fsdp" and self.dist.active):
+                raise AAMInputError("this checkpoint is sharded (--fsdp-sharded-checkpoint): resume it with --fsdp "
+                                    "and the same number of processes")
+            directory = os.path.join(os.path.dirname(os.path.abspath(ckpt.path)), sharded_dir) \
+                if getattr(ckpt, "path", None) else sharded_dir
+            D.load_sharded(directory, self.model, self.optimizer, self.dist)
+        else:
+            if "optimizer" not in state:
+                raise AAMInputError("this checkpoint has no optimizer state (it is a final model); resume from "
+                                    "checkpoints/last_checkpoint.pt or best_model.pt instead")
+            D.load_full_state(self.model, self.optimizer, ckpt.model_state, state["optimizer"], self.dist)
         self.scheduler.load_state_dict(state["scheduler"])
         stored_lr = ckpt.config.get("options", {}).get("lr")
         if stored_lr is not None and not math.isclose(stored_lr, self.opt["lr"]):
@@ -539,3 +612,15 @@ class Trainer:
         self._resumed_wait = int(trainer.get("wait", 0))
         self.start_epoch = int(state["epoch"]) + 1
         self.log(f"resumed after epoch {state['epoch']}")
+
+
+def _local(t):
+    """The local shard of a DTensor (FSDP2), or `t` itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _scalar(t):
+    """A Python float from a tensor that may be a DTensor (FSDP2's clip_grad_norm_ returns one)."""
+    if hasattr(t, "full_tensor"):
+        t = t.full_tensor()
+    return float(t)
