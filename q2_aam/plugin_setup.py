@@ -1,11 +1,30 @@
 """Registration of the q2-aam plugin: types, formats, actions and visualizers.
 
 No torch and no engine import here: QIIME 2 imports every plugin for every command, so the actions import the
-engine when they run.
+engine when they run. (`aam.options` and `aam.checkpoint` are torch-free at import time.)
+
+The hyperparameters of pretrain / fit-* / predict-* / embed are not listed here: they are built from the
+engine's option table (`aam.options`), the one definition shared with the ``aam`` command line.
 """
-from qiime2.plugin import Citations, Plugin
+import importlib
+
+from qiime2.plugin import (Choices, Citations, Int, List, Metadata, MetadataColumn, Categorical, Numeric,
+                           Plugin, Range, Str)
+from q2_types.distance_matrix import DistanceMatrix
+from q2_types.feature_data import FeatureData, Sequence, Taxonomy
+from q2_types.feature_table import FeatureTable, Frequency
+from q2_types.ordination import PCoAResults
+from q2_types.sample_data import SampleData
+from q2_types.tree import Phylogeny, Rooted
+from q2_sample_classifier import ClassifierPredictions, Probabilities, RegressorPredictions
 
 import q2_aam
+from q2_aam import _methods, _visualizers
+from q2_aam._examples import EXAMPLES
+from q2_aam._format import (AAMConfigFormat, AAMHistoryFormat, AAMModelDirFmt, AAMWeightsFormat, PNGFormat,
+                            SVGFormat, TensorBoardEventsFormat)
+from q2_aam._params import CLASSIFICATION_ONLY, REGRESSION_ONLY, option_table, parameters_for, with_signature
+from q2_aam._type import AAMClassifier, AAMModel, AAMPretrained, AAMRegressor
 
 citations = Citations.load("citations.bib", package="q2_aam")
 
@@ -21,4 +40,314 @@ plugin = Plugin(
         "fine-tune regressors and classifiers on sample metadata, and predict for new samples. The model reads "
         "the ASV sequences themselves, so features unseen in training still contribute."
     ),
+)
+
+# --- types and formats -------------------------------------------------------------------------------------------
+plugin.register_semantic_types(AAMModel, AAMPretrained, AAMRegressor, AAMClassifier)
+plugin.register_formats(AAMModelDirFmt, AAMWeightsFormat, AAMConfigFormat, AAMHistoryFormat, PNGFormat, SVGFormat,
+                        TensorBoardEventsFormat)
+
+_ARTIFACT_LAYOUT = (" The artifact holds model.pt (tensors only, loaded with torch.load(weights_only=True)), "
+                    "config.json (architecture, data summary, hyperparameters, the seed and device used, "
+                    "per-epoch history), history.tsv, the validation figures of the best epoch and the TensorBoard "
+                    "logs of the run.")
+plugin.register_artifact_class(
+    AAMModel[AAMPretrained], AAMModelDirFmt,
+    description="A pretrained AAM base model: a transformer over ASV sequences whose sample embeddings were "
+                "fit to UniFrac distances (or Faith PD / taxonomy), ready to be fine-tuned." + _ARTIFACT_LAYOUT)
+plugin.register_artifact_class(
+    AAMModel[AAMRegressor], AAMModelDirFmt,
+    description="An AAM model predicting a numeric sample metadata column." + _ARTIFACT_LAYOUT)
+plugin.register_artifact_class(
+    AAMModel[AAMClassifier], AAMModelDirFmt,
+    description="An AAM model predicting a categorical sample metadata column." + _ARTIFACT_LAYOUT)
+
+
+def _check_task(data, expected, semantic_type):
+    from qiime2.plugin import ValidationError
+    task = data.read_config().get("task")
+    if task != expected:
+        raise ValidationError(f"this model was trained for {task!r}, so it is not an {semantic_type} (which "
+                              f"holds a {expected!r} model). Import it as the matching AAMModel type.")
+
+
+@plugin.register_validator(AAMModel[AAMPretrained])
+def validate_pretrained(data: AAMModelDirFmt, level):
+    _check_task(data, "pretrain", "AAMModel[AAMPretrained]")
+
+
+@plugin.register_validator(AAMModel[AAMRegressor])
+def validate_regressor(data: AAMModelDirFmt, level):
+    _check_task(data, "regression", "AAMModel[AAMRegressor]")
+
+
+@plugin.register_validator(AAMModel[AAMClassifier])
+def validate_classifier(data: AAMModelDirFmt, level):
+    _check_task(data, "classification", "AAMModel[AAMClassifier]")
+
+
+importlib.import_module("q2_aam._transformer")
+
+# --- shared inputs, parameters and their descriptions -----------------------------------------------------------------
+_MODEL_ANY = AAMModel[AAMPretrained | AAMRegressor | AAMClassifier]
+_C = citations
+
+INPUT_DESCRIPTIONS = {
+    "table": "Feature table of read counts (samples x features). Samples are rarefied to --p-rarefy-depth for "
+             "training (samples with fewer reads are left out and listed); each feature is read through its DNA "
+             "sequence.",
+    "new_table": "Feature table of the samples to process (read counts). Samples deeper than the model's training "
+                 "rarefaction depth are rarefied to it; features never seen in training are fine.",
+    "sequences": "The DNA sequence of each feature. Needed when the feature IDs are not the sequences themselves "
+                 "(e.g. MD5 hashes); the model reads these sequences, so unseen features still count.",
+    "phylogeny": "Rooted tree whose tips include the table's features. Unweighted UniFrac between the rarefied "
+                 "samples is computed from it as the distance target (unless --i-distance-matrix is given), "
+                 "and Faith PD for --p-encoder-type faith_pd or combined.",
+    "distance_matrix": "Distances between the table's samples (any metric, e.g. weighted UniFrac from "
+                       "q2-diversity), used as the distance target instead of UniFrac computed from the "
+                       "phylogeny. It must contain every sample of the table.",
+    "taxonomy": "Taxonomy of the features, for --p-encoder-type taxonomy or combined (each ASV's name at "
+                "--p-taxonomy-level is predicted).",
+    "pretrained": "A pretrained base model from `qiime aam pretrain`. Its architecture (and tokenizer) is "
+                  "used, so architecture parameters given here are ignored. Without it, the base is trained "
+                  "from scratch.",
+    "model": "A model trained by q2-aam.",
+}
+FIT_INPUT_DESCRIPTIONS = {
+    **{k: INPUT_DESCRIPTIONS[k] for k in ("table", "sequences", "pretrained")},
+    "phylogeny": "Optional rooted tree of the table's features: while the base trains (not with "
+                 "--p-freeze-base), a UniFrac loss weighted by --p-penalty keeps its embeddings faithful to "
+                 "the community distances.",
+    "distance_matrix": "Optional distances between the table's samples, used like --i-phylogeny's UniFrac "
+                       "(and instead of it).",
+}
+SAMPLE_METADATA = {
+    "pretrain": "Sample metadata holding the --p-group-column (only used for the grouped validation split).",
+    "fit": "Sample metadata holding the --p-categorical-columns and the --p-group-column (it may be the same "
+           "file as the target's metadata).",
+    "predict": "Sample metadata holding the model's categorical covariates (only needed when the model was "
+               "trained with --p-categorical-columns; samples without a value are treated as unknown).",
+}
+FIT_PARAMETERS = {
+    "categorical_columns": List[Str],
+    "missing_samples": Str % Choices(["error", "ignore"]),
+}
+FIT_PARAMETER_DESCRIPTIONS = {
+    "categorical_columns": "Columns of --m-sample-metadata-file given to the model as categorical covariates "
+                           "(e.g. sex, body site); each gets a learned embedding of --p-categorical-embed-dim. "
+                           "Values unseen in training are treated as unknown.",
+    "missing_samples": "What to do with table samples that are not in the target's metadata: 'error' stops "
+                       "with their IDs, 'ignore' leaves them out of training.",
+}
+BATCH = {"batch_size": Int % Range(1, None)}
+BATCH_DESCRIPTION = {"batch_size": "Samples per batch during prediction (lower it if memory runs out)."}
+
+
+def _register_method(function, command, inputs, outputs, name, description, input_descriptions,
+                     output_descriptions, citations, parameters=None, parameter_descriptions=None,
+                     exclude_options=()):
+    options, option_descriptions, _ = parameters_for(command, exclude_options)
+    plugin.methods.register_function(
+        function=with_signature(function, option_table(command, exclude_options)),
+        inputs=inputs,
+        parameters={**(parameters or {}), **options},
+        outputs=outputs,
+        input_descriptions=input_descriptions,
+        parameter_descriptions={**(parameter_descriptions or {}), **option_descriptions},
+        output_descriptions=output_descriptions,
+        name=name,
+        description=description,
+        citations=citations,
+        examples=EXAMPLES[function.__name__],
+    )
+
+
+_FIT_CITATIONS = [_C["cantrell2024aam"], _C["vaswani2017attention"], _C["devlin2019bert"],
+                  _C["paszke2019pytorch"], _C["lozupone2005unifrac"], _C["mcdonald2018striped"],
+                  _C["mcdonald2012biom"]]
+
+# --- methods ---------------------------------------------------------------------------------------------------------
+_register_method(
+    _methods.pretrain, "pretrain",
+    inputs={"table": FeatureTable[Frequency], "sequences": FeatureData[Sequence],
+            "phylogeny": Phylogeny[Rooted], "distance_matrix": DistanceMatrix,
+            "taxonomy": FeatureData[Taxonomy]},
+    parameters={"sample_metadata": Metadata},
+    parameter_descriptions={"sample_metadata": SAMPLE_METADATA["pretrain"]},
+    outputs=[("model", AAMModel[AAMPretrained])],
+    name="Pretrain an AAM base model (self-supervised)",
+    description=(
+        "Train the base of an Attention All Microbes model without labels. A transformer reads each ASV's "
+        "nucleotides, a second one combines a sample's ASVs (weighted by abundance) into a sample embedding. "
+        "The base learns to (1) place samples so that distances between embeddings match UniFrac computed from "
+        "the phylogeny (or the given distance matrix), and/or to predict Faith PD or each ASV's taxon "
+        "(--p-encoder-type), and (2) fill in masked nucleotides. Pass the result to fit-regressor / "
+        "fit-classifier with --i-pretrained. Progress per epoch is printed with --verbose; the best epoch by "
+        "validation loss is kept."),
+    input_descriptions={k: INPUT_DESCRIPTIONS[k] for k in
+                        ("table", "sequences", "phylogeny", "distance_matrix", "taxonomy")},
+    output_descriptions={"model": "The pretrained base model, with its training history, validation figures "
+                                  "and TensorBoard logs (see `qiime aam summarize`)."},
+    citations=_FIT_CITATIONS + [_C["faith1992pd"]],
+)
+
+_FIT_OUTPUT = {"model": "The trained model (weights of the best validation epoch), with its training history, "
+                        "validation figures and TensorBoard logs (see `qiime aam summarize`)."}
+_FIT_DESCRIPTION = (
+    "Train an Attention All Microbes model to predict {what} from the ASVs of each sample (and optional "
+    "categorical covariates). Starting from a pretrained base (--i-pretrained) is recommended; "
+    "--p-freeze-base then trains only the prediction layers, which is much faster. Samples are split into "
+    "training and validation sets (--p-validation-fraction, grouped by --p-group-column so that samples of one "
+    "subject stay together); the epoch with the best validation {metric} is kept. Fails with a clear message "
+    "when fewer than 4 samples have a value{extra}. Progress per epoch is printed with --verbose.")
+
+_register_method(
+    _methods.fit_regressor, "train",
+    inputs={"table": FeatureTable[Frequency], "sequences": FeatureData[Sequence],
+            "pretrained": AAMModel[AAMPretrained], "phylogeny": Phylogeny[Rooted],
+            "distance_matrix": DistanceMatrix},
+    parameters={"metadata": MetadataColumn[Numeric], "sample_metadata": Metadata, **FIT_PARAMETERS},
+    parameter_descriptions={"metadata": "Numeric metadata column to predict. Samples without a value are left "
+                                        "out (and listed in the model summary).",
+                            "sample_metadata": SAMPLE_METADATA["fit"], **FIT_PARAMETER_DESCRIPTIONS},
+    exclude_options=CLASSIFICATION_ONLY,
+    outputs=[("model", AAMModel[AAMRegressor])],
+    name="Train an AAM regressor",
+    description=_FIT_DESCRIPTION.format(what="a numeric metadata column", metric="mean absolute error",
+                                        extra=""),
+    input_descriptions=FIT_INPUT_DESCRIPTIONS,
+    output_descriptions=_FIT_OUTPUT,
+    citations=_FIT_CITATIONS,
+)
+
+_register_method(
+    _methods.fit_classifier, "train",
+    inputs={"table": FeatureTable[Frequency], "sequences": FeatureData[Sequence],
+            "pretrained": AAMModel[AAMPretrained], "phylogeny": Phylogeny[Rooted],
+            "distance_matrix": DistanceMatrix},
+    parameters={"metadata": MetadataColumn[Categorical], "sample_metadata": Metadata, **FIT_PARAMETERS},
+    parameter_descriptions={"metadata": "Categorical metadata column to predict (at least 2 classes among the "
+                                        "usable samples). Samples without a value are left out.",
+                            "sample_metadata": SAMPLE_METADATA["fit"], **FIT_PARAMETER_DESCRIPTIONS},
+    exclude_options=REGRESSION_ONLY,
+    outputs=[("model", AAMModel[AAMClassifier])],
+    name="Train an AAM classifier",
+    description=_FIT_DESCRIPTION.format(what="a categorical metadata column", metric="accuracy",
+                                        extra=" or only one class occurs"),
+    input_descriptions=FIT_INPUT_DESCRIPTIONS,
+    output_descriptions=_FIT_OUTPUT,
+    citations=_FIT_CITATIONS,
+)
+
+_PREDICT_CITATIONS = [_C["cantrell2024aam"], _C["paszke2019pytorch"], _C["bokulich2018q2sampleclassifier"]]
+_PREDICT_DESCRIPTION = (
+    "Predict the target of a trained AAM {kind} for every sample of a table that has reads. The table may "
+    "hold features the model never saw: the model reads their sequences. Samples deeper than the training "
+    "rarefaction depth are rarefied to it (seeded by --p-seed). The output is the same type q2-sample-classifier "
+    "writes, so its visualizers ({viz}) and `--m-metadata-file` work on it.")
+
+_register_method(
+    _methods.predict_regression, "predict",
+    inputs={"model": AAMModel[AAMRegressor], "table": FeatureTable[Frequency],
+            "sequences": FeatureData[Sequence]},
+    parameters={"sample_metadata": Metadata, **BATCH},
+    parameter_descriptions={"sample_metadata": SAMPLE_METADATA["predict"], **BATCH_DESCRIPTION},
+    outputs=[("predictions", SampleData[RegressorPredictions])],
+    name="Predict a numeric column with an AAM regressor",
+    description=_PREDICT_DESCRIPTION.format(kind="regressor", viz="scatterplot"),
+    input_descriptions={"model": "A regressor from `qiime aam fit-regressor`.",
+                        "table": INPUT_DESCRIPTIONS["new_table"], "sequences": INPUT_DESCRIPTIONS["sequences"]},
+    output_descriptions={"predictions": "The predicted value of each sample, in the target's units."},
+    citations=_PREDICT_CITATIONS,
+)
+
+_register_method(
+    _methods.predict_classification, "predict",
+    inputs={"model": AAMModel[AAMClassifier], "table": FeatureTable[Frequency],
+            "sequences": FeatureData[Sequence]},
+    parameters={"sample_metadata": Metadata, **BATCH},
+    parameter_descriptions={"sample_metadata": SAMPLE_METADATA["predict"], **BATCH_DESCRIPTION},
+    outputs=[("predictions", SampleData[ClassifierPredictions]), ("probabilities", SampleData[Probabilities])],
+    name="Predict a categorical column with an AAM classifier",
+    description=_PREDICT_DESCRIPTION.format(kind="classifier", viz="confusion-matrix"),
+    input_descriptions={"model": "A classifier from `qiime aam fit-classifier`.",
+                        "table": INPUT_DESCRIPTIONS["new_table"], "sequences": INPUT_DESCRIPTIONS["sequences"]},
+    output_descriptions={"predictions": "The most probable class of each sample.",
+                         "probabilities": "The probability of every class for each sample (one column per "
+                                          "class)."},
+    citations=_PREDICT_CITATIONS,
+)
+
+_register_method(
+    _methods.embed, "predict",
+    inputs={"model": _MODEL_ANY, "table": FeatureTable[Frequency], "sequences": FeatureData[Sequence]},
+    parameters=BATCH,
+    parameter_descriptions=BATCH_DESCRIPTION,
+    outputs=[("embedding", PCoAResults), ("distance_matrix", DistanceMatrix)],
+    name="Embed samples with an AAM model",
+    description=(
+        "Compute the sample embeddings of any AAM model (pretrained, regressor or classifier) for the samples "
+        "of a table that have reads. The embeddings are returned as principal coordinates (a PCA of the "
+        "centered embeddings, i.e. a PCoA of their Euclidean distances) for `qiime emperor plot` and other "
+        "ordination tools, together with the distances between samples the model predicts (for a "
+        "UniFrac-pretrained base these approximate UniFrac)."),
+    input_descriptions={"model": "Any model trained by q2-aam.", "table": INPUT_DESCRIPTIONS["new_table"],
+                        "sequences": INPUT_DESCRIPTIONS["sequences"]},
+    output_descriptions={"embedding": "Principal coordinates of the sample embeddings.",
+                         "distance_matrix": "Pairwise distances between the samples' embeddings in the model's "
+                                            "distance space."},
+    citations=[_C["cantrell2024aam"], _C["paszke2019pytorch"]],
+)
+
+# --- visualizers -----------------------------------------------------------------------------------------------------
+plugin.visualizers.register_function(
+    function=_visualizers.summarize,
+    inputs={"model": _MODEL_ANY},
+    parameters={},
+    input_descriptions={"model": "A model trained by q2-aam."},
+    parameter_descriptions={},
+    name="Summarize an AAM model (model card)",
+    description=(
+        "A model card: what the model predicts, the data it was trained on (samples, features, rarefaction "
+        "depth, training/validation split), its hyperparameters (changed ones marked), the seed and device "
+        "actually used, training curves of every loss and metric, the best epoch, the validation figure at the "
+        "best epoch, and the training history (TSV) and TensorBoard logs to download."),
+    citations=[_C["cantrell2024aam"]],
+    examples=EXAMPLES["summarize"],
+)
+
+plugin.visualizers.register_function(
+    function=_visualizers.evaluate,
+    inputs={"predictions": SampleData[RegressorPredictions | ClassifierPredictions],
+            "probabilities": SampleData[Probabilities],
+            "other_predictions": SampleData[RegressorPredictions | ClassifierPredictions],
+            "other_probabilities": SampleData[Probabilities]},
+    parameters={"truth": MetadataColumn[Numeric | Categorical], "name": Str, "other_name": Str,
+                "missing_samples": Str % Choices(["error", "ignore"])},
+    input_descriptions={
+        "predictions": "Predictions to evaluate (from q2-aam or any other tool writing these types, e.g. "
+                       "q2-sample-classifier).",
+        "probabilities": "Class probabilities belonging to --i-predictions (classification only; adds log loss "
+                         "and, for two classes, ROC AUC).",
+        "other_predictions": "A second set of predictions of the same column, e.g. from q2-sample-classifier, "
+                             "shown side by side; both are scored on the samples they share.",
+        "other_probabilities": "Class probabilities belonging to --i-other-predictions.",
+    },
+    parameter_descriptions={
+        "truth": "The true values: a numeric column for regression predictions (metrics: MAE, RMSE, R², "
+                 "Pearson r; predicted-vs-actual scatter with the fit and the 1:1 line) or a categorical column "
+                 "for class predictions (accuracy, balanced accuracy, macro F1; confusion matrix). Samples "
+                 "without a value are left out.",
+        "name": "Label of --i-predictions in tables and figures.",
+        "other_name": "Label of --i-other-predictions in tables and figures.",
+        "missing_samples": "What to do with predicted samples that are not in the metadata: 'error' stops "
+                           "with their IDs, 'ignore' leaves them out.",
+    },
+    name="Evaluate predictions against the truth",
+    description=(
+        "Compare predictions with the true values of a metadata column: a metrics table and a "
+        "predicted-vs-actual scatter (regression) or confusion matrix (classification), for one model or two "
+        "side by side. Figures are provided as PNG and SVG; the metrics and per-sample values as TSV."),
+    citations=[_C["cantrell2024aam"], _C["bokulich2018q2sampleclassifier"]],
+    examples=EXAMPLES["evaluate"],
 )

@@ -1,0 +1,385 @@
+"""The visualizers of q2-aam: `summarize` (a model card) and `evaluate` (predictions against the truth).
+
+Pages are rendered with q2templates; every figure is written beside index.html as PNG (shown) and SVG (linked),
+and every table behind a figure is downloadable as TSV. Nothing here imports torch: the model card is read from
+config.json, history.tsv and the files of the artifact.
+"""
+import json
+import os
+import shutil
+import zipfile
+
+import numpy as np
+import pandas as pd
+import qiime2
+
+from aam import options as O
+from aam.errors import AAMInputError, preview
+
+from q2_aam._format import AAMModelDirFmt
+
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+
+_TASK_TITLES = {"pretrain": "pretrained base model", "regression": "regressor", "classification": "classifier"}
+_COMMAND = {"pretrain": O.PRETRAIN, "regression": O.TRAIN, "classification": O.TRAIN}
+_METRIC_LABELS = {
+    "mae": "mean absolute error", "mse": "mean squared error", "rmse": "root mean squared error",
+    "r2": "R²", "pearson_r": "Pearson r", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+    "precision": "precision (macro)", "recall": "recall (macro)", "f1": "F1 (macro)", "log_loss": "log loss",
+    "auc": "ROC AUC", "n": "samples",
+}
+
+
+def _table_html(frame, index=True):
+    """A DataFrame as a Bootstrap table (values escaped; long cells never truncated)."""
+    with pd.option_context("display.max_colwidth", None):
+        return frame.to_html(border=0, classes=("table", "table-striped", "table-hover", "table-condensed"),
+                             index=index, na_rep="", escape=True)
+
+
+def _figure(fig, output_dir, stem, title, caption=""):
+    """Save `fig` as stem.png and stem.svg in output_dir; the template's description of it."""
+    from matplotlib import pyplot as plt
+
+    from aam.training import plots
+    plots.save_figure(fig, os.path.join(output_dir, stem))
+    plt.close(fig)
+    return {"png": f"{stem}.png", "svg": f"{stem}.svg", "title": title, "caption": caption}
+
+
+def _fmt(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            return ""
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _render(template, output_dir, context):
+    import q2templates
+    q2templates.render(os.path.join(ASSETS, template, "index.html"), output_dir, context=context)
+
+
+# --- summarize ----------------------------------------------------------------------------------------------------
+
+def _history_rows(config, model_dir):
+    """Per-epoch rows from the config (typed) or, failing that, from history.tsv."""
+    rows = config.get("history")
+    if rows:
+        return [dict(r) for r in rows]
+    path = os.path.join(model_dir, "history.tsv")
+    if not os.path.isfile(path):
+        return []
+    frame = pd.read_csv(path, sep="\t")
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {}
+        for key, value in record.items():
+            if isinstance(value, str) and value in ("True", "False"):
+                value = value == "True"
+            elif isinstance(value, float) and not np.isfinite(value):
+                continue
+            row[key] = value
+        rows.append(row)
+    return rows
+
+
+def _hyperparameters(config):
+    """The options of the run: value, default, whether changed, description (table order)."""
+    used = config.get("options", {})
+    command = _COMMAND.get(config.get("task"), O.TRAIN)
+    records = []
+    for option in O.options_for(command, "plugin"):
+        if option.name not in used:
+            continue
+        value = used[option.name]
+        records.append({"parameter": option.name, "value": _fmt(value), "default": _fmt(option.default),
+                        "changed": "" if value == option.default else "✔", "group": option.group,
+                        "description": option.help})
+    return pd.DataFrame(records, columns=["parameter", "value", "default", "changed", "group", "description"])
+
+
+def _data_rows(config):
+    data = config.get("data", {}) or {}
+    rows = [("samples used", data.get("n_samples")), ("features (ASVs)", data.get("n_features")),
+            ("rarefaction depth", data.get("rarefaction_depth")),
+            ("training samples", len(data.get("train_samples") or [])),
+            ("validation samples", len(data.get("validation_samples") or [])),
+            ("samples left out (below the depth)", ", ".join(map(str, data.get("dropped_low_depth") or []))
+             or "none")]
+    if data.get("distance_source"):
+        rows.append(("distance target", data["distance_source"]))
+    return [(k, _fmt(v)) for k, v in rows if v is not None]
+
+
+def _model_rows(config):
+    task = config.get("task")
+    options = config.get("options", {})
+    rows = [("kind", _TASK_TITLES.get(task, task))]
+    if task == "pretrain":
+        rows.append(("pretraining objective", config.get("objective")))
+        if config.get("objective") in ("taxonomy", "combined"):
+            rows.append(("taxonomy level", config.get("taxonomy_level")))
+    else:
+        rows.append(("target column", config.get("target_column")))
+        if task == "classification":
+            rows.append(("classes", _fmt(config.get("class_labels"))))
+        if config.get("categorical_columns"):
+            rows.append(("categorical covariates", _fmt(config["categorical_columns"])))
+        pre = config.get("pretrained_encoder")
+        rows.append(("pretrained base", "none (trained from scratch)" if not pre else
+                     f"{pre.get('objective')} objective, {(pre.get('data') or {}).get('n_samples')} samples, "
+                     f"aam {pre.get('aam_version')}"))
+        rows.append(("base frozen", _fmt(bool(options.get("freeze_base")))))
+    mc = config.get("model_config", {})
+    enc = mc.get("encoder", mc)
+    layers, heads = enc.get("attention_layers"), enc.get("attention_heads")
+    rows += [("architecture", f"{layers} transformer layer{'' if layers == 1 else 's'} × {heads} heads, "
+                              f"embedding {enc.get('embedding_dim')}, {enc.get('max_bp')} bp per ASV, "
+                              f"up to {enc.get('token_limit')} ASVs per sample"),
+             ("seed used", config.get("seed")), ("device used", config.get("device")),
+             ("group column", options.get("group_column") or "none"),
+             ("aam / torch versions", f"{config.get('aam_version')} / {config.get('torch_version')}")]
+    return [(k, _fmt(v)) for k, v in rows]
+
+
+def _zip_tensorboard(model_dir, output_dir):
+    source = os.path.join(model_dir, "tensorboard")
+    if not os.path.isdir(source):
+        return None
+    files = [os.path.join(folder, f) for folder, _, names in os.walk(source) for f in sorted(names)]
+    if not files:
+        return None
+    target = os.path.join(output_dir, "tensorboard-logs.zip")
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in files:
+            zf.write(path, os.path.relpath(path, model_dir))
+    return os.path.basename(target)
+
+
+def summarize(output_dir: str, model: AAMModelDirFmt) -> None:
+    from aam.training import plots
+
+    model_dir = str(model)
+    config = model.read_config()
+    task = config.get("task")
+    history = _history_rows(config, model_dir)
+    figures = []
+    if history:
+        figures.append(_figure(plots.training_curves_plot(history), output_dir, "training-curves",
+                               "Training curves",
+                               "Every loss and metric per epoch, training and validation; the dotted line marks "
+                               "the best epoch, whose weights the model keeps."))
+    # validation figures drawn at the best epoch by the engine, carried inside the artifact
+    plot_dir = os.path.join(model_dir, "plots")
+    titles = {"pred_vs_actual_best": "Validation: predicted vs actual (best epoch)",
+              "confusion_matrix_best": "Validation: confusion matrix (best epoch)",
+              "distance_fit_best": "Validation: predicted vs true pairwise distances (best epoch)"}
+    if os.path.isdir(plot_dir):
+        for name in sorted(os.listdir(plot_dir)):
+            stem, ext = os.path.splitext(name)
+            if ext != ".png":
+                continue
+            os.makedirs(os.path.join(output_dir, "validation"), exist_ok=True)
+            shutil.copyfile(os.path.join(plot_dir, name), os.path.join(output_dir, "validation", name))
+            svg = os.path.join(plot_dir, stem + ".svg")
+            if os.path.isfile(svg):
+                shutil.copyfile(svg, os.path.join(output_dir, "validation", stem + ".svg"))
+            figures.append({"png": f"validation/{name}",
+                            "svg": f"validation/{stem}.svg" if os.path.isfile(svg) else None,
+                            "title": titles.get(stem, stem.replace("_", " ")),
+                            "caption": "Held-out validation samples scored with the kept (best) weights."})
+
+    downloads = []
+    if os.path.isfile(os.path.join(model_dir, "history.tsv")):
+        shutil.copyfile(os.path.join(model_dir, "history.tsv"), os.path.join(output_dir, "history.tsv"))
+        downloads.append(("history.tsv", "training history: one row per epoch, every loss and metric (TSV)"))
+    tb = _zip_tensorboard(model_dir, output_dir)
+    if tb:
+        downloads.append((tb, "TensorBoard logs: unzip, then run `tensorboard --logdir tensorboard`"))
+    with open(os.path.join(output_dir, "config.json"), "w") as fh:
+        json.dump(config, fh, indent=1, sort_keys=True)
+    downloads.append(("config.json", "the model's full configuration (JSON)"))
+
+    best_epoch = config.get("best_epoch")
+    best_row = next((r for r in history if r.get("epoch") == best_epoch), None)
+    best_metrics = None
+    if best_row:
+        keys = [k for k in best_row if "/" in k and isinstance(best_row[k], (int, float))
+                and not isinstance(best_row[k], bool)]
+        metrics = sorted({k.split("/", 1)[1] for k in keys})
+        frame = pd.DataFrame(index=metrics, columns=["train", "val"], dtype=object)
+        for k in keys:
+            split, metric = k.split("/", 1)
+            if split in frame.columns:
+                frame.loc[metric, split] = _fmt(best_row[k])
+        frame = frame.fillna("")
+        frame.index.name = "metric"
+        best_metrics = _table_html(frame.reset_index(), index=False)
+    data = config.get("data", {}) or {}
+    context = {
+        "title": f"AAM {_TASK_TITLES.get(task, task)}",
+        "model_rows": _model_rows(config),
+        "data_rows": _data_rows(config),
+        "report": data.get("report") or [],
+        "validation_samples": data.get("validation_samples") or [],
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "selection_metric": config.get("selection_metric"),
+        "best_score": _fmt(config.get("best_score")),
+        "best_metrics": best_metrics,
+        "figures": figures,
+        "downloads": downloads,
+        "hyperparameters": _table_html(_hyperparameters(config), index=False),
+    }
+    _render("summarize", output_dir, context)
+
+
+# --- evaluate ------------------------------------------------------------------------------------------------------
+
+def _align(predictions, truth, missing_samples, label):
+    """Predictions of the samples that have a true value; absent samples per `missing_samples`."""
+    predictions = predictions.copy()
+    predictions.index = predictions.index.astype(str)
+    absent = [s for s in predictions.index if s not in truth.index]
+    if absent and missing_samples == "error":
+        raise AAMInputError(f"{len(absent)} sample(s) of {label} are not in the metadata: {preview(absent)}. "
+                            "Add them to the metadata, or pass --p-missing-samples ignore to leave them out.")
+    return predictions[[s for s in predictions.index if s in truth.index]]
+
+
+def _regression(predictions, label):
+    values = pd.to_numeric(predictions, errors="coerce")
+    bad = values.index[values.isna() & predictions.notna()]
+    if len(bad):
+        raise AAMInputError(f"{label} holds non-numeric values (e.g. {predictions[bad[0]]!r} for sample "
+                            f"{bad[0]!r}) but the truth column is numeric. Evaluate class predictions "
+                            "against a categorical column, or pass regression predictions.")
+    return values.astype(float)
+
+
+def _class_metrics(y_true, y_pred, labels, probabilities):
+    from aam.training.metrics import classification_metrics
+    index = {c: i for i, c in enumerate(labels)}
+    probs = None
+    if probabilities is not None:
+        probs = probabilities.reindex(index=y_true.index, columns=labels).fillna(0.0).to_numpy(float)
+    return classification_metrics(y_true.map(index).to_numpy(), y_pred.map(index).to_numpy(), len(labels),
+                                  probabilities=probs)
+
+
+def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColumn,
+             probabilities: pd.DataFrame = None, other_predictions: pd.Series = None,
+             other_probabilities: pd.DataFrame = None, name: str = "predictions", other_name: str = "other predictions",
+             missing_samples: str = "error") -> None:
+    from matplotlib.figure import Figure
+
+    from aam.training import plots
+    from aam.training.metrics import regression_metrics
+
+    regression = isinstance(truth, qiime2.NumericMetadataColumn)
+    column = truth.name
+    truth_all = truth.to_series()
+    truth_all.index = truth_all.index.astype(str)
+    no_value = list(truth_all.index[truth_all.isna()])
+    truth_s = truth_all.dropna()
+    if other_predictions is not None and name == other_name:
+        other_name = f"{other_name} (2)"
+    models = [(name, predictions, probabilities)]
+    if other_predictions is not None:
+        models.append((other_name, other_predictions, other_probabilities))
+    elif other_probabilities is not None:
+        raise AAMInputError("--i-other-probabilities belongs to --i-other-predictions, which was not given.")
+
+    notes = []
+    aligned = []
+    for label, preds, probs in models:
+        preds = _align(preds, truth_all, missing_samples, f"the predictions of {label!r}")
+        dropped = [s for s in preds.index if s in set(no_value)]
+        if dropped:
+            notes.append(f"{len(dropped)} predicted sample(s) have no value for {column!r} and are left out: "
+                         f"{preview(dropped)}.")
+        preds = preds[[s for s in preds.index if s in truth_s.index]]
+        if regression:
+            preds = _regression(preds, f"the predictions of {label!r}")
+        else:
+            preds = preds.astype(str)
+        aligned.append((label, preds, probs))
+    if len(aligned) == 2:
+        a, b = set(aligned[0][1].index), set(aligned[1][1].index)
+        shared = [s for s in aligned[0][1].index if s in b]
+        only = len(a ^ b)
+        if only:
+            notes.append(f"{only} sample(s) were predicted by only one of the models; both are scored on the "
+                         f"{len(shared)} samples they share.")
+        aligned = [(label, preds.loc[shared], probs) for label, preds, probs in aligned]
+    for label, preds, _ in aligned:
+        if len(preds) == 0:
+            raise AAMInputError(f"none of the samples predicted by {label!r} has a value for {column!r} in the "
+                                "metadata; check that the metadata and the predictions describe the same samples.")
+    y_true = truth_s.loc[aligned[0][1].index]
+
+    figures, metrics, per_sample = [], {}, pd.DataFrame({column: y_true})
+    per_sample.index.name = "sample-id"
+    if regression:
+        y_true = pd.to_numeric(y_true).astype(float)
+        fig = Figure(figsize=(5.2 * len(aligned), 5.2), layout="constrained")
+        axes = fig.subplots(1, len(aligned), squeeze=False)[0]
+        for ax, (label, preds, _) in zip(axes, aligned):
+            metrics[label] = regression_metrics(y_true.to_numpy(), preds.to_numpy())
+            plots.prediction_plot(y_true.to_numpy(), preds.to_numpy(), title=label, xlabel=f"actual {column}",
+                                  ylabel=f"predicted {column}", ax=ax)
+            per_sample[f"predicted ({label})"] = preds
+            per_sample[f"error ({label})"] = preds - y_true
+        figures.append(_figure(fig, output_dir, "predicted-vs-actual", "Predicted vs actual",
+                               "Each point is a sample. Red: least-squares fit; dashed: the 1:1 line a perfect "
+                               "model would follow."))
+        rows = ["mae", "rmse", "r2", "pearson_r", "mse", "n"]
+    else:
+        y_true = y_true.astype(str)
+        predicted = set()
+        for _, preds, _ in aligned:
+            predicted |= set(preds)
+        if not predicted & set(y_true):
+            raise AAMInputError(f"no predicted label is a value of {column!r} (predicted e.g. "
+                                f"{preview(sorted(predicted), 3)}; the column holds "
+                                f"{preview(sorted(set(y_true)), 3)}). Are these regression predictions? Evaluate "
+                                "them against a numeric column.")
+        labels = sorted(set(y_true) | predicted)
+        for k, (label, preds, probs) in enumerate(aligned):
+            m = _class_metrics(y_true, preds, labels, probs)
+            metrics[label] = m
+            fig = plots.confusion_matrix_plot(np.asarray(m["confusion_matrix"]), labels, metrics=m, title=label)
+            stem = "confusion-matrix" if k == 0 else "confusion-matrix-2"
+            figures.append(_figure(fig, output_dir, stem, f"Confusion matrix: {label}",
+                                   "Rows: true class; columns: predicted class; cells count samples."))
+            per_sample[f"predicted ({label})"] = preds
+            per_sample[f"correct ({label})"] = preds == y_true
+        rows = ["accuracy", "balanced_accuracy", "f1", "precision", "recall", "log_loss", "auc", "n"]
+    rows = [r for r in rows if any(m.get(r) is not None for m in metrics.values())]
+    table = pd.DataFrame({label: [m.get(r) for r in rows] for label, m in metrics.items()},
+                         index=pd.Index([_METRIC_LABELS.get(r, r) for r in rows], name="metric"), dtype=object)
+    table.to_csv(os.path.join(output_dir, "metrics.tsv"), sep="\t", na_rep="")
+    per_sample.to_csv(os.path.join(output_dir, "per-sample.tsv"), sep="\t")
+    # DataFrame.map replaced applymap in pandas 2.1
+    shown = (table.map(_fmt) if hasattr(table, "map") else table.applymap(_fmt)).reset_index()
+    context = {
+        "title": f"{'Regression' if regression else 'Classification'} accuracy: {column}",
+        "column": column,
+        "kind": "regression" if regression else "classification",
+        "models": [label for label, _, _ in aligned],
+        "n_samples": len(y_true),
+        "notes": notes,
+        "metrics": _table_html(shown, index=False),
+        "figures": figures,
+        "downloads": [("metrics.tsv", "the metrics table (TSV)"),
+                      ("per-sample.tsv", "truth and prediction of every sample (TSV)")],
+    }
+    _render("evaluate", output_dir, context)
+
