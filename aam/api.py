@@ -240,6 +240,8 @@ def _fit(model, loss_fn, train_loader, val_loader, task, opts, config, device, o
         if ctx.active:
             # every rank must write sharded checkpoints to and read best_model.pt from the same directory
             output_dir = D.broadcast_object(ctx, output_dir)
+    from aam.training.device import maybe_compile
+    model = maybe_compile(model.to(device), opts.get("compile_model", False), log)
     trainer = Trainer(model, loss_fn, train_loader, val_loader, task, opts, config, device,
                       output_dir=output_dir, target_transform=target_transform, class_labels=class_labels,
                       progress=progress, log=log, asv_cache=cache, dist=ctx)
@@ -528,7 +530,8 @@ def predict(model, table, sequences=None, metadata=None, batch_size=32, log=None
                 if c not in md.columns:
                     md[c] = np.nan
         categorical = enc.transform(md)
-    net = ckpt.build_model().to(device).eval()
+    from aam.training.device import maybe_compile
+    net = maybe_compile(ckpt.build_model().to(device).eval(), opts.get("compile_model", False), log)
     loader = _batches(ckpt, prepared, categorical, opts)
     from aam.training.cache import ASVEmbeddingCache, cached_forward
     from aam.training.device import autocast_context

@@ -96,7 +96,12 @@ class Checkpoint:
                    "model": {k: v.detach().cpu() for k, v in self.model_state.items()}}
         if include_training_state:
             payload.update(_plain(self.training_state))
-        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        def write(tmp):
+            # through a file object: torch names the zip members after a path's stem, which would be the
+            # temporary file's name
+            with open(tmp, "wb") as fh:
+                torch.save(payload, fh)
+        atomic_write(path, write)
 
     def write_dir(self, directory):
         """Write ``model.pt`` (weights + config, no optimizer state) and a readable ``config.json``.
@@ -105,7 +110,8 @@ class Checkpoint:
         """
         os.makedirs(directory, exist_ok=True)
         self.save(os.path.join(directory, "model.pt"), include_training_state=False)
-        text = json.dumps(self.config, indent=1, sort_keys=True, default=_json_default)
+        text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **self.config}, indent=1,
+                          sort_keys=True, default=_json_default)
         atomic_write(os.path.join(directory, "config.json"), lambda tmp: open(tmp, "w").write(text))
 
     @classmethod

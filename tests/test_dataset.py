@@ -63,7 +63,10 @@ def test_collate_shapes_and_distance_block_follow_batch_order(prepared):
     order = [5, 0, 11, 3]
     batch = collate([ds[i] for i in order])
     B, S, L = batch["tokens"].shape
-    assert (B, L) == (4, 151) and S <= 64
+    # 120 bp reads: the padding columns no ASV uses are trimmed (max_bp 150 would give 151)
+    assert (B, L) == (4, 121) and S <= 64
+    assert Collator(ds, prepared.tokens, trim_padding=False)([ds[i] for i in order])["tokens"].shape[2] == 151
+    assert (prepared.tokens[:, L:] == PAD).all()
     assert batch["counts"].shape == (B, S, 1)
     assert batch["sample_ids"] == [prepared.sample_ids[i] for i in order]
     expected = prepared.distances[np.ix_(order, order)]
@@ -73,7 +76,7 @@ def test_collate_shapes_and_distance_block_follow_batch_order(prepared):
     assert torch.all(batch["tokens"][occupied][:, 0] == START)
     assert torch.all(batch["tokens"][~occupied] == PAD)
     ids = batch["asv_ids"][occupied]
-    assert torch.equal(batch["tokens"][occupied], torch.as_tensor(prepared.tokens[ids.numpy()]).long())
+    assert torch.equal(batch["tokens"][occupied], torch.as_tensor(prepared.tokens[ids.numpy(), :L]).long())
     # counts are sorted by abundance within each sample and zero in empty slots
     c = batch["counts"][..., 0]
     assert torch.all(c[~occupied] == 0)
@@ -96,7 +99,7 @@ def test_masking_is_shared_by_slots_of_the_same_asv_and_never_hits_start_or_padd
     batch = collate([ds[i] for i in range(6)])
     tokens, targets, ids = batch["tokens"], batch["nuc_targets"], batch["asv_ids"]
     masked = tokens == MASK
-    original = torch.as_tensor(prepared.tokens)[ids.clamp(min=0)].long()
+    original = torch.as_tensor(prepared.tokens)[ids.clamp(min=0)].long()[..., : tokens.shape[2]]
     hit = targets != IGNORE
     assert hit.any()
     assert torch.all(targets[hit] == original[hit])           # targets are the original nucleotides

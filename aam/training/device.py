@@ -70,3 +70,92 @@ def make_grad_scaler(device, mixed_precision):
     if mixed_precision == "fp16" and device.type == "cuda":
         return torch.amp.GradScaler("cuda")
     return None
+
+
+class _GuardedForward:
+    """A model's ``forward`` that runs compiled and switches to eager mode for good on the first failure.
+
+    Installed as an instance attribute, so ``model(...)`` (``nn.Module.__call__``) reaches it while parameters,
+    ``state_dict`` keys, hooks and ``train()`` / ``eval()`` stay those of the original model.
+
+    Parameters
+    ----------
+    compiled : callable
+        ``torch.compile(model.forward)``.
+    eager : callable
+        The original bound ``model.forward``.
+    log : callable
+        Receives the warning text.
+    """
+
+    def __init__(self, compiled, eager, log):
+        self.compiled = compiled
+        self.eager = eager
+        self.log = log
+        self.failed = False
+
+    def __call__(self, *args, **kwargs):
+        if self.failed:
+            return self.eager(*args, **kwargs)
+        try:
+            return self.compiled(*args, **kwargs)
+        except Exception as err:  # compilation problems surface as many exception types
+            self.failed = True
+            self.log(f"warning: torch.compile failed ({type(err).__name__}: {_first_line(err)}); "
+                     "continuing in eager mode.")
+            # a genuine error of the model (bad input shapes...) is raised again by the eager call
+            return self.eager(*args, **kwargs)
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def _warn(text):
+    warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+
+def maybe_compile(model, enabled, log=None, **compile_kwargs):
+    """Compile ``model.forward`` with torch.compile for --compile-model, falling back to eager mode.
+
+    The model object itself is returned (its forward replaced), so parameters, checkpoints (``state_dict``
+    keys have no ``_orig_mod.`` prefix), ``train()`` / ``eval()`` and other methods such as
+    ``forward_from_asv_embeddings`` are unchanged. Compilation is lazy in PyTorch: errors (no C++ compiler for
+    the CPU backend, an unsupported platform or operator) appear at the first call. That call, and every later
+    one, then runs the eager forward after one warning.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    enabled : bool
+        False returns `model` untouched.
+    log : callable, optional
+        Receives warning lines (default: ``warnings.warn``).
+    **compile_kwargs
+        Passed to ``torch.compile`` (for example ``backend='eager'`` or ``dynamic=True``).
+
+    Returns
+    -------
+    torch.nn.Module
+        `model`.
+    """
+    if not enabled:
+        return model
+    log = log or _warn
+    if getattr(model.forward, "__self__", None) is not model:
+        # already compiled or otherwise patched: wrapping again would compile the wrapper
+        return model
+    if not hasattr(torch, "compile"):
+        log(f"warning: --compile-model needs torch.compile (PyTorch >= 2.0, found {torch.__version__}); "
+            "running in eager mode.")
+        return model
+    eager = model.forward
+    try:
+        compiled = torch.compile(eager, **compile_kwargs)
+    except Exception as err:  # e.g. torch.compile unsupported on this Python version
+        log(f"warning: torch.compile is not available here ({type(err).__name__}: {_first_line(err)}); "
+            "running in eager mode.")
+        return model
+    model.forward = _GuardedForward(compiled, eager, log)
+    return model
