@@ -35,14 +35,16 @@ def _add_options(parser, command):
 
 def _table_args(parser, required=True):
     g = parser.add_argument_group("input")
-    g.add_argument("--table", required=required, help="Feature table: BIOM file (v2 HDF5 or v1 JSON).")
-    g.add_argument("--sequences", help="FASTA of the ASV sequences, needed when feature IDs are not DNA "
-                   "(e.g. MD5 hashes or OTU numbers).")
+    g.add_argument("--table", required=required, help="Feature table: BIOM file (v2 HDF5 or v1 JSON) or a "
+                   "FeatureTable[Frequency] .qza.")
+    g.add_argument("--sequences", help="FASTA (or FeatureData[Sequence] .qza) of the ASV sequences, needed when "
+                   "feature IDs are not DNA (e.g. MD5 hashes or OTU numbers).")
     return g
 
 
 def _distance_args(g, required_text=""):
-    g.add_argument("--tree", help="Rooted Newick phylogeny of the features; UniFrac is computed from it" +
+    g.add_argument("--tree", help="Rooted Newick phylogeny (or Phylogeny[Rooted] .qza) of the features; UniFrac is "
+                   "computed from it" +
                    required_text + ".")
     g.add_argument("--unifrac-matrix", dest="unifrac_matrix", help="Precomputed distance matrix between samples "
                    "(.npy with --unifrac-ids, .h5 from ssu, .csv/.tsv, or QIIME 2 lsmat); any metric works.")

@@ -106,12 +106,13 @@ OPTIONS = [
     Option("group_column", str, None, "Metadata column (e.g. subject) whose groups are kept whole on one side of "
            "the train/validation split, so repeated samples of a subject cannot leak.", FIT, "data"),
     # --- architecture ---------------------------------------------------------------------------------------
-    Option("embedding_dim", int, 128, "Width of nucleotide, ASV and sample embeddings.", FIT, "architecture",
-           min=8),
+    Option("embedding_dim", int, 64, "Width of nucleotide, ASV and sample embeddings. 64 trains a few hundred "
+           "samples on a laptop CPU; on a GPU and thousands of samples 128 (the original AAM setting) gives more "
+           "capacity.", FIT, "architecture", min=8),
     Option("attention_heads", int, 4, "Attention heads per transformer layer (must divide --embedding-dim).",
            FIT, "architecture", min=1),
-    Option("attention_layers", int, 4, "Transformer layers at the nucleotide level and at the sample level.",
-           FIT, "architecture", min=1),
+    Option("attention_layers", int, 2, "Transformer layers at the nucleotide level and at the sample level "
+           "(the original AAM setting, 4, costs twice the compute).", FIT, "architecture", min=1),
     Option("dropout", float, 0.1, "Dropout rate inside the transformers.", FIT, "architecture",
            min=0.0, max=1.0, max_exclusive=True),
     Option("attn_implementation", str, "sdpa", "Attention kernel: sdpa lets PyTorch pick the fastest; math, "

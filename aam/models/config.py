@@ -71,9 +71,9 @@ class EncoderConfig:
     """
     max_bp: int = 150
     token_limit: int = 1024
-    embedding_dim: int = 128
+    embedding_dim: int = 64
     attention_heads: int = 4
-    attention_layers: int = 4
+    attention_layers: int = 2
     dropout: float = 0.1
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False

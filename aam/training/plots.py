@@ -168,6 +168,10 @@ def distance_fit_plot(pred, true, title=None):
     return fig
 
 
+# bookkeeping columns of the history that are not worth a panel
+_NOT_CURVES = {"n", "nonfinite_batches"}
+
+
 def _series(history):
     """Group history columns ``<split>/<metric>`` by metric: {metric: {split: (epochs, values)}}."""
     panels = {}
@@ -179,6 +183,8 @@ def _series(history):
             if not np.isfinite(value):
                 continue
             split, metric = key.split("/", 1)
+            if metric in _NOT_CURVES:
+                continue
             epochs, values = panels.setdefault(metric, {}).setdefault(split, ([], []))
             epochs.append(epoch)
             values.append(float(value))

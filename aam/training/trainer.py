@@ -188,12 +188,20 @@ class Trainer:
         return {"regression": ("val/mae", False), "classification": ("val/accuracy", True)}.get(
             self.task, ("val/total_loss", False))
 
-    def _improved(self, score):
+    def _improved(self, score, tiebreak=None):
+        """Whether `score` beats the best so far; equal accuracies are decided by the lower validation loss.
+
+        Accuracy on a small validation set takes few distinct values, so without the tie-break the first epoch
+        to reach a value would stay "best" while the model keeps getting more confident and better calibrated.
+        """
         if score is None or not np.isfinite(score):
             return False
         if self.best_score is None:
             return True
         _, higher = self.selection_metric
+        if abs(score - self.best_score) <= 1e-12 and tiebreak is not None:
+            best_tb = getattr(self, "best_tiebreak", None)
+            return best_tb is not None and np.isfinite(tiebreak) and tiebreak < best_tb - 1e-12
         return score > self.best_score + 1e-12 if higher else score < self.best_score - 1e-12
 
     # ---- one epoch --------------------------------------------------------------------------------------------
@@ -436,9 +444,11 @@ class Trainer:
             row["seconds"] = time.time() - t0
             score = row.get(name)
             # rank 0 decides, so that early stopping and best-model saves can never diverge between ranks
-            improved = bool(D.broadcast_object(self.dist, self._improved(score)))
+            tiebreak = row.get("val/total_loss") if self.task == "classification" else None
+            improved = bool(D.broadcast_object(self.dist, self._improved(score, tiebreak)))
             if improved:
                 self.best_score, self.best_epoch = score, epoch
+                self.best_tiebreak = tiebreak
                 epochs_without_improvement = 0
             else:
                 epochs_without_improvement += 1
