@@ -67,7 +67,7 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
     def describe(self):
-        """Help text with the default appended (used by both interfaces)."""
+        """The help text shared by both interfaces (each shows the default its own way)."""
         return self.help
 
     def check(self, value):

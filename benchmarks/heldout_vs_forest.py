@@ -23,7 +23,7 @@ SHARED = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data", "ibd-2
 def load(max_samples=None):
     from aam.data.metadata import load_metadata
     from aam.data.table import load_table
-    from aam.data.distances import load_tree
+    from aam.data.distances import load_tree, tip_names
     table = load_table(os.path.join(SHARED, "table.qza"))
     md = load_metadata(os.path.join(SHARED, "metadata.tsv"))
     tree = load_tree(os.path.join(SHARED, "sepp-insertion-tree.qza"))
@@ -31,6 +31,9 @@ def load(max_samples=None):
     if max_samples:
         ids = ids[:max_samples]
     table = table.filter(ids, axis="sample", inplace=False).remove_empty(axis="observation", inplace=False)
+    # as `qiime fragment-insertion filter-features` does: fragments SEPP could not place are left out
+    tips = tip_names(tree)
+    table = table.filter(lambda v, i, m: i in tips, axis="observation", inplace=False)
     return table, md.loc[ids], tree
 
 

@@ -17,6 +17,8 @@ import skbio
 from aam.checkpoint import Checkpoint
 from aam.errors import AAMInputError, preview
 
+from q2_types.tree import NewickFormat
+
 from q2_aam._model import TrainedModel
 from q2_aam._params import q2_flags
 
@@ -74,7 +76,13 @@ def _group_check(sample_metadata, options):
 
 # --- pretrain ---------------------------------------------------------------------------------------------------
 
-def pretrain(table: biom.Table, sequences: pd.Series = None, phylogeny: skbio.TreeNode = None,
+def _tree(phylogeny):
+    """The Newick file's path: unifrac reads it natively (a 200,000-tip SEPP tree in a second, where parsing it
+    into a scikit-bio TreeNode takes minutes)."""
+    return None if phylogeny is None else str(phylogeny)
+
+
+def pretrain(table: biom.Table, sequences: pd.Series = None, phylogeny: NewickFormat = None,
              distance_matrix: skbio.DistanceMatrix = None, taxonomy: pd.DataFrame = None,
              sample_metadata: qiime2.Metadata = None, **options) -> TrainedModel:
     from aam import api
@@ -95,7 +103,7 @@ def pretrain(table: biom.Table, sequences: pd.Series = None, phylogeny: skbio.Tr
     frame = None if sample_metadata is None else sample_metadata.to_dataframe()
     _group_check(frame, options)
     with _plugin_errors():
-        result = api.pretrain(table, sequences=_sequences(sequences), tree=phylogeny,
+        result = api.pretrain(table, sequences=_sequences(sequences), tree=_tree(phylogeny),
                               distance_matrix=distance_matrix, taxonomy=taxonomy, metadata=frame,
                               output_dir=None, progress=True, log=_log, **_options(options))
     return TrainedModel.from_result(result)
@@ -143,14 +151,14 @@ def _fit(classifier, table, metadata, sequences, phylogeny, distance_matrix, pre
     frame, column, covariates = _training_metadata(metadata, sample_metadata, categorical_columns, options)
     with _plugin_errors():
         result = api.train(table, frame, column, classifier=classifier, sequences=_sequences(sequences),
-                           tree=phylogeny, distance_matrix=distance_matrix, pretrained=pretrained,
+                           tree=_tree(phylogeny), distance_matrix=distance_matrix, pretrained=pretrained,
                            categorical_columns=covariates or None, missing_samples=missing_samples,
                            output_dir=None, progress=True, log=_log, **_options(options))
     return TrainedModel.from_result(result)
 
 
 def fit_regressor(table: biom.Table, metadata: qiime2.NumericMetadataColumn, sequences: pd.Series = None,
-                  pretrained: Checkpoint = None, phylogeny: skbio.TreeNode = None,
+                  pretrained: Checkpoint = None, phylogeny: NewickFormat = None,
                   distance_matrix: skbio.DistanceMatrix = None, sample_metadata: qiime2.Metadata = None,
                   categorical_columns: list = None, missing_samples: str = "error",
                   **options) -> TrainedModel:
@@ -159,7 +167,7 @@ def fit_regressor(table: biom.Table, metadata: qiime2.NumericMetadataColumn, seq
 
 
 def fit_classifier(table: biom.Table, metadata: qiime2.CategoricalMetadataColumn, sequences: pd.Series = None,
-                   pretrained: Checkpoint = None, phylogeny: skbio.TreeNode = None,
+                   pretrained: Checkpoint = None, phylogeny: NewickFormat = None,
                    distance_matrix: skbio.DistanceMatrix = None, sample_metadata: qiime2.Metadata = None,
                    categorical_columns: list = None, missing_samples: str = "error",
                    **options) -> TrainedModel:

@@ -14,39 +14,79 @@ import pandas as pd
 from aam.errors import AAMInputError, preview
 
 
+_EXTRACTED = []  # temporary directories holding trees extracted from .qza archives (removed at exit)
+
+
 def load_tree(tree):
-    """A `skbio.TreeNode` from a TreeNode, a Newick file or a Phylogeny .qza."""
+    """A phylogeny as `unifrac` consumes it: a `skbio.TreeNode`, or the path of a Newick file.
+
+    Newick files are not parsed into scikit-bio objects: reading a 200,000-tip SEPP insertion tree that way takes
+    minutes, while `unifrac` reads the file natively in a second. A Phylogeny .qza is unpacked to a temporary
+    Newick file.
+
+    Parameters
+    ----------
+    tree : skbio.TreeNode or str
+        A tree object, a Newick file or a Phylogeny[Rooted] .qza.
+
+    Returns
+    -------
+    skbio.TreeNode or str
+    """
     import skbio
     if isinstance(tree, skbio.TreeNode):
         return tree
     path = os.fspath(tree)
     if not os.path.exists(path):
         raise AAMInputError(f"tree file {path!r} does not exist.")
+    if path.endswith(".qza"):
+        import atexit
+        import shutil
+        from aam.data.table import read_from_qza
+        data = read_from_qza(path, ".nwk")
+        tmp = tempfile.mkdtemp(prefix="aam-tree-")
+        if not _EXTRACTED:
+            atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _EXTRACTED])
+        _EXTRACTED.append(tmp)
+        path = os.path.join(tmp, "tree.nwk")
+        with open(path, "wb") as fh:
+            fh.write(data)
+    tip_names(path)  # fails early and clearly on a file that is not Newick
+    return path
+
+
+def tip_names(tree):
+    """The set of tip names of a `skbio.TreeNode` or a Newick file."""
+    if not isinstance(tree, (str, os.PathLike)):
+        return {t.name for t in tree.tips()}
+    import bp  # the balanced-parentheses tree library unifrac is built on: parses large trees in C
+    import numpy as np
+    with open(tree) as fh:
+        text = fh.read().strip()
     try:
-        if path.endswith(".qza"):
-            import io
-            from aam.data.table import read_from_qza
-            return skbio.TreeNode.read(io.StringIO(read_from_qza(path, ".nwk").decode()))
-        return skbio.TreeNode.read(path, format="newick")
-    except AAMInputError:
-        raise
+        parsed = bp.parse_newick(text)
     except Exception as err:
-        raise AAMInputError(f"tree file {path!r} is not a Newick tree: {err}") from None
+        raise AAMInputError(f"tree file {tree!r} is not a Newick tree: {err}") from None
+    return {parsed.name(i) for i in np.flatnonzero(np.asarray(parsed.B)) if parsed.isleaf(i)}
 
 
 def check_tree_covers(table, tree):
     """Every feature of `table` must be a tip of `tree`; raises an error with counts and examples otherwise."""
-    tips = {t.name for t in tree.tips()}
+    tips = tip_names(tree)
     features = [str(f) for f in table.ids("observation")]
     missing = [f for f in features if f not in tips]
     if missing:
         raise AAMInputError(
             f"{len(missing)} of {len(features)} features of the table are not tips of the tree "
             f"(e.g. {preview(missing, 3)}). Use the tree built from this table's representative sequences "
-            "(e.g. qiime phylogeny align-to-tree-mafft-fasttree), or pass a precomputed distance matrix.")
+            "(e.g. qiime phylogeny align-to-tree-mafft-fasttree); with a SEPP insertion tree, drop the fragments "
+            "that were not inserted (qiime fragment-insertion filter-features); or pass a precomputed distance "
+            "matrix.")
 
 
 def _tree_file(tree, tmpdir):
+    if isinstance(tree, (str, os.PathLike)):
+        return os.fspath(tree)
     path = os.path.join(tmpdir, "tree.nwk")
     tree.write(path, format="newick")
     return path
