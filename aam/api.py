@@ -81,8 +81,14 @@ def _loaders(train_ds, val_ds, collate_train, collate_val, opts, device):
     world, rank = opts.get("_world_size", 1), opts.get("_rank", 0)
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=opts["seed"],
                                  drop_last=False)
+    drop_last = bool(opts.get("drop_last"))
+    if drop_last and len(sampler) < opts["batch_size"]:
+        warnings.warn(f"--drop-last ignored: {len(sampler)} training samples per process make less than one batch "
+                      f"of {opts['batch_size']}", stacklevel=3)
+        drop_last = False
     train = torch.utils.data.DataLoader(train_ds, batch_size=opts["batch_size"], sampler=sampler,
-                                        collate_fn=collate_train, drop_last=False, **common)
+                                        collate_fn=collate_train, drop_last=drop_last,
+                                        **common)
     val = None
     if val_ds is not None and len(val_ds):
         # validation never drops a batch: every held-out sample is scored

@@ -165,6 +165,8 @@ OPTIONS = [
            min=1),
     Option("batch_size", int, 8, "Samples per batch. The pairwise UniFrac loss compares all samples of a "
            "batch, so larger batches give it more pairs.", FIT, "optimization", min=2),
+    Option("drop_last", bool, False, "Leave out the last, incomplete training batch of each epoch (which batch "
+           "that is changes with the shuffle; validation always scores every sample).", FIT, "optimization"),
     Option("patience", int, 10, "Stop after this many epochs without improvement of the validation score.",
            FIT, "optimization", min=1),
     Option("lr", float, 1e-4, "Peak learning rate.", FIT, "optimization", min=0.0),

@@ -157,3 +157,20 @@ def test_targets_and_categorical_travel_with_samples(prepared):
     batch = Collator(ds, prepared.tokens)([ds[4], ds[1]])
     assert batch["targets"].tolist() == [4.0, 1.0]
     assert batch["categorical"].tolist() == [[1, 0], [1, 1]]
+
+
+def test_loaders_drop_last_only_for_training(prepared):
+    import warnings
+    from aam.api import _loaders
+    ds = ASVDataset(prepared.counts, prepared.sample_ids, token_limit=16, rarefy_depth=prepared.depth, seed=0)
+    collate = Collator(ds, prepared.tokens)
+    opts = {"seed": 0, "batch_size": 4, "drop_last": True}
+    train, val = _loaders(ds, ds, collate, collate, opts, torch.device("cpu"))
+    n = len(ds)
+    assert sum(len(b["sample_ids"]) for b in train) == (n // 4) * 4
+    assert sum(len(b["sample_ids"]) for b in val) == n  # validation scores every sample
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train, _ = _loaders(ds, None, collate, None, dict(opts, batch_size=n + 1), torch.device("cpu"))
+    assert any("--drop-last ignored" in str(w.message) for w in caught)
+    assert sum(len(b["sample_ids"]) for b in train) == n
