@@ -102,7 +102,18 @@ def main(argv=None):
     pred = api.predict(res.checkpoint, test_table, log=lambda s: None)
     prob = pred[[c for c in pred.columns if c.startswith("probability_")]]
     prob.columns = [c[len("probability_"):] for c in prob.columns]
-    aam = scores(pred["prediction"], prob, md["ibd"])
+    # score both models on the same samples: the forest's table is rarefied, so held-out samples shallower than
+    # the depth have no forest prediction (AAM predicts them from what reads they have)
+    common = [s for s in pred.index if s in rf_pred.index]
+    aam_all = scores(pred["prediction"], prob, md["ibd"])
+    aam = scores(pred["prediction"].loc[common], prob.loc[common], md["ibd"])
+    aam["all_heldout"] = aam_all
+    rf = scores(rf_pred.loc[common], rf_prob.loc[common], md["ibd"]) | {"seconds": rf["seconds"]}
+    out_dir = os.path.join(HERE, "results")
+    os.makedirs(out_dir, exist_ok=True)
+    pd.DataFrame({"truth": md["ibd"].loc[pred.index], "aam": pred["prediction"],
+                  "random_forest": rf_pred.reindex(pred.index)}).to_csv(
+        os.path.join(out_dir, "heldout_vs_forest_predictions.tsv"), sep="\t")
     aam["seconds"] = time.time() - t0
     aam["pretrain_seconds"] = t_pre
     rows = {"AAM (pretrained, frozen base)": aam, "random forest (100 trees)": rf}

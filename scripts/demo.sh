@@ -58,14 +58,15 @@ qiime aam embed --i-model $OUT/pretrained.qza --i-table $DATA/table.qza --i-sequ
     --o-embedding $OUT/embedding.qza --o-distance-matrix $OUT/aam-distances.qza
 
 echo
-echo "Held-out accuracy (body site, $(python - <<'PY'
+python - <<'PY'
 import qiime2, pandas as pd
 truth = pd.read_csv("examples/moving-pictures/sample-metadata.tsv", sep="\t", index_col=0, dtype=str)["body-site"]
+parts = []
 for name, path in (("AAM", "demo-output/aam-predictions.qza"), ("random forest", "demo-output/rf-predictions.qza")):
     pred = qiime2.Artifact.load(path).view(pd.Series)
-    print(f"{name}: {(pred == truth.loc[pred.index]).mean():.2f} on {len(pred)} samples", end="; ")
+    parts.append(f"{name} {(pred == truth.loc[pred.index]).mean():.2f}")
+print(f"Held-out body-site accuracy on {len(pred)} samples: " + ", ".join(parts))
 PY
-))"
 echo
 echo "Results in $OUT/:"
 echo "  pretrained.qza, classifier.qza           AAM models (AAMModel[...]); the .qzv model cards show their training"
