@@ -330,7 +330,9 @@ def train(table, metadata, column, classifier=False, out_dim=None, sequences=Non
         # the tokenizer and the token limit must match what the base was pretrained with
         pre = base_ckpt.config["model_config"]
         for key in ("max_bp", "token_limit", "embedding_dim", "attention_heads", "attention_layers"):
-            if key in options and options[key] is not None and options[key] != pre[key]:
+            # QIIME 2 passes every parameter, defaults included: only a value the user changed deserves a warning
+            given = options.get(key)
+            if given is not None and given != pre[key] and given != O.defaults(O.TRAIN)[key]:
                 warnings.warn(f"--{key.replace('_', '-')} {options[key]} ignored: the pretrained encoder "
                               f"uses {pre[key]}", stacklevel=2)
             opts[key] = pre[key]
