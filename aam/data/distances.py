@@ -5,6 +5,7 @@ UniFrac is computed with the `unifrac` library (Striped UniFrac, McDonald et al.
 any metric (weighted UniFrac, Bray-Curtis, Aitchison, ...): the objective only asks sample embeddings to reproduce
 the distances.
 """
+import functools
 import os
 import tempfile
 
@@ -12,9 +13,6 @@ import numpy as np
 import pandas as pd
 
 from aam.errors import AAMInputError, preview
-
-
-_EXTRACTED = []  # temporary directories holding trees extracted from .qza archives (removed at exit)
 
 
 def load_tree(tree):
@@ -40,17 +38,8 @@ def load_tree(tree):
     if not os.path.exists(path):
         raise AAMInputError(f"tree file {path!r} does not exist.")
     if path.endswith(".qza"):
-        import atexit
-        import shutil
-        from aam.data.table import read_from_qza
-        data = read_from_qza(path, ".nwk")
-        tmp = tempfile.mkdtemp(prefix="aam-tree-")
-        if not _EXTRACTED:
-            atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _EXTRACTED])
-        _EXTRACTED.append(tmp)
-        path = os.path.join(tmp, "tree.nwk")
-        with open(path, "wb") as fh:
-            fh.write(data)
+        from aam.data.table import extract_from_qza
+        path = extract_from_qza(path, ".nwk")
     tip_names(path)  # fails early and clearly on a file that is not Newick
     return path
 
@@ -59,15 +48,21 @@ def tip_names(tree):
     """The set of tip names of a `skbio.TreeNode` or a Newick file."""
     if not isinstance(tree, (str, os.PathLike)):
         return {t.name for t in tree.tips()}
+    path = os.fspath(tree)
+    return _newick_tips(path, os.path.getmtime(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _newick_tips(path, mtime):
+    # cached per file version: validation, UniFrac and Faith PD all ask for the tips of the same tree
     import bp  # the balanced-parentheses tree library unifrac is built on: parses large trees in C
-    import numpy as np
-    with open(tree) as fh:
+    with open(path) as fh:
         text = fh.read().strip()
     try:
         parsed = bp.parse_newick(text)
     except Exception as err:
-        raise AAMInputError(f"tree file {tree!r} is not a Newick tree: {err}") from None
-    return {parsed.name(i) for i in np.flatnonzero(np.asarray(parsed.B)) if parsed.isleaf(i)}
+        raise AAMInputError(f"tree file {path!r} is not a Newick tree: {err}") from None
+    return frozenset(parsed.name(i) for i in np.flatnonzero(np.asarray(parsed.B)) if parsed.isleaf(i))
 
 
 def check_tree_covers(table, tree):

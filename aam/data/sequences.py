@@ -57,12 +57,8 @@ def as_mapping(sequences):
     if isinstance(sequences, (str, os.PathLike)):
         path = os.fspath(sequences)
         if path.endswith(".qza"):  # FeatureData[Sequence] artifact, read without QIIME 2
-            import tempfile
-            from aam.data.table import read_from_qza
-            with tempfile.NamedTemporaryFile(suffix=".fasta") as tmp:
-                tmp.write(read_from_qza(path, ".fasta"))
-                tmp.flush()
-                return read_fasta(tmp.name)
+            from aam.data.table import extract_from_qza
+            path = extract_from_qza(path, ".fasta")
         return read_fasta(path)
     if isinstance(sequences, pd.Series):
         return {str(k): str(v) for k, v in sequences.items()}

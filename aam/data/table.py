@@ -31,6 +31,27 @@ def read_from_qza(path, suffix):
         raise AAMInputError(f"{path} is not a QIIME 2 archive (.qza) or is damaged.") from None
 
 
+_EXTRACTED = []  # temporary directories of files unpacked from .qza archives (removed at exit)
+
+
+def extract_from_qza(path, suffix):
+    """Unpack the data file ending with `suffix` of a QIIME 2 archive to a temporary file; returns its path.
+
+    For readers that need a file (BIOM HDF5, Newick for unifrac, FASTA); the file lives until the process ends.
+    """
+    import atexit
+    import shutil
+    import tempfile
+    data = read_from_qza(path, suffix)
+    if not _EXTRACTED:
+        atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _EXTRACTED])
+    _EXTRACTED.append(tempfile.mkdtemp(prefix="aam-qza-"))
+    out = os.path.join(_EXTRACTED[-1], "data" + suffix)
+    with open(out, "wb") as fh:
+        fh.write(data)
+    return out
+
+
 def load_table(source, name="table"):
     """A `biom.Table` from a table object, a BIOM file (v1 JSON or v2 HDF5) or a FeatureTable .qza.
 
@@ -47,12 +68,7 @@ def load_table(source, name="table"):
     if not os.path.exists(path):
         raise AAMInputError(f"{name} file {path!r} does not exist.")
     if path.endswith(".qza"):
-        import tempfile
-        data = read_from_qza(path, ".biom")
-        with tempfile.NamedTemporaryFile(suffix=".biom") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            return load_table(tmp.name, name)
+        return load_table(extract_from_qza(path, ".biom"), name)
     try:
         return biom.load_table(path)
     except Exception as err:  # biom raises many types for a file that is not BIOM

@@ -2,13 +2,8 @@
 import torch
 import torch.nn as nn
 
+from aam.data.tokenizer import PAD, VOCAB_SIZE
 from aam.models.layers import AttentionPooling, TransformerEncoder, init_weights
-
-try:
-    from aam.data.tokenizer import PAD, VOCAB_SIZE
-except ImportError:  # the tokenizer module may not exist yet; these are its documented values
-    PAD = 0          # empty position / empty slot
-    VOCAB_SIZE = 7   # PAD, A, C, G, T, START, MASK
 
 
 class ASVEncoder(nn.Module):
