@@ -3,7 +3,8 @@
 #   pretrain (self-supervised, UniFrac + masked nucleotides) -> fine-tune a body-site classifier on a training split
 #   -> predict the held-out samples -> compare with q2-sample-classifier's random forest on the same split
 #   -> model card, evaluation and embedding, all as QIIME 2 artifacts with provenance.
-# Model settings are reduced from the defaults so that the demo takes a few minutes on 2 CPU cores.
+# Fewer epochs at a higher learning rate than the defaults, and a smaller token limit, so that the demo takes a
+# few minutes on 2 CPU cores.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
