@@ -3,8 +3,6 @@
 Models are trained once per test session (shared between pytest-xdist workers through a locked directory) with
 tiny settings: pretrain -> fit_regressor (pretrained, frozen base, covariates, grouped split) and fit_classifier.
 """
-import contextlib
-import fcntl
 import io
 import json
 import os
@@ -24,7 +22,7 @@ from qiime2.sdk import PluginManager
 from qiime2.sdk.usage import ExecutionUsage
 
 from aam import options as O
-from tests.conftest import MP
+from tests.conftest import MP, locked, shared_dir
 
 TINY = dict(embedding_dim=16, attention_heads=2, attention_layers=1, token_limit=32, max_bp=48, batch_size=4,
             epochs=2, num_threads=1)
@@ -42,24 +40,6 @@ def _aam():
 
 
 # ---- shared inputs and models --------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _locked(path):
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _shared_dir(tmp_path_factory, name):
-    """A directory all xdist workers of this session share (the base temp dir's parent under xdist)."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    return root / name
-
-
 @pytest.fixture(scope="module")
 def data():
     return {"table": qiime2.Artifact.load(os.path.join(MP, "table.qza")),
@@ -84,9 +64,9 @@ def _train_models(directory, data):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, data):
-    directory = _shared_dir(tmp_path_factory, "aam-plugin-models")
+    directory = shared_dir(tmp_path_factory, "aam-plugin-models")
     directory.mkdir(parents=True, exist_ok=True)
-    with _locked(str(directory) + ".lock"):
+    with locked(str(directory) + ".lock"):
         if not (directory / "done").exists():
             _train_models(directory, data)
             (directory / "done").touch()

@@ -5,8 +5,6 @@ pretrain -> fit-regressor with the pretrained model and a frozen base -> predict
 evaluate / q2-sample-classifier's scatterplot. q2cli's cache lives in a fresh directory, so it always reflects
 the plugin as it is now.
 """
-import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -17,7 +15,7 @@ import zipfile
 import pytest
 import qiime2
 
-from tests.conftest import MP
+from tests.conftest import MP, locked, shared_dir
 
 TINY = ["--p-embedding-dim", "16", "--p-attention-heads", "2", "--p-attention-layers", "1", "--p-token-limit", "32",
         "--p-max-bp", "48", "--p-batch-size", "4", "--p-epochs", "2", "--p-num-threads", "1"]
@@ -37,32 +35,13 @@ def _qiime():
     return [found] if found else [sys.executable, "-m", "q2cli"]
 
 
-@contextlib.contextmanager
-def _locked(path):
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _shared_dir(tmp_path_factory, name):
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    path = root / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Environment of the qiime subprocesses: a q2cli cache of this session, built once."""
-    config = _shared_dir(tmp_path_factory, "aam-q2cli-config")
+    config = shared_dir(tmp_path_factory, "aam-q2cli-config")
     environ = dict(os.environ, XDG_CONFIG_HOME=str(config), AAM_Q2CLI_CONFIG=str(config), MPLBACKEND="Agg")
     environ.pop("QIIMETEST", None)  # would hide every real plugin
-    with _locked(str(config) + ".lock"):
+    with locked(str(config) + ".lock"):
         if not (config / "done").exists():
             info = qiime(["info"], environ)
             assert re.search(r"^aam: ", info.stdout, re.M), info.stdout
@@ -80,10 +59,10 @@ def qiime(args, environ, expect_ok=True, cwd=None):
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, env):
-    out = _shared_dir(tmp_path_factory, "aam-cli-chain")
+    out = shared_dir(tmp_path_factory, "aam-cli-chain")
     paths = {name: str(out / name) for name in ("pretrained.qza", "regressor.qza", "predictions.qza",
                                                   "summary.qzv", "evaluation.qzv", "scatter.qzv")}
-    with _locked(str(out) + ".lock"):
+    with locked(str(out) + ".lock"):
         if not (out / "done").exists():
             pre = qiime(["aam", "pretrain", "--i-table", TABLE, "--i-sequences", SEQS, "--i-phylogeny", TREE,
                          *TINY, "--o-model", paths["pretrained.qza"], "--verbose"], env)
