@@ -4,6 +4,7 @@ The ``aam`` CLI and the QIIME 2 plugin are thin layers over these functions. Inp
 (biom.Table, skbio.TreeNode, skbio.DistanceMatrix, pandas DataFrames, FASTA paths); options are the names of
 `aam.options` (``embedding_dim=64``, ``epochs=20``, ...), validated here once for both interfaces.
 """
+import gc
 import math
 import os
 import tempfile
@@ -263,15 +264,22 @@ def _fit(model, loss_fn, train_loader, val_loader, task, opts, config, device, o
         resumed.path = opts["resume"]
         trainer.resume(resumed)
     trainer.fit()
+    history = trainer.history
+    if ctx.active:
+        # the DDP/FSDP wrapper holds the process group; free it now, while every rank is here, rather than
+        # during interpreter shutdown, where gloo's destructors can abort the process
+        D.barrier(ctx)
+        del trainer, model
+        gc.collect()
     best = load_checkpoint(os.path.join(output_dir, "checkpoints", "best_model.pt"))
     final_config = dict(best.config)
-    final_config["history"] = trainer.history
+    final_config["history"] = history
     ckpt = Checkpoint(final_config, best.model_state)
     D.set_current(None)
     if tmp is None and ctx.is_main:
         # the best model also as a standalone file without optimizer state: the one to share and predict with
         ckpt.save(os.path.join(output_dir, "model.pt"), include_training_state=False)
-    result = TrainResult(ckpt, trainer.history, None if tmp else output_dir, list(prepared.report))
+    result = TrainResult(ckpt, history, None if tmp else output_dir, list(prepared.report))
     if tmp is not None:
         result._tmp = tmp  # keep the directory (TensorBoard logs) alive as long as the result
         result.output_dir = output_dir

@@ -3,6 +3,7 @@
 Each test spawns its ranks once and checks several things inside them, because starting processes dominates the
 runtime. Results travel back through small files in a temporary directory.
 """
+import faulthandler
 import json
 import os
 import socket
@@ -30,6 +31,22 @@ def _env(rank, port):
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "AAM_DIST_TIMEOUT": "60",
                        "MPLBACKEND": "Agg"})
     torch.set_num_threads(1)
+    faulthandler.enable()  # a native crash in a rank prints every thread's Python stack
+
+
+def _finish():
+    """End a rank that succeeded: leave the group together, then exit without interpreter teardown.
+
+    Process-group objects still referenced at interpreter shutdown can abort in their C++ destructors
+    (pytorch/pytorch#179291); the results are already on disk, so skipping the teardown loses nothing.
+    """
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _spawn(fn, *args):
@@ -70,8 +87,10 @@ def _gathered_loss_worker(rank, port, out_dir):
         with open(os.path.join(out_dir, f"loss{rank}.json"), "w") as fh:
             json.dump({"ref": float(ref), "loss": float(loss.detach()), "grad_close": bool(torch.allclose(grad, ref_grad)),
                        "max_err": float((grad - ref_grad).abs().max())}, fh)
-    finally:
+    except BaseException:
         D.shutdown(ctx)
+        raise
+    _finish()
 
 
 def _ref_grad(w0, x, dm, order):
@@ -107,7 +126,7 @@ def _train_worker(rank, port, out_dir, mode):
         json.dump({"losses": [row["train/total_loss"] for row in res.history],
                    "val": [row["val/total_loss"] for row in res.history],
                    "same_params": bool(torch.equal(gathered[0], gathered[1]))}, fh)
-    torch.distributed.destroy_process_group()
+    _finish()
 
 
 @pytest.fixture(scope="module")
