@@ -482,6 +482,36 @@ def _batches(ckpt, prepared, categorical, opts):
                                        num_workers=opts.get("num_workers", 0))
 
 
+def _mean_over_draws(loader, draws, run):
+    """The mean of ``run(batch)`` over `draws` independent rarefactions of every sample.
+
+    A single rarefaction to the training depth throws away most reads of a deep sample at random, and which
+    reads go can flip a prediction; averaging over several draws removes that noise. Samples not deeper than
+    the depth are the same in every draw. Returns (mean output [N, ...] in loader order, sample IDs).
+    """
+    ds = loader.dataset
+    draws = max(1, int(draws)) if ds.rarefy_depth is not None else 1
+    resample = ds.resample_each_epoch
+    ds.resample_each_epoch = draws > 1
+    total, ids = None, []
+    try:
+        for draw in range(draws):
+            ds.set_epoch(draw)
+            outs = []
+            for batch in loader:
+                outs.append(run(batch))
+                if draw == 0:
+                    ids.extend(batch["sample_ids"])
+            if not outs:
+                return torch.zeros(0), ids
+            out = torch.cat(outs)
+            total = out if total is None else total + out
+    finally:
+        ds.resample_each_epoch = resample
+        ds.set_epoch(0)
+    return total / draws, ids
+
+
 def _usable(prepared, log):
     """Samples with reads; the others are reported, never silently predicted."""
     totals = np.asarray(prepared.counts.sum(axis=1)).ravel()
@@ -495,8 +525,9 @@ def predict(model, table, sequences=None, metadata=None, batch_size=32, log=None
     """Predict a trained model's target for the samples of a table.
 
     Features never seen in training are fine: the model reads their sequences. Samples without reads are left
-    out and reported (`log`). Samples deeper than the training rarefaction depth are rarefied to it (seeded);
-    shallower ones are used as they are.
+    out and reported (`log`). Samples deeper than the training rarefaction depth are rarefied to it
+    ``rarefaction_draws`` times (seeded) and the predictions averaged (class probabilities, or regression
+    outputs in the training scale); shallower ones are used as they are.
 
     Parameters
     ----------
@@ -555,21 +586,22 @@ def predict(model, table, sequences=None, metadata=None, batch_size=32, log=None
     # the whole table and served to every batch from the cache
     cache = ASVEmbeddingCache(prepared.tokens, getattr(net, "base", net).cfg.embedding_dim, device) \
         if opts.get("asv_dedup", True) else None
-    preds, ids = [], []
+    classifier = ckpt.config["task"] == "classification"
+
+    def run(batch):
+        batch = move_batch(batch, device)
+        with autocast_context(device, opts["mixed_precision"]):
+            out = cached_forward(net, cache, batch) if cache is not None else forward_batch(net, batch, False)
+        y = out["target_prediction"].float()
+        # classifiers average probabilities, regressors predictions in the scale the model was trained in
+        return (torch.softmax(y, dim=-1) if classifier else y).cpu()
+
     with torch.no_grad():
-        for batch in loader:
-            batch = move_batch(batch, device)
-            with autocast_context(device, opts["mixed_precision"]):
-                if cache is not None:
-                    out = cached_forward(net, cache, batch)
-                else:
-                    out = forward_batch(net, batch, False)
-            preds.append(out["target_prediction"].float().cpu())
-            ids.extend(batch["sample_ids"])
-    pred = torch.cat(preds).numpy() if preds else np.zeros((0,))
-    if ckpt.config["task"] == "classification":
+        pred, ids = _mean_over_draws(loader, opts["rarefaction_draws"], run)
+    pred = pred.numpy()
+    if classifier:
         labels = ckpt.config["class_labels"]
-        prob = torch.softmax(torch.from_numpy(pred), dim=-1).numpy()
+        prob = pred.reshape(len(ids), len(labels))
         df = pd.DataFrame(prob, index=ids, columns=[f"probability_{c}" for c in labels])
         df.insert(0, "prediction", [labels[i] for i in prob.argmax(1)])
     else:
@@ -596,24 +628,28 @@ def embed(model, table, sequences=None, batch_size=32, log=None, **options):
     ckpt = _load_model(model)
     prepared = _prediction_inputs(ckpt, table, sequences, None, opts["seed"])
     usable, _ = _usable(prepared, log)
+    if not usable:
+        raise AAMInputError("no sample of the table has reads, so there is nothing to embed; check that the "
+                            "table is the one you meant.")
     prepared = prepared.subset(usable)
     net = ckpt.build_model().to(device).eval()
     base = getattr(net, "base", net)
     loader = _batches(ckpt, prepared, None, opts)
     from aam.training.cache import ASVEmbeddingCache
     cache = ASVEmbeddingCache(prepared.tokens, base.cfg.embedding_dim, device)
-    embs, dist_embs, ids = [], [], []
+    D = base.cfg.embedding_dim
+
+    def run(batch):
+        batch = move_batch(batch, device)
+        asv_emb = cache.lookup(base, batch["asv_ids"])
+        out = base.encode_samples(asv_emb, batch["counts"], batch["asv_ids"] >= 0)
+        emb = out["sample_embedding"].float()                                  # [B, D]
+        space = out.get("distance_embedding", out["sample_embedding"]).float()  # [B, D']
+        return torch.cat([emb, space], dim=-1).cpu()                           # [B, D + D']
+
     with torch.no_grad():
-        for batch in loader:
-            batch = move_batch(batch, device)
-            asv_emb = cache.lookup(base, batch["asv_ids"])
-            out = base.encode_samples(asv_emb, batch["counts"], batch["asv_ids"] >= 0)
-            embs.append(out["sample_embedding"].float().cpu())
-            if "distance_embedding" in out:
-                dist_embs.append(out["distance_embedding"].float().cpu())
-            ids.extend(batch["sample_ids"])
-    emb = torch.cat(embs)
-    space = torch.cat(dist_embs) if dist_embs else emb
+        both, ids = _mean_over_draws(loader, opts["rarefaction_draws"], run)
+    emb, space = both[:, :D], both[:, D:]
     d = torch.cdist(space.double(), space.double()).numpy()
     d = (d + d.T) / 2
     np.fill_diagonal(d, 0.0)

@@ -95,6 +95,9 @@ OPTIONS = [
     Option("asv_selection", str, "abundance", "How ASVs are chosen when a sample has more than --token-limit: "
            "the most abundant (ties broken by feature order) or a seeded random subset.", FIT, "data",
            choices=("abundance", "random")),
+    Option("rarefaction_draws", int, 5, "Predictions and embeddings are averaged over this many independent "
+           "rarefactions of each sample deeper than the training depth (1 = a single draw).", (PREDICT,), "data",
+           min=1),
     Option("rarefy_depth", int, None, "Reads per sample after rarefaction. Samples with fewer reads are left "
            "out of training (and listed). Default: the largest depth that keeps at least 90% of the samples.",
            FIT, "data", min=1),

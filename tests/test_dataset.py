@@ -174,3 +174,32 @@ def test_loaders_drop_last_only_for_training(prepared):
         train, _ = _loaders(ds, None, collate, None, dict(opts, batch_size=n + 1), torch.device("cpu"))
     assert any("--drop-last ignored" in str(w.message) for w in caught)
     assert sum(len(b["sample_ids"]) for b in train) == n
+
+
+def test_predictions_average_independent_rarefactions():
+    """`_mean_over_draws` averages draws 0..K-1 of deep samples, leaves shallow ones alone, restores the dataset."""
+    from aam.api import _mean_over_draws
+    counts = sp.csr_matrix(np.array([[50, 30, 20, 0], [3, 2, 0, 1]]))  # one deep sample, one below the depth
+    ds = ASVDataset(counts, ["deep", "shallow"], token_limit=4, rarefy_depth=10, seed=5)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=2, collate_fn=lambda items: {"items": items, "sample_ids": [ds.sample_ids[it["index"]]
+                                                                                   for it in items]})
+
+    def first_feature_reads(batch):  # reads of feature 0 in each sample's draw, [B]
+        return torch.tensor([float(it["counts"][it["asv_ids"] == 0].sum()) for it in batch["items"]])
+
+    mean, ids = _mean_over_draws(loader, 4, first_feature_reads)
+    assert ids == ["deep", "shallow"]
+    assert ds.resample_each_epoch is False and ds.epoch == 0  # the dataset is left as it was
+    ds.resample_each_epoch = True
+    expected = []
+    for draw in range(4):
+        ds.set_epoch(draw)
+        expected.append(first_feature_reads({"items": [ds[0], ds[1]]}))
+    ds.resample_each_epoch = False
+    assert len({tuple(e.tolist()) for e in expected}) > 1  # the draws differ...
+    torch.testing.assert_close(mean, torch.stack(expected).mean(0))  # ...and the result is their mean
+    assert mean[1] == 3.0  # the shallow sample is used as it is in every draw
+    ds.set_epoch(0)
+    single, _ = _mean_over_draws(loader, 1, first_feature_reads)
+    torch.testing.assert_close(single, expected[0])
