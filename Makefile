@@ -14,6 +14,7 @@ demo: setup
 	@scripts/demo.sh
 
 test: setup
+	@$(PY) -m ruff check --quiet .
 	@$(PY) -m pytest -n $(JOBS) -q tests
 
 bench: setup

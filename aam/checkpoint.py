@@ -1,18 +1,16 @@
-"""AAM checkpoints: tensors plus JSON, safe to load from strangers, written atomically.
+"""AAM checkpoint files: tensors plus JSON, safe to load from strangers, written atomically.
 
 A checkpoint is one file written by `torch.save` holding only tensors and plain containers:
 
     format          "aam-checkpoint"
-    format_version  int (FORMAT_VERSION)
-    config          JSON text: model type and config, tokenizer, categorical encoder, target transform, class
-                    labels, data and training settings (seed and device actually used), history, versions
-    model           model state_dict
-    optimizer, scheduler, rng, epoch   (training checkpoints only, for resuming)
+    format_version  int (FORMAT_VERSION; format 1 files of q2-aam 0.1 are read too)
+    record          JSON text of the `aam.record.ModelRecord` (format 1: "config")
+    model           the model's state_dict
+    optimizer, scheduler, rng, epoch, trainer   (training checkpoints only, for resuming; see aam.training.resume)
 
 It is loaded with ``torch.load(..., weights_only=True)``, which refuses anything but tensors and primitive
-containers, so opening a checkpoint never runs code from the file. The plugin stores the same config JSON and
-weights in its model artifact. torch is imported inside the functions so that the plugin can name `Checkpoint`
-as a view type without importing torch when QIIME 2 loads plugins.
+containers, so opening a checkpoint never runs code from the file. torch is imported inside the functions, so
+that the plugin can name `Checkpoint` as a view type without importing torch when QIIME 2 loads plugins.
 """
 import json
 import os
@@ -20,10 +18,12 @@ import tempfile
 
 from aam import __version__
 from aam.errors import AAMInputError
+from aam.record import TITLES, ModelRecord
 
 FORMAT = "aam-checkpoint"
-FORMAT_VERSION = 1
-MODEL_TYPES = ("encoder", "predictor")
+FORMAT_VERSION = 2
+MODEL_KINDS = ("encoder", "predictor")
+_TRAINING_KEYS = ("optimizer", "scheduler", "rng", "epoch", "trainer")
 
 
 def atomic_write(path, write):
@@ -41,6 +41,14 @@ def atomic_write(path, write):
             os.unlink(tmp)
 
 
+def atomic_write_text(path, text):
+    """Write `text` to `path` atomically."""
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            fh.write(text)
+    atomic_write(path, write)
+
+
 def _plain(obj):
     """Make RNG states and numpy values safe for weights_only loading (lists, ints, floats, str, tensors)."""
     import torch
@@ -55,75 +63,82 @@ def _plain(obj):
     return obj
 
 
+def weights_digest(model_state):
+    """SHA-256 of a state dict: every tensor's name, dtype, shape and bytes, in name order.
+
+    Stored in the record when a model is written and checked whenever it is read, so damaged weights are found
+    before they predict anything.
+    """
+    import hashlib
+
+    import torch
+    h = hashlib.sha256()
+    for name in sorted(model_state):
+        t = model_state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 class Checkpoint:
-    """The content of a checkpoint: the config dict, the model weights and (optionally) training state.
+    """A model's weights, its `ModelRecord` and (optionally) the state needed to resume its training.
 
     Parameters
     ----------
-    config : dict
-        JSON-serializable; must contain ``model_type`` ('encoder' or 'predictor') and ``model_config``.
+    record : aam.record.ModelRecord
     model_state : dict of str -> torch.Tensor
     training_state : dict, optional
-        ``optimizer``, ``scheduler``, ``rng`` and ``epoch`` for resuming.
+        ``optimizer``, ``scheduler``, ``rng``, ``epoch`` and ``trainer`` for resuming.
     """
 
-    def __init__(self, config, model_state, training_state=None):
-        if config.get("model_type") not in MODEL_TYPES:
-            raise ValueError(f"config['model_type'] must be one of {MODEL_TYPES}")
-        self.config = config
+    def __init__(self, record, model_state, training_state=None):
+        if not isinstance(record, ModelRecord):
+            raise TypeError(f"record must be a ModelRecord, got {type(record).__name__}")
+        self.record = record
         self.model_state = model_state
         self.training_state = training_state or {}
 
     @property
-    def model_type(self):
-        return self.config["model_type"]
+    def kind(self):
+        """'encoder' (pretrained base) or 'predictor' (regressor / classifier)."""
+        return self.record.kind
+
+    @property
+    def task(self):
+        return self.record.task
 
     def build_model(self):
-        """The model described by the config, with these weights loaded (on CPU, in eval mode)."""
+        """The model the record describes, with these weights loaded (on CPU, in eval mode)."""
         from aam.models import build_model
-        model = build_model(self.config["model_config"])
+        model = build_model(self.record.architecture)
         model.load_state_dict(self.model_state)
         return model.eval()
+
+    def payload(self, include_training_state=True):
+        """What `save` writes: tensors and plain containers, the record as JSON text (with the weights' digest)."""
+        import torch
+        weights = {k: v.detach().cpu() for k, v in self.model_state.items()}
+        record = self.record
+        record.aam_version = record.aam_version or __version__
+        record.torch_version = record.torch_version or torch.__version__
+        record.weights_sha256 = weights_digest(weights)
+        out = {"format": FORMAT, "format_version": FORMAT_VERSION,
+               "record": json.dumps(record.to_json(), sort_keys=True, allow_nan=False), "model": weights}
+        if include_training_state:
+            out.update(_plain(self.training_state))
+        return out
 
     def save(self, path, include_training_state=True):
         """Write atomically to `path`."""
         import torch
-        cfg = dict(self.config)
-        cfg.setdefault("aam_version", __version__)
-        cfg.setdefault("torch_version", torch.__version__)
-        payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                   "config": json.dumps(cfg, sort_keys=True, default=_json_default),
-                   "model": {k: v.detach().cpu() for k, v in self.model_state.items()}}
-        if include_training_state:
-            payload.update(_plain(self.training_state))
+        payload = self.payload(include_training_state)
+
         def write(tmp):
             # through a file object: torch names the zip members after a path's stem, which would be the
             # temporary file's name
             with open(tmp, "wb") as fh:
                 torch.save(payload, fh)
         atomic_write(path, write)
-
-    def write_dir(self, directory):
-        """Write ``model.pt`` (weights + config, no optimizer state) and a readable ``config.json``.
-
-        This is the layout of the QIIME 2 model artifact; config.json can be read without torch.
-        """
-        os.makedirs(directory, exist_ok=True)
-        self.save(os.path.join(directory, "model.pt"), include_training_state=False)
-        text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **self.config}, indent=1,
-                          sort_keys=True, default=_json_default)
-        atomic_write(os.path.join(directory, "config.json"), lambda tmp: open(tmp, "w").write(text))
-
-    @classmethod
-    def read_dir(cls, directory, expect=None):
-        """Load what `write_dir` wrote (the weights file is authoritative)."""
-        return load_checkpoint(os.path.join(directory, "model.pt"), expect=expect)
-
-
-def _json_default(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 def load_checkpoint(path, expect=None, map_location="cpu"):
@@ -143,7 +158,7 @@ def load_checkpoint(path, expect=None, map_location="cpu"):
     Raises
     ------
     AAMInputError
-        Missing file, not an AAM checkpoint, written by a newer format, or the wrong model type.
+        Missing file, not an AAM checkpoint, written by a newer format, damaged weights, or the wrong kind.
     """
     import torch
     path = os.fspath(path)
@@ -155,18 +170,34 @@ def load_checkpoint(path, expect=None, map_location="cpu"):
         raise AAMInputError(
             f"{path!r} is not a readable AAM checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
             "AAM loads only tensors and plain data; files holding Python objects are refused.") from None
+    return checkpoint_from_payload(payload, path, expect)
+
+
+def checkpoint_from_payload(payload, where, expect=None):
+    """The `Checkpoint` in a loaded payload, after checking its marker, version, record and weights."""
+    import torch
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise AAMInputError(f"{path!r} is a PyTorch file but not an AAM checkpoint (no '{FORMAT}' marker); "
-                            "pass a best_model.pt or final_model.pt written by `aam pretrain` / `aam train`.")
+        raise AAMInputError(f"{where!r} is a PyTorch file but not an AAM checkpoint (no '{FORMAT}' marker); "
+                            "pass a model.pt or a checkpoint written by `aam pretrain` / `aam train`.")
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise AAMInputError(f"{path!r} uses checkpoint format {version}, newer than this aam {__version__} "
+        raise AAMInputError(f"{where!r} uses checkpoint format {version}, newer than this aam {__version__} "
                             f"understands ({FORMAT_VERSION}); upgrade q2-aam to read it.")
-    config = json.loads(payload["config"])
-    if expect is not None and config.get("model_type") != expect:
-        kinds = {"encoder": "a pretrained encoder (from `aam pretrain`)",
-                 "predictor": "a trained predictor (from `aam train`)"}
-        raise AAMInputError(f"{path!r} holds {kinds.get(config.get('model_type'), config.get('model_type'))}, "
-                            f"but {kinds[expect]} is needed here.")
-    training = {k: payload[k] for k in ("optimizer", "scheduler", "rng", "epoch", "trainer") if k in payload}
-    return Checkpoint(config, payload["model"], training)
+    weights = payload.get("model")
+    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+        raise AAMInputError(f"{where!r} holds no model weights (a dict of tensors under 'model').")
+    text = payload.get("record" if version >= 2 else "config")
+    try:
+        record_json = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        raise AAMInputError(f"{where!r} has no readable model record (JSON text).") from None
+    record = ModelRecord.from_json(record_json, where=repr(where))
+    if record.weights_sha256 is not None and weights_digest(weights) != record.weights_sha256:
+        raise AAMInputError(f"{where!r}: the weights do not match the checksum recorded when the model was "
+                            "written; the file is damaged or was altered. Use an intact copy of the model.")
+    if expect is not None and record.kind != expect:
+        kinds = {"encoder": f"a {TITLES['pretrain']} (from `aam pretrain`)",
+                 "predictor": "a trained regressor or classifier (from `aam train`)"}
+        raise AAMInputError(f"{where!r} holds a {record.title}, but {kinds[expect]} is needed here.")
+    training = {k: payload[k] for k in _TRAINING_KEYS if k in payload}
+    return Checkpoint(record, weights, training)

@@ -10,7 +10,7 @@ import sys
 import warnings
 
 from aam import __version__, options as O
-from aam.errors import AAMInputError, AAMTrainingError
+from aam.errors import AAMInputError, AAMTrainingError, render
 
 
 def _add_options(parser, command):
@@ -21,7 +21,7 @@ def _add_options(parser, command):
             group = groups[opt.group] = parser.add_argument_group(opt.group)
         default_text = "" if opt.default is None else f" (default: {opt.default})"
         # argparse %-formats help strings
-        help_text = (opt.help + default_text).replace("%", "%%")
+        help_text = (render(opt.help) + default_text).replace("%", "%%")
         if opt.type is bool:
             group.add_argument(opt.flag, dest=opt.name, action=argparse.BooleanOptionalAction,
                                default=opt.default, help=help_text)
@@ -89,8 +89,6 @@ def build_parser():
                    "inferred when omitted).")
     g.add_argument("--categorical-columns", dest="categorical_columns", help="Comma-separated metadata columns "
                    "used as categorical covariates.")
-    g.add_argument("--missing-samples", dest="missing_samples", choices=("error", "ignore"), default="error",
-                   help="Table samples absent from the metadata: stop with an error, or leave them out.")
     _add_options(p, O.TRAIN)
 
     p = sub.add_parser("predict", help="Predict with a trained model; writes a TSV, one row per sample.")
@@ -98,7 +96,6 @@ def build_parser():
     g.add_argument("--model", required=True, help="Checkpoint of `aam train` (model.pt or best_model.pt).")
     g.add_argument("--metadata", help="Sample metadata, needed when the model uses categorical covariates.")
     g.add_argument("--output", required=True, help="Output TSV (prediction, and class probabilities).")
-    g.add_argument("--batch-size", type=int, default=32, dest="batch_size")
     _add_options(p, O.PREDICT)
 
     p = sub.add_parser("embed", help="Sample embeddings and model-implied distances of any AAM model.")
@@ -106,7 +103,6 @@ def build_parser():
     g.add_argument("--model", required=True, help="Any AAM checkpoint.")
     g.add_argument("--output", required=True, help="Output TSV of embeddings; distances go to "
                    "<output stem>.distances.tsv.")
-    g.add_argument("--batch-size", type=int, default=32, dest="batch_size")
     _add_options(p, O.PREDICT)
 
     sub.add_parser("doctor", help="Report versions, devices and which attention backends work here.")
@@ -139,8 +135,7 @@ def _option_values(args, command):
     return {o.name: getattr(args, o.name) for o in O.options_for(command, "cli") if hasattr(args, o.name)}
 
 
-def cmd_prepare(args):
-    import numpy as np
+def cmd_prepare(args, ctx):
     import torch
     from aam.data.dataset import ASVDataset, Collator
     from aam.data.pipeline import prepare_table
@@ -155,7 +150,7 @@ def cmd_prepare(args):
                     rarefy_depth=prepared.depth, seed=args.seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True,
                                          collate_fn=Collator(ds, prepared.tokens, distances=prepared.distances,
-                                                             mask_ratio=0.15),
+                                                             mask_ratio=O.BY_NAME["nuc_mask_ratio"].default),
                                          generator=torch.Generator().manual_seed(args.seed))
     shapes, distinct, slots = [], 0, 0
     for batch in loader:
@@ -172,17 +167,17 @@ def cmd_prepare(args):
     return 0
 
 
-def cmd_pretrain(args):
+def cmd_pretrain(args, ctx):
     from aam import api
     res = api.pretrain(args.table, sequences=args.sequences, tree=args.tree, distance_matrix=args.unifrac_matrix,
                        distance_ids=_distance_ids(args), taxonomy=_taxonomy(args.taxonomy),
-                       metadata=args.metadata, output_dir=args.output_dir or "aam-pretrain",
+                       metadata=args.metadata, output_dir=args.output_dir or "aam-pretrain", context=ctx,
                        **{k: v for k, v in _option_values(args, O.PRETRAIN).items() if k != "output_dir"})
-    _finish(res)
+    _finish(res, ctx)
     return 0
 
 
-def cmd_train(args):
+def cmd_train(args, ctx):
     from aam import api
     cats = [c.strip() for c in args.categorical_columns.split(",") if c.strip()] \
         if args.categorical_columns else None
@@ -190,42 +185,38 @@ def cmd_train(args):
                     out_dim=args.out_dim, sequences=args.sequences, tree=args.tree,
                     distance_matrix=args.unifrac_matrix, distance_ids=_distance_ids(args),
                     pretrained=args.pretrained_encoder, categorical_columns=cats,
-                    missing_samples=args.missing_samples, output_dir=args.output_dir or "aam-train",
+                    output_dir=args.output_dir or "aam-train", context=ctx,
                     **{k: v for k, v in _option_values(args, O.TRAIN).items() if k != "output_dir"})
-    _finish(res)
+    _finish(res, ctx)
     return 0
 
 
-def _finish(res):
-    if int(os.environ.get("RANK", "0")) != 0:
+def _finish(res, ctx):
+    if ctx is not None and not ctx.is_main:
         return  # under torchrun only rank 0 reports (and wrote) the outputs
-    out = res.output_dir
-    best = res.checkpoint.config.get("best_epoch")
-    metric = res.checkpoint.config.get("selection_metric")
-    score = res.checkpoint.config.get("best_score")
-    print(f"\nbest epoch {best} ({metric} = {score:.4f})" if score is not None else "")
-    print(f"model:        {os.path.join(out, 'model.pt')}")
-    print(f"checkpoints:  {os.path.join(out, 'checkpoints')}/ (best_model.pt, last_checkpoint.pt, final_model.pt)")
-    print(f"plots:        {os.path.join(out, 'plots')}/")
-    print(f"history:      {os.path.join(out, 'history.tsv')}")
-    print(f"TensorBoard:  tensorboard --logdir {os.path.join(out, 'tensorboard')}")
+    run, training = res.run_dir, res.checkpoint.record.training
+    if training.best_score is not None:
+        print(f"\nbest epoch {training.best_epoch} ({training.selection_metric} = {training.best_score:.4f})")
+    print(f"model:        {run.model_file} (and its record, {run.config_file})")
+    print(f"checkpoints:  {run.checkpoints_dir}/ (best_model.pt, last_checkpoint.pt to resume, final_model.pt)")
+    print(f"plots:        {run.plots_dir}/")
+    print(f"history:      {run.history_file}")
+    print(f"TensorBoard:  tensorboard --logdir {run.tensorboard_dir}")
 
 
-def cmd_predict(args):
+def cmd_predict(args, ctx):
     from aam import api
-    opts = {k: v for k, v in _option_values(args, O.PREDICT).items()}
     df = api.predict(args.model, args.table, sequences=args.sequences, metadata=args.metadata,
-                     batch_size=args.batch_size, **opts)
+                     **_option_values(args, O.PREDICT))
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     df.to_csv(args.output, sep="\t")
     print(f"predictions for {len(df)} samples written to {args.output}")
     return 0
 
 
-def cmd_embed(args):
+def cmd_embed(args, ctx):
     from aam import api
-    opts = {k: v for k, v in _option_values(args, O.PREDICT).items()}
-    frame, dm = api.embed(args.model, args.table, sequences=args.sequences, batch_size=args.batch_size, **opts)
+    frame, dm = api.embed(args.model, args.table, sequences=args.sequences, **_option_values(args, O.PREDICT))
     frame.to_csv(args.output, sep="\t")
     stem = os.path.splitext(args.output)[0]
     dm.write(stem + ".distances.tsv")
@@ -233,7 +224,7 @@ def cmd_embed(args):
     return 0
 
 
-def cmd_doctor(args):
+def cmd_doctor(args, ctx):
     import platform
     import torch
     from aam.training.device import gpu_runtime
@@ -271,8 +262,8 @@ def main(argv=None):
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     ctx = None
     try:
-        ctx = _init_distributed(args)
-        return COMMANDS[args.command](args)
+        ctx = _run_context(args)
+        return COMMANDS[args.command](args, ctx)
     except (AAMInputError, AAMTrainingError) as err:
         if os.environ.get("AAM_DEBUG"):
             raise
@@ -295,15 +286,14 @@ def main(argv=None):
             shutdown(ctx)
 
 
-def _init_distributed(args):
-    """Join torchrun's process group for --distributed / --fsdp (pretrain, train); None otherwise."""
-    if args.command not in ("pretrain", "train") or not (getattr(args, "distributed", False)
-                                                         or getattr(args, "fsdp", False)):
+def _run_context(args):
+    """The run context of pretrain / train (joining torchrun's process group for --distributed / --fsdp), built
+    once here so the engine and the error report share it; None for the other commands (the engine builds its own).
+    """
+    if args.command not in ("pretrain", "train"):
         return None
-    from aam.training import distributed as D
-    mode = D.mode_from_options(vars(args))
-    return D.init_distributed(mode, getattr(args, "device", "auto") or "auto",
-                              sharded_checkpoint=getattr(args, "fsdp_sharded_checkpoint", False))
+    from aam.training.context import build_context
+    return build_context(O.resolve(args.command, **_option_values(args, args.command)))
 
 
 def _rank_prefix(ctx):

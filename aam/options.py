@@ -6,13 +6,21 @@ and their descriptions from it, so a default or a description can never differ b
 Each `Option` says which commands use it (``pretrain``, ``train``, ``predict``). Options with ``plugin=False``
 are CLI-only (file paths, output directories, multi-process launch flags), because QIIME 2 actions take
 artifacts, not paths. Options with ``cli=False`` exist only in the plugin.
+
+Values travel as one `Options` object (``resolve(command, **given)``): a frozen dataclass with a typed attribute per
+option, so the engine reads ``opts.token_limit`` and never restates a default. Invalid values raise
+`aam.errors.AAMInputError` naming the option as ``{opt:name}``, which each front end spells its own way.
 """
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, make_dataclass, replace
 from typing import Any, Optional, Tuple
+
+from aam.errors import AAMInputError
 
 PRETRAIN, TRAIN, PREDICT = "pretrain", "train", "predict"
 FIT = (PRETRAIN, TRAIN)
 ALL = (PRETRAIN, TRAIN, PREDICT)
+COMMANDS = ALL
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 @dataclass(frozen=True)
@@ -28,7 +36,8 @@ class Option:
     default : object
         Default value; ``None`` means "not set" (optional).
     help : str
-        One or two sentences shown by ``aam <command> --help`` and by QIIME 2 (and Galaxy).
+        One or two sentences shown by ``aam <command> --help`` and by QIIME 2 (and Galaxy); other options are
+        named as ``{opt:name}`` and each front end spells them (`aam.errors.render`).
     commands : tuple of str
         The commands (and matching plugin actions) that accept it.
     group : str
@@ -66,22 +75,23 @@ class Option:
     def flag(self):
         return "--" + self.name.replace("_", "-")
 
-    def describe(self):
-        """The help text shared by both interfaces (each shows the default its own way)."""
-        return self.help
-
     def check(self, value):
-        """Validate one value, raising ValueError with the flag name and the allowed values."""
+        """Validate one value; an `AAMInputError` names the option and the allowed values."""
         if value is None:
             return value
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
+            raise AAMInputError(f"{{opt:{self.name}}} must be {_TYPE_NAMES[self.type]}; got {value!r}")
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{self.flag} must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+            raise AAMInputError(f"{{opt:{self.name}}} must be one of {', '.join(map(str, self.choices))}; "
+                                f"got {value!r}")
         if self.min is not None and value < self.min:
-            raise ValueError(f"{self.flag} must be >= {self.min}; got {value!r}")
+            raise AAMInputError(f"{{opt:{self.name}}} must be >= {self.min}; got {value!r}")
         if self.max is not None:
             if (self.max_exclusive and value >= self.max) or (not self.max_exclusive and value > self.max):
                 bound = "<" if self.max_exclusive else "<="
-                raise ValueError(f"{self.flag} must be {bound} {self.max}; got {value!r}")
+                raise AAMInputError(f"{{opt:{self.name}}} must be {bound} {self.max}; got {value!r}")
         return value
 
 
@@ -90,9 +100,9 @@ OPTIONS = [
     Option("max_bp", int, 150, "Nucleotides read from each ASV sequence; longer sequences are truncated at the 3' "
            "end and shorter ones padded.", FIT, "data", min=1),
     Option("token_limit", int, 1024, "Maximum number of ASVs per sample (the most abundant are kept, or a random "
-           "subset with --asv-selection random). The main memory knob: 256-512 for GPUs with 24 GB.",
+           "subset with {opt:asv_selection} random). The main memory knob: 256-512 for GPUs with 24 GB.",
            FIT, "data", min=1),
-    Option("asv_selection", str, "abundance", "How ASVs are chosen when a sample has more than --token-limit: "
+    Option("asv_selection", str, "abundance", "How ASVs are chosen when a sample has more than {opt:token_limit}: "
            "the most abundant (ties broken by feature order) or a seeded random subset.", FIT, "data",
            choices=("abundance", "random")),
     Option("rarefaction_draws", int, 5, "Predictions and embeddings are averaged over this many independent "
@@ -106,13 +116,15 @@ OPTIONS = [
     Option("validation_fraction", float, 0.2, "Fraction of samples held out for validation, early stopping and "
            "model selection (0 trains on everything and selects on training loss).", FIT, "data",
            min=0.0, max=0.9),
+    Option("missing_samples", str, "error", "Table samples absent from the metadata: stop with an error "
+           "naming them, or leave them out (ignore).", (TRAIN,), "data", choices=("error", "ignore")),
     Option("group_column", str, None, "Metadata column (e.g. subject) whose groups are kept whole on one side of "
            "the train/validation split, so repeated samples of a subject cannot leak.", FIT, "data"),
     # --- architecture ---------------------------------------------------------------------------------------
     Option("embedding_dim", int, 64, "Width of nucleotide, ASV and sample embeddings. 64 trains a few hundred "
            "samples on a laptop CPU; on a GPU and thousands of samples 128 (the original AAM setting) gives more "
            "capacity.", FIT, "architecture", min=8),
-    Option("attention_heads", int, 4, "Attention heads per transformer layer (must divide --embedding-dim).",
+    Option("attention_heads", int, 4, "Attention heads per transformer layer (must divide {opt:embedding_dim}).",
            FIT, "architecture", min=1),
     Option("attention_layers", int, 2, "Transformer layers at the nucleotide level and at the sample level "
            "(the original AAM setting, 4, costs twice the compute).", FIT, "architecture", min=1),
@@ -129,7 +141,7 @@ OPTIONS = [
            "(1 = kingdom/domain ... 6 = genus, 7 = species).", (PRETRAIN,), "objective", min=1, max=7),
     Option("penalty", float, 1.0, "Weight of the UniFrac / distance (or Faith PD, taxonomy) loss.",
            FIT, "objective", min=0.0),
-    Option("nuc_penalty", float, 1.0, "Weight of the masked-nucleotide loss (ignored with --freeze-base). "
+    Option("nuc_penalty", float, 1.0, "Weight of the masked-nucleotide loss (ignored with {opt:freeze_base}). "
            "Fine-tuning defaults to 0: masked nucleotides would blur the ASVs the target is read from.",
            FIT, "objective", min=0.0, command_defaults=((TRAIN, 0.0),)),
     Option("nuc_mask_ratio", float, 0.15, "Fraction of nucleotide positions masked for masked-nucleotide "
@@ -149,8 +161,8 @@ OPTIONS = [
     Option("log_transform_targets", bool, False, "Train on log(y + 1) (for non-negative targets spanning orders "
            "of magnitude); predictions are transformed back.", (TRAIN,), "target"),
     Option("bounded_targets", bool, False, "Pass regression outputs through a sigmoid, bounding them to [0, 1] "
-           "in the training scale. Turned on automatically with --log-transform-targets and "
-           "--normalize-targets together.", (TRAIN,), "target"),
+           "in the training scale. Turned on automatically with {opt:log_transform_targets} and "
+           "{opt:normalize_targets} together.", (TRAIN,), "target"),
     Option("output_activation", str, "none", "Constraint on regression outputs: none, relu, softplus or exp "
            "(non-negative outputs).", (TRAIN,), "target", choices=("none", "relu", "softplus", "exp")),
     Option("learnable_output_scale", bool, False, "Add a learnable scale and bias after the regression head.",
@@ -167,7 +179,8 @@ OPTIONS = [
     Option("epochs", int, 100, "Maximum number of passes over the training samples.", FIT, "optimization",
            min=1),
     Option("batch_size", int, 8, "Samples per batch. The pairwise UniFrac loss compares all samples of a "
-           "batch, so larger batches give it more pairs.", FIT, "optimization", min=2),
+           "batch, so larger batches give it more pairs (prediction: samples per forward pass, which bounds "
+           "memory only).", ALL, "optimization", min=1, command_defaults=((PREDICT, 32),)),
     Option("drop_last", bool, False, "Leave out the last, incomplete training batch of each epoch (which batch "
            "that is changes with the shuffle; validation always scores every sample).", FIT, "optimization"),
     Option("patience", int, 10, "Stop after this many epochs without improvement of the validation score.",
@@ -224,7 +237,7 @@ OPTIONS = [
            FIT, "distributed", plugin=False),
     Option("fsdp", bool, False, "Fully sharded data parallel (FSDP2) over the processes started by torchrun.",
            FIT, "distributed", plugin=False),
-    Option("fsdp_sharded_checkpoint", bool, False, "With --fsdp, save sharded checkpoints (faster; loading needs "
+    Option("fsdp_sharded_checkpoint", bool, False, "With {opt:fsdp}, save sharded checkpoints (faster; loading needs "
            "the same number of processes).", FIT, "distributed", plugin=False),
     Option("data_parallel", bool, False, "Single-process multi-GPU (torch.nn.DataParallel) over all visible "
            "GPUs.", FIT, "distributed", plugin=False),
@@ -254,11 +267,65 @@ def defaults(command):
     return {o.name: o.for_command(command).default for o in OPTIONS if command in o.commands}
 
 
+class _OptionsMethods:
+    """What `Options` adds to its generated fields (one per option of the table)."""
+
+    def to_dict(self):
+        """The values of this command's options, by name (what a model records as the options it used)."""
+        return {o.name: getattr(self, o.name) for o in OPTIONS if self.command in o.commands}
+
+    def replace(self, **changes):
+        """A copy with `changes` (validated like user input)."""
+        for name, value in changes.items():
+            _check_name(self.command, name)
+            changes[name] = BY_NAME[name].check(value)
+        return replace(self, **changes)
+
+    def is_default(self, name):
+        """Whether option `name` holds its default for this command (QIIME 2 passes defaults explicitly)."""
+        return getattr(self, name) == BY_NAME[name].for_command(self.command).default
+
+
+def _check_name(command, name):
+    option = BY_NAME.get(name)
+    if option is None or command not in option.commands:
+        raise AAMInputError(f"unknown option {name!r} for {command}")
+
+
+#: Every option of the table as a typed, frozen attribute: ``opts.epochs``, ``opts.token_limit``. Built by
+#: `resolve` for one command (``opts.command``); an option the command does not take holds its table default.
+Options = make_dataclass(
+    "Options",
+    [("command", str)] + [(o.name, Optional[o.type], field(default=o.default)) for o in OPTIONS],
+    bases=(_OptionsMethods,), frozen=True)
+Options.__module__ = __name__
+Options.__doc__ = ("The resolved options of one command: one typed attribute per entry of `OPTIONS`, the only "
+                   "place their defaults come from. Build with `resolve`.")
+
+
 def resolve(command, **given):
-    """Defaults of `command` updated with `given` (validated); unknown names raise ValueError."""
-    values = defaults(command)
+    """The `Options` of `command`: its defaults updated with `given` (each validated).
+
+    Parameters
+    ----------
+    command : {'pretrain', 'train', 'predict'}
+    **given
+        Option values by name; None means "the default".
+
+    Returns
+    -------
+    Options
+
+    Raises
+    ------
+    AAMInputError
+        An unknown option for this command, or a value outside the option's type, choices or range.
+    """
+    if command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r}; one of {COMMANDS}")
+    values = {o.name: o.for_command(command).default for o in OPTIONS}
     for name, value in given.items():
-        if name not in values:
-            raise ValueError(f"unknown option {name!r} for {command}")
-        values[name] = BY_NAME[name].check(value)
-    return values
+        _check_name(command, name)
+        if value is not None:
+            values[name] = BY_NAME[name].check(value)
+    return Options(command=command, **values)

@@ -13,7 +13,6 @@ import json
 import os
 import time
 
-import numpy as np
 import pandas as pd
 
 HERE = os.path.dirname(os.path.abspath(__file__))

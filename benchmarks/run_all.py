@@ -28,7 +28,9 @@ def run(quick=False):
     reps = 1 if quick else 3
     res = {"machine": machine_info(), "data": source, "model": describe_model(),
            "command": "make bench  (.venv/bin/python -m benchmarks.run_all)"}
-    log = lambda s: print(f"[{time.time() - t0:6.0f}s] {s}", file=sys.stderr, flush=True)
+    def log(s):
+        print(f"[{time.time() - t0:6.0f}s] {s}", file=sys.stderr, flush=True)
+
     log(source)
     res["pretrain"] = []
     for tl, r in ((256, reps), (1024, max(1, reps - 1))):

@@ -2,8 +2,8 @@
 
 An ``AAMModel[...]`` artifact is a directory::
 
-    model.pt                 weights + config, written by torch.save, loadable with torch.load(weights_only=True)
-    config.json              the same config as readable JSON, with the "aam-checkpoint" marker
+    model.pt                 weights + model record, written by torch.save, loadable with torch.load(weights_only=True)
+    config.json              the same record as readable JSON, with the "aam-checkpoint" marker
     history.tsv              one row per epoch: every loss and metric (optional)
     plots/*.png, plots/*.svg validation figures of the best epoch (optional)
     tensorboard/**/events.out.tfevents.*   TensorBoard logs of the run (optional)
@@ -11,7 +11,8 @@ An ``AAMModel[...]`` artifact is a directory::
 Nothing in it is a pickle of Python objects: the weights file holds only tensors and plain containers, so
 loading a model from a stranger never runs code. Validation at level 'min' is cheap and torch-free (file
 signatures, JSON, headers); level 'max' also loads the weights with ``torch.load(weights_only=True)``, checks
-every zip member's CRC, and checks that config.json and model.pt describe the same model.
+every zip member's CRC and the weights' checksum, and checks that config.json and model.pt describe the same
+model. The layout is the engine's run-directory layout (`aam.rundir.RunDirectory`).
 """
 import json
 import re
@@ -21,42 +22,17 @@ import zipfile
 import qiime2.plugin.model as model
 from qiime2.plugin import ValidationError
 
-# aam.checkpoint is torch-free at import time (torch is imported inside its functions)
-from aam.checkpoint import FORMAT as CHECKPOINT_MARKER, FORMAT_VERSION, MODEL_TYPES
-
-TASKS = ("pretrain", "regression", "classification")
-
-# keys whose values must agree between config.json and the config stored inside model.pt
-_SHARED_KEYS = ("model_type", "task", "model_config", "tokenizer", "class_labels", "target_column",
-                "target_transform", "categorical_encoder")
+# torch-free at import time (torch is imported inside their functions)
+from aam.errors import AAMInputError
+from aam.rundir import RunDirectory, record_from_config
 
 
 def check_config(config, where="config.json"):
-    """Raise ValidationError unless `config` is an AAM checkpoint config this version can read."""
-    if not isinstance(config, dict):
-        raise ValidationError(f"{where} must hold a JSON object, not {type(config).__name__}.")
-    if config.get("format") != CHECKPOINT_MARKER:
-        raise ValidationError(f"{where} has no \"format\": \"{CHECKPOINT_MARKER}\" marker, so it was not "
-                              "written by q2-aam; export the model from an AAM artifact or retrain it.")
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValidationError(f"{where} uses checkpoint format {version!r}; this q2-aam reads formats up to "
-                              f"{FORMAT_VERSION}. Upgrade q2-aam to read this model.")
-    if config.get("model_type") not in MODEL_TYPES:
-        raise ValidationError(f"{where}: \"model_type\" must be one of {', '.join(MODEL_TYPES)}; got "
-                              f"{config.get('model_type')!r}.")
-    if config.get("task") not in TASKS:
-        raise ValidationError(f"{where}: \"task\" must be one of {', '.join(TASKS)}; got {config.get('task')!r}.")
-    if not isinstance(config.get("model_config"), dict):
-        raise ValidationError(f"{where} has no \"model_config\" object describing the architecture.")
-    expected = "encoder" if config["task"] == "pretrain" else "predictor"
-    if config["model_type"] != expected:
-        raise ValidationError(f"{where}: a {config['task']} model must be an {expected}, not a "
-                              f"{config['model_type']}.")
-    if config["task"] == "classification":
-        labels = config.get("class_labels")
-        if not isinstance(labels, list) or len(labels) < 2:
-            raise ValidationError(f"{where}: a classifier needs \"class_labels\" with at least 2 classes.")
+    """The `aam.record.ModelRecord` of a parsed config.json; ValidationError unless this version reads it."""
+    try:
+        return record_from_config(config, where)
+    except AAMInputError as err:
+        raise ValidationError(str(err)) from None
 
 
 class AAMConfigFormat(model.TextFileFormat):
@@ -91,10 +67,10 @@ class AAMWeightsFormat(model.BinaryFileFormat):
         if bad is not None:
             raise ValidationError(f"model.pt is damaged: the member {bad!r} fails its checksum.")
         if level == "max":
-            self._load_payload()
+            self._load_checkpoint()
 
-    def _load_payload(self):
-        """The checkpoint payload, loaded safely; raises ValidationError when it is not an AAM checkpoint."""
+    def _load_checkpoint(self):
+        """The checkpoint, loaded safely and checked; raises ValidationError when it is not an intact AAM model."""
         import torch
         try:
             payload = torch.load(str(self), map_location="cpu", weights_only=True)
@@ -104,24 +80,11 @@ class AAMWeightsFormat(model.BinaryFileFormat):
             raise ValidationError("model.pt cannot be loaded with torch.load(weights_only=True) "
                                   f"({type(err).__name__}: {first}). The file is damaged or holds Python "
                                   "objects other than tensors, which AAM refuses to load.") from None
-        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_MARKER:
-            raise ValidationError(f"model.pt is a PyTorch file but not an AAM checkpoint (no "
-                                  f"'{CHECKPOINT_MARKER}' marker).")
-        version = payload.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ValidationError(f"model.pt uses checkpoint format {version!r}; this q2-aam reads formats up "
-                                  f"to {FORMAT_VERSION}. Upgrade q2-aam to read this model.")
-        if not isinstance(payload.get("model"), dict) or not all(
-                torch.is_tensor(v) for v in payload["model"].values()):
-            raise ValidationError("model.pt has no model weights (a dict of tensors under 'model').")
+        from aam.checkpoint import checkpoint_from_payload
         try:
-            config = json.loads(payload.get("config"))
-        except (TypeError, json.JSONDecodeError):
-            raise ValidationError("model.pt has no readable configuration (a JSON string under 'config').") \
-                from None
-        if not isinstance(config, dict) or config.get("model_type") not in MODEL_TYPES:
-            raise ValidationError("model.pt: the embedded configuration names no valid model_type.")
-        return payload, config
+            return checkpoint_from_payload(payload, "model.pt")
+        except AAMInputError as err:
+            raise ValidationError(str(err)) from None
 
 
 class AAMHistoryFormat(model.TextFileFormat):
@@ -235,9 +198,9 @@ class TensorBoardEventsFormat(model.BinaryFileFormat):
 class AAMModelDirFmt(model.DirectoryFormat):
     """The AAM model artifact: safe weights, readable config, training history, figures and TensorBoard logs."""
 
-    config = model.File("config.json", format=AAMConfigFormat)
-    weights = model.File("model.pt", format=AAMWeightsFormat)
-    history = model.File("history.tsv", format=AAMHistoryFormat, optional=True)
+    config = model.File(RunDirectory.CONFIG, format=AAMConfigFormat)
+    weights = model.File(RunDirectory.MODEL, format=AAMWeightsFormat)
+    history = model.File(RunDirectory.HISTORY, format=AAMHistoryFormat, optional=True)
     png_plots = model.FileCollection(r"plots/[^/]+\.png", format=PNGFormat, optional=True)
     svg_plots = model.FileCollection(r"plots/[^/]+\.svg", format=SVGFormat, optional=True)
     tensorboard = model.FileCollection(r"tensorboard/(?:[^/]+/)*events\.out\.tfevents\.[^/]+",
@@ -255,39 +218,26 @@ class AAMModelDirFmt(model.DirectoryFormat):
     def tensorboard_path_maker(self, name):
         return f"tensorboard/{name}"
 
-    def read_config(self):
-        """config.json as a dict (torch-free)."""
-        with open(self.path / "config.json") as fh:
-            return json.load(fh)
+    def read_record(self):
+        """The `aam.record.ModelRecord` of config.json (torch-free); ValidationError when it is not one."""
+        try:
+            return RunDirectory(str(self.path)).read_record()
+        except AAMInputError as err:
+            raise ValidationError(str(err)) from None
 
     def _validate_(self, level):
         if level != "max":
             return
-        config = self.read_config()
-        _, embedded = AAMWeightsFormat(self.path / "model.pt", mode="r")._load_payload()
-        for key in _SHARED_KEYS:
-            if _canonical(config.get(key)) != _canonical(embedded.get(key)):
-                raise ValidationError(f"config.json and model.pt disagree on {key!r}: the files come from "
-                                      "different models. Keep the pair written together.")
+        config = RunDirectory(str(self.path)).read_config()
+        embedded = AAMWeightsFormat(self.path / RunDirectory.MODEL, mode="r")._load_checkpoint().record.to_json()
+        described = check_config(config).to_json()
+        if _canonical(described) != _canonical(embedded):
+            keys = sorted(k for k in set(described) | set(embedded)
+                          if _canonical(described.get(k)) != _canonical(embedded.get(k)))
+            raise ValidationError(f"config.json and model.pt disagree on {', '.join(map(repr, keys))}: the files "
+                                  "come from different models. Keep the pair written together.")
 
 
 def _canonical(value):
     return json.dumps(value, sort_keys=True, default=str)
-
-
-def history_rows_to_tsv(history):
-    """The history rows (list of dicts) as TSV text, columns in order of first appearance."""
-    keys = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    if "epoch" not in keys:
-        keys.insert(0, "epoch")
-    lines = ["\t".join(keys)]
-    for index, row in enumerate(history):
-        values = []
-        for k in keys:
-            v = row.get(k, index + 1 if k == "epoch" else None)
-            values.append("" if v is None else str(v))
-        lines.append("\t".join(values))
-    return "\n".join(lines) + "\n"
 

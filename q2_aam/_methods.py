@@ -8,6 +8,7 @@ Option parameters (architecture, optimization, hardware, seed, ...) reach the fu
 `q2_aam._params.with_signature` gives each function its full signature at registration.
 """
 import contextlib
+import warnings
 
 import biom
 import pandas as pd
@@ -15,12 +16,12 @@ import qiime2
 import skbio
 
 from aam.checkpoint import Checkpoint
-from aam.errors import AAMInputError, preview
+from aam.errors import AAMInputError, AAMTrainingError, AAMWarning, preview
 
 from q2_types.tree import NewickFormat
 
 from q2_aam._model import TrainedModel
-from q2_aam._params import q2_flags
+from q2_aam._params import Q2
 
 #: prefix of the probability columns of ``aam.api.predict``
 _PROBABILITY = "probability_"
@@ -33,11 +34,21 @@ def _log(line):
 
 @contextlib.contextmanager
 def _plugin_errors():
-    """Pass the engine's input errors on with the plugin's spelling of flags (``--p-epochs``, ``--i-phylogeny``)."""
+    """The engine's errors and warnings in the plugin's spelling of what they name (``--p-epochs``,
+    ``--i-phylogeny``): errors raised again, warnings issued again when the engine's work ends."""
+    caught = []
     try:
-        yield
-    except AAMInputError as err:
-        raise AAMInputError(q2_flags(str(err))) from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AAMWarning)
+            yield
+    except (AAMInputError, AAMTrainingError) as err:
+        raise type(err)(err.render(Q2)) from None
+    finally:
+        for w in caught:
+            if isinstance(w.message, AAMWarning):
+                warnings.warn(w.message.render(Q2), UserWarning, stacklevel=3)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _options(options):
@@ -87,19 +98,6 @@ def pretrain(table: biom.Table, sequences: pd.Series = None, phylogeny: NewickFo
              sample_metadata: qiime2.Metadata = None, **options) -> TrainedModel:
     from aam import api
 
-    objective = options.get("encoder_type") or "unifrac"
-    if objective in ("unifrac", "combined") and phylogeny is None and distance_matrix is None:
-        raise AAMInputError(f"--p-encoder-type {objective} fits sample embeddings to pairwise distances: pass a "
-                            "rooted phylogeny of the table's features (--i-phylogeny, Phylogeny[Rooted]; "
-                            "unweighted UniFrac is computed from it) or a distance matrix of its samples "
-                            "(--i-distance-matrix). Without either, use --p-encoder-type taxonomy with "
-                            "--i-taxonomy.")
-    if objective in ("faith_pd", "combined") and phylogeny is None:
-        raise AAMInputError(f"--p-encoder-type {objective} predicts Faith's phylogenetic diversity: pass a "
-                            "rooted phylogeny of the table's features (--i-phylogeny).")
-    if objective in ("taxonomy", "combined") and taxonomy is None:
-        raise AAMInputError(f"--p-encoder-type {objective} predicts each feature's taxon: pass the features' "
-                            "taxonomy (--i-taxonomy, FeatureData[Taxonomy]).")
     frame = None if sample_metadata is None else sample_metadata.to_dataframe()
     _group_check(frame, options)
     with _plugin_errors():
@@ -138,56 +136,51 @@ def _training_metadata(metadata, sample_metadata, categorical_columns, options):
 
 
 def _fit(classifier, table, metadata, sequences, phylogeny, distance_matrix, pretrained, sample_metadata,
-         categorical_columns, missing_samples, options):
+         categorical_columns, options):
     from aam import api
 
-    if options.get("freeze_base") and pretrained is None:
-        raise AAMInputError("--p-freeze-base keeps a pretrained base fixed, but no pretrained model was given; "
-                            "pass one from `qiime aam pretrain` with --i-pretrained, or leave out "
-                            "--p-freeze-base.")
-    if pretrained is not None and pretrained.model_type != "encoder":
-        raise AAMInputError("--i-pretrained must be a pretrained base model (AAMModel[AAMPretrained], from "
-                            "`qiime aam pretrain`), not a trained regressor or classifier.")
     frame, column, covariates = _training_metadata(metadata, sample_metadata, categorical_columns, options)
     with _plugin_errors():
         result = api.train(table, frame, column, classifier=classifier, sequences=_sequences(sequences),
                            tree=_tree(phylogeny), distance_matrix=distance_matrix, pretrained=pretrained,
-                           categorical_columns=covariates or None, missing_samples=missing_samples,
-                           output_dir=None, progress=True, log=_log, **_options(options))
+                           categorical_columns=covariates or None, output_dir=None, progress=True, log=_log,
+                           **_options(options))
     return TrainedModel.from_result(result)
 
 
 def fit_regressor(table: biom.Table, metadata: qiime2.NumericMetadataColumn, sequences: pd.Series = None,
                   pretrained: Checkpoint = None, phylogeny: NewickFormat = None,
                   distance_matrix: skbio.DistanceMatrix = None, sample_metadata: qiime2.Metadata = None,
-                  categorical_columns: list = None, missing_samples: str = "error",
-                  **options) -> TrainedModel:
+                  categorical_columns: list = None, **options) -> TrainedModel:
     return _fit(False, table, metadata, sequences, phylogeny, distance_matrix, pretrained, sample_metadata,
-                categorical_columns, missing_samples, options)
+                categorical_columns, options)
 
 
 def fit_classifier(table: biom.Table, metadata: qiime2.CategoricalMetadataColumn, sequences: pd.Series = None,
                    pretrained: Checkpoint = None, phylogeny: NewickFormat = None,
                    distance_matrix: skbio.DistanceMatrix = None, sample_metadata: qiime2.Metadata = None,
-                   categorical_columns: list = None, missing_samples: str = "error",
-                   **options) -> TrainedModel:
+                   categorical_columns: list = None, **options) -> TrainedModel:
     return _fit(True, table, metadata, sequences, phylogeny, distance_matrix, pretrained, sample_metadata,
-                categorical_columns, missing_samples, options)
+                categorical_columns, options)
 
 
 # --- predict ----------------------------------------------------------------------------------------------------
 
-def _predict(model, task, table, sequences, sample_metadata, batch_size, options):
+def _predict(model, task, table, sequences, sample_metadata, options):
     from aam import api
 
-    trained = model.config.get("task")
-    if trained != task:
-        other = "predict-classification" if trained == "classification" else "predict-regression"
-        raise AAMInputError(f"this model was trained for {trained}, not {task}; use {other}.")
+    record = model.record
+    if record.task != task:
+        if record.task == "pretrain":
+            use = ("it is a pretrained base: embed samples with `qiime aam embed`, or fine-tune it with "
+                   "`qiime aam fit-regressor` / `fit-classifier` --i-pretrained")
+        else:
+            use = "use predict-" + record.task
+        raise AAMInputError(f"this model is a {record.title}, not a model for {task}; {use}.")
     frame = None if sample_metadata is None else sample_metadata.to_dataframe()
     with _plugin_errors():
-        predictions = api.predict(model, table, sequences=_sequences(sequences), metadata=frame,
-                                  batch_size=batch_size, log=_log, **_options(options))
+        predictions = api.predict(model, table, sequences=_sequences(sequences), metadata=frame, log=_log,
+                                  **_options(options))
     if len(predictions) == 0:
         raise AAMInputError("no sample of the table has reads, so there is nothing to predict; check that the "
                             "table is the one you meant (qiime feature-table summarize).")
@@ -197,17 +190,17 @@ def _predict(model, task, table, sequences, sample_metadata, batch_size, options
 
 
 def predict_regression(model: Checkpoint, table: biom.Table, sequences: pd.Series = None,
-                       sample_metadata: qiime2.Metadata = None, batch_size: int = 32, **options) -> pd.Series:
-    frame = _predict(model, "regression", table, sequences, sample_metadata, batch_size, options)
+                       sample_metadata: qiime2.Metadata = None, **options) -> pd.Series:
+    frame = _predict(model, "regression", table, sequences, sample_metadata, options)
     series = pd.to_numeric(frame["prediction"]).astype(float)
     series.name = "prediction"
     return series
 
 
 def predict_classification(model: Checkpoint, table: biom.Table, sequences: pd.Series = None,
-                           sample_metadata: qiime2.Metadata = None, batch_size: int = 32,
+                           sample_metadata: qiime2.Metadata = None,
                            **options) -> (pd.Series, pd.DataFrame):
-    frame = _predict(model, "classification", table, sequences, sample_metadata, batch_size, options)
+    frame = _predict(model, "classification", table, sequences, sample_metadata, options)
     series = frame["prediction"].astype(str)
     series.name = "prediction"
     probabilities = frame[[c for c in frame.columns if c.startswith(_PROBABILITY)]].astype(float)
@@ -217,15 +210,15 @@ def predict_classification(model: Checkpoint, table: biom.Table, sequences: pd.S
 
 # --- embed ------------------------------------------------------------------------------------------------------
 
-def embed(model: Checkpoint, table: biom.Table, sequences: pd.Series = None, batch_size: int = 32,
+def embed(model: Checkpoint, table: biom.Table, sequences: pd.Series = None,
           **options) -> (skbio.OrdinationResults, skbio.DistanceMatrix):
     from aam import api
+    from aam.evaluation.ordination import ordination
 
     with _plugin_errors():
-        frame, distances = api.embed(model, table, sequences=_sequences(sequences), batch_size=batch_size,
-                                     log=_log, **_options(options))
+        frame, distances = api.embed(model, table, sequences=_sequences(sequences), log=_log, **_options(options))
         if len(frame) < 2:
             raise AAMInputError(f"only {len(frame)} sample(s) of the table have reads; embeddings are compared "
                                 "between samples, so at least 2 are needed.")
-        ordination = api.ordination(frame)
-    return ordination, distances
+        result = ordination(frame)
+    return result, distances

@@ -2,7 +2,6 @@
 
 Kept free of torch: the transformers that fill or read it import torch only when they run.
 """
-import os
 
 
 class TrainedModel:
@@ -11,28 +10,29 @@ class TrainedModel:
     Parameters
     ----------
     checkpoint : aam.checkpoint.Checkpoint
-        Weights and config (including the per-epoch history, the seed and the device used).
-    output_dir : str, optional
-        A training output directory (``aam.api.TrainResult.output_dir``) or an artifact's directory; its
-        ``history.tsv``, ``plots/*.png|svg`` and ``tensorboard/`` event files go into the artifact.
+        Weights and record (including the per-epoch history, the seed and the device used).
+    run_dir : aam.rundir.RunDirectory, optional
+        A training run's directory (``aam.api.TrainResult.run_dir``, which owns it when it is temporary) or an
+        artifact's directory; its ``history.tsv``, ``plots/*.png|svg`` and ``tensorboard/`` event files go into
+        the artifact.
     keep_alive : object, optional
-        Anything that must live as long as this object (the TrainResult owning a temporary output_dir).
+        Anything that must live as long as this object (the artifact directory format it was read from).
     """
 
-    def __init__(self, checkpoint, output_dir=None, keep_alive=None):
+    def __init__(self, checkpoint, run_dir=None, keep_alive=None):
         self.checkpoint = checkpoint
-        self.output_dir = None if output_dir is None else os.fspath(output_dir)
+        self.run_dir = run_dir
         self._keep_alive = keep_alive
 
     @classmethod
     def from_result(cls, result):
         """Wrap an ``aam.api.TrainResult``."""
-        return cls(result.checkpoint, result.output_dir, keep_alive=result)
+        return cls(result.checkpoint, result.run_dir)
 
     @property
-    def config(self):
-        return self.checkpoint.config
+    def record(self):
+        return self.checkpoint.record
 
     def __repr__(self):
-        return (f"TrainedModel(task={self.config.get('task')!r}, model_type={self.checkpoint.model_type!r}, "
-                f"output_dir={self.output_dir!r})")
+        return (f"TrainedModel(task={self.record.task!r}, "
+                f"run_dir={None if self.run_dir is None else self.run_dir.path!r})")

@@ -4,18 +4,18 @@ hyperparameter shared by the ``aam`` command line and this plugin.
 Each `aam.options.Option` becomes a QIIME 2 primitive: ``int`` -> ``Int``, ``float`` -> ``Float`` (both with a
 ``Range`` from min/max), ``str`` -> ``Str`` (``% Choices`` when the option has choices), ``bool`` -> ``Bool``.
 An option whose default is None becomes an optional parameter with default None. The help text becomes the
-parameter description, with the CLI's ``--flag`` spellings turned into q2cli's ``--p-flag``.
+parameter description, with the options and inputs it names spelled as q2cli spells them (`Q2`).
 
 `with_signature` gives an action function the explicit Python signature QIIME 2 reads (names, view types and
 defaults), so the option parameters never have to be spelled out twice.
 """
 import functools
 import inspect
-import re
 
 from qiime2.plugin import Bool, Choices, Float, Int, Range, Str
 
 from aam import options as O
+from aam.errors import Spelling, render
 
 # options that only make sense for one kind of target
 REGRESSION_ONLY = frozenset({"normalize_targets", "log_transform_targets", "bounded_targets", "output_activation",
@@ -27,45 +27,28 @@ PLUGIN_NOTES = {
     "group_column": " The column must be in --m-sample-metadata-file.",
 }
 
-# engine (CLI) spellings of inputs that are artifacts or metadata in the plugin
-_INPUT_FLAGS = {
-    "--tree": "--i-phylogeny",
-    "--unifrac-matrix": "--i-distance-matrix",
-    "--distance-matrix": "--i-distance-matrix",
-    "--taxonomy": "--i-taxonomy",
-    "--sequences": "--i-sequences",
-    "--table": "--i-table",
-    "--pretrained-encoder": "--i-pretrained",
-    "--pretrained": "--i-pretrained",
-    "--metadata": "--m-sample-metadata-file",
-    "--model": "--i-model",
-}
+#: how q2cli spells what engine messages name: options are --p-<name>; the engine's inputs are these artifacts,
+#: metadata or actions of this plugin
+Q2 = Spelling(lambda name: "--p-" + name.replace("_", "-"), {
+    "table": "--i-table",
+    "sequences": "--i-sequences (FeatureData[Sequence])",
+    "tree": "--i-phylogeny (Phylogeny[Rooted])",
+    "distance_matrix": "--i-distance-matrix (DistanceMatrix)",
+    "distance_ids": "--i-distance-matrix (a DistanceMatrix artifact names its samples)",
+    "taxonomy": "--i-taxonomy (FeatureData[Taxonomy])",
+    "metadata": "--m-sample-metadata-file",
+    "metadata_column": "--m-metadata-column",
+    "pretrained": "--i-pretrained",
+    "model": "--i-model",
+    "classifier": "`qiime aam fit-classifier`",
+    "out_dim": "the number of classes",
+    "categorical_columns": "--p-categorical-columns",
+})
 
 
-def _flag_pattern():
-    flags = sorted({o.flag for o in O.OPTIONS} | set(_INPUT_FLAGS), key=len, reverse=True)
-    # a flag the engine already labels as the aam CLI's ("--sequences x.fasta (CLI)", "(CLI: --flag ...)")
-    # stays as it is
-    return re.compile(r"(?<![\w-])(?<!CLI: )(" + "|".join(re.escape(f) for f in flags) +
-                      r")(?![\w-])(?!(?:\s+[^\s(]+)?\s+\(CLI)")
-
-
-_FLAGS = _flag_pattern()
-# whole phrases of engine messages with a plugin spelling
-_PHRASES = {"missing='ignore' (CLI: --missing-samples ignore)": "--p-missing-samples ignore"}
-
-
-def q2_flags(text):
-    """Rewrite the engine's CLI flags in `text` as q2cli's (``--freeze-base`` -> ``--p-freeze-base``)."""
-    for phrase, replacement in _PHRASES.items():
-        text = text.replace(phrase, replacement)
-
-    def repl(match):
-        flag = match.group(1)
-        if flag in _INPUT_FLAGS:
-            return _INPUT_FLAGS[flag]
-        return "--p-" + flag[2:]
-    return _FLAGS.sub(repl, text)
+def q2_render(text):
+    """An engine message or help text with its ``{opt:...}`` / ``{input:...}`` names in q2cli's spelling."""
+    return render(text, Q2)
 
 
 def _number(value, kind):
@@ -102,7 +85,7 @@ def parameters_for(command, exclude=()):
     params, descriptions, defaults = {}, {}, {}
     for option in option_table(command, exclude):
         params[option.name] = qiime_type(option)
-        descriptions[option.name] = q2_flags(option.describe()) + PLUGIN_NOTES.get(option.name, "")
+        descriptions[option.name] = q2_render(option.help) + PLUGIN_NOTES.get(option.name, "")
         defaults[option.name] = option.default
     return params, descriptions, defaults
 

@@ -2,7 +2,7 @@
 
 Pages are rendered with q2templates; every figure is written beside index.html as PNG (shown) and SVG (linked),
 and every table behind a figure is downloadable as TSV. Nothing here imports torch: the model card is read from
-config.json, history.tsv and the files of the artifact.
+the model record in config.json, history.tsv and the files of the artifact.
 """
 import json
 import os
@@ -15,13 +15,13 @@ import qiime2
 
 from aam import options as O
 from aam.errors import AAMInputError, preview
+from aam.rundir import RunDirectory
 
 from q2_aam._format import AAMModelDirFmt
+from q2_aam._params import q2_render
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 
-_TASK_TITLES = {"pretrain": "pretrained base model", "regression": "regressor", "classification": "classifier"}
-_COMMAND = {"pretrain": O.PRETRAIN, "regression": O.TRAIN, "classification": O.TRAIN}
 _METRIC_LABELS = {
     "mae": "mean absolute error", "mse": "mean squared error", "rmse": "root mean squared error",
     "r2": "R²", "pearson_r": "Pearson r", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
@@ -41,7 +41,7 @@ def _figure(fig, output_dir, stem, title, caption=""):
     """Save `fig` as stem.png and stem.svg in output_dir; the template's description of it."""
     from matplotlib import pyplot as plt
 
-    from aam.training import plots
+    from aam.evaluation import plots
     plots.save_figure(fig, os.path.join(output_dir, stem))
     plt.close(fig)
     return {"png": f"{stem}.png", "svg": f"{stem}.svg", "title": title, "caption": caption}
@@ -68,19 +68,19 @@ def _render(template, output_dir, context):
 
 # --- summarize ----------------------------------------------------------------------------------------------------
 
-def _history_rows(config, model_dir):
-    """Per-epoch rows from the config (typed) or, failing that, from history.tsv."""
-    rows = config.get("history")
+def _history_rows(record, model_dir):
+    """Per-epoch rows from the record or, failing that, from history.tsv."""
+    rows = record.training.history
     if rows:
         return [dict(r) for r in rows]
-    path = os.path.join(model_dir, "history.tsv")
+    path = os.path.join(model_dir, RunDirectory.HISTORY)
     if not os.path.isfile(path):
         return []
     frame = pd.read_csv(path, sep="\t")
     rows = []
-    for record in frame.to_dict("records"):
+    for entry in frame.to_dict("records"):
         row = {}
-        for key, value in record.items():
+        for key, value in entry.items():
             if isinstance(value, str) and value in ("True", "False"):
                 value = value == "True"
             elif isinstance(value, float) and not np.isfinite(value):
@@ -90,67 +90,63 @@ def _history_rows(config, model_dir):
     return rows
 
 
-def _hyperparameters(config):
+def _hyperparameters(record):
     """The options of the run: value, default, whether changed, description (table order)."""
-    used = config.get("options", {})
-    command = _COMMAND.get(config.get("task"), O.TRAIN)
+    used = record.options
     records = []
-    for option in O.options_for(command, "plugin"):
+    for option in O.options_for(record.command, "plugin"):
         if option.name not in used:
             continue
         value = used[option.name]
         records.append({"parameter": option.name, "value": _fmt(value), "default": _fmt(option.default),
                         "changed": "" if value == option.default else "✔", "group": option.group,
-                        "description": option.help})
+                        "description": q2_render(option.help)})
     return pd.DataFrame(records, columns=["parameter", "value", "default", "changed", "group", "description"])
 
 
-def _data_rows(config):
-    data = config.get("data", {}) or {}
-    rows = [("samples used", data.get("n_samples")), ("features (ASVs)", data.get("n_features")),
-            ("rarefaction depth", data.get("rarefaction_depth")),
-            ("training samples", len(data.get("train_samples") or [])),
-            ("validation samples", len(data.get("validation_samples") or [])),
-            ("samples left out (below the depth)", ", ".join(map(str, data.get("dropped_low_depth") or []))
-             or "none")]
-    if data.get("distance_source"):
-        rows.append(("distance target", data["distance_source"]))
+def _data_rows(record):
+    data = record.data
+    rows = [("samples used", data.n_samples), ("features (ASVs)", data.n_features),
+            ("rarefaction depth", data.rarefaction_depth), ("training samples", len(data.train_samples)),
+            ("validation samples", len(data.validation_samples)),
+            ("samples left out (below the depth)", ", ".join(map(str, data.dropped_low_depth)) or "none")]
+    if data.distance_source:
+        rows.append(("distance target", data.distance_source))
     return [(k, _fmt(v)) for k, v in rows if v is not None]
 
 
-def _model_rows(config):
-    task = config.get("task")
-    options = config.get("options", {})
-    rows = [("kind", _TASK_TITLES.get(task, task))]
-    if task == "pretrain":
-        rows.append(("pretraining objective", config.get("objective")))
-        if config.get("objective") in ("taxonomy", "combined"):
-            rows.append(("taxonomy level", config.get("taxonomy_level")))
+def _model_rows(record):
+    options = record.options
+    rows = [("kind", record.title)]
+    if record.task == "pretrain":
+        rows.append(("pretraining objective", record.objective))
+        if record.objective in ("taxonomy", "combined"):
+            rows.append(("taxonomy level", record.taxonomy_level))
     else:
-        rows.append(("target column", config.get("target_column")))
-        if task == "classification":
-            rows.append(("classes", _fmt(config.get("class_labels"))))
-        if config.get("categorical_columns"):
-            rows.append(("categorical covariates", _fmt(config["categorical_columns"])))
-        pre = config.get("pretrained_encoder")
+        target = record.target
+        rows.append(("target column", target.column))
+        if record.is_classifier:
+            rows.append(("classes", _fmt(target.class_labels)))
+        if target.categorical_columns:
+            rows.append(("categorical covariates", _fmt(target.categorical_columns)))
+        pre = record.pretrained_encoder
         rows.append(("pretrained base", "none (trained from scratch)" if not pre else
                      f"{pre.get('objective')} objective, {(pre.get('data') or {}).get('n_samples')} samples, "
                      f"aam {pre.get('aam_version')}"))
         rows.append(("base frozen", _fmt(bool(options.get("freeze_base")))))
-    mc = config.get("model_config", {})
-    enc = mc.get("encoder", mc)
-    layers, heads = enc.get("attention_layers"), enc.get("attention_heads")
+    enc = record.encoder
+    layers, heads = enc.attention_layers, enc.attention_heads
     rows += [("architecture", f"{layers} transformer layer{'' if layers == 1 else 's'} × {heads} heads, "
-                              f"embedding {enc.get('embedding_dim')}, {enc.get('max_bp')} bp per ASV, "
-                              f"up to {enc.get('token_limit')} ASVs per sample"),
-             ("seed used", config.get("seed")), ("device used", config.get("device")),
+                              f"embedding {enc.embedding_dim}, {enc.max_bp} bp per ASV, "
+                              f"up to {enc.token_limit} ASVs per sample"),
+             ("seed used", record.seed), ("device used", record.device),
              ("group column", options.get("group_column") or "none"),
-             ("aam / torch versions", f"{config.get('aam_version')} / {config.get('torch_version')}")]
+             ("aam / torch versions", f"{record.aam_version} / {record.torch_version}")]
     return [(k, _fmt(v)) for k, v in rows]
 
 
 def _zip_tensorboard(model_dir, output_dir):
-    source = os.path.join(model_dir, "tensorboard")
+    source = os.path.join(model_dir, RunDirectory.TENSORBOARD)
     if not os.path.isdir(source):
         return None
     files = [os.path.join(folder, f) for folder, _, names in os.walk(source) for f in sorted(names)]
@@ -164,12 +160,11 @@ def _zip_tensorboard(model_dir, output_dir):
 
 
 def summarize(output_dir: str, model: AAMModelDirFmt) -> None:
-    from aam.training import plots
+    from aam.evaluation import plots
 
     model_dir = str(model)
-    config = model.read_config()
-    task = config.get("task")
-    history = _history_rows(config, model_dir)
+    record = model.read_record()
+    history = _history_rows(record, model_dir)
     figures = []
     if history:
         figures.append(_figure(plots.training_curves_plot(history), output_dir, "training-curves",
@@ -177,7 +172,7 @@ def summarize(output_dir: str, model: AAMModelDirFmt) -> None:
                                "Every loss and metric per epoch, training and validation; the dotted line marks "
                                "the best epoch, whose weights the model keeps."))
     # validation figures drawn at the best epoch by the engine, carried inside the artifact
-    plot_dir = os.path.join(model_dir, "plots")
+    plot_dir = os.path.join(model_dir, RunDirectory.PLOTS)
     titles = {"pred_vs_actual_best": "Validation: predicted vs actual (best epoch)",
               "confusion_matrix_best": "Validation: confusion matrix (best epoch)",
               "distance_fit_best": "Validation: predicted vs true pairwise distances (best epoch)"}
@@ -197,17 +192,17 @@ def summarize(output_dir: str, model: AAMModelDirFmt) -> None:
                             "caption": "Held-out validation samples scored with the kept (best) weights."})
 
     downloads = []
-    if os.path.isfile(os.path.join(model_dir, "history.tsv")):
-        shutil.copyfile(os.path.join(model_dir, "history.tsv"), os.path.join(output_dir, "history.tsv"))
+    if os.path.isfile(os.path.join(model_dir, RunDirectory.HISTORY)):
+        shutil.copyfile(os.path.join(model_dir, RunDirectory.HISTORY), os.path.join(output_dir, "history.tsv"))
         downloads.append(("history.tsv", "training history: one row per epoch, every loss and metric (TSV)"))
     tb = _zip_tensorboard(model_dir, output_dir)
     if tb:
         downloads.append((tb, "TensorBoard logs: unzip, then run `tensorboard --logdir tensorboard`"))
     with open(os.path.join(output_dir, "config.json"), "w") as fh:
-        json.dump(config, fh, indent=1, sort_keys=True)
-    downloads.append(("config.json", "the model's full configuration (JSON)"))
+        json.dump(record.to_json(), fh, indent=1, sort_keys=True)
+    downloads.append(("config.json", "the model's full record: architecture, data, options, history (JSON)"))
 
-    best_epoch = config.get("best_epoch")
+    best_epoch = record.training.best_epoch
     best_row = next((r for r in history if r.get("epoch") == best_epoch), None)
     best_metrics = None
     if best_row:
@@ -222,21 +217,20 @@ def summarize(output_dir: str, model: AAMModelDirFmt) -> None:
         frame = frame.fillna("")
         frame.index.name = "metric"
         best_metrics = _table_html(frame.reset_index(), index=False)
-    data = config.get("data", {}) or {}
     context = {
-        "title": f"AAM {_TASK_TITLES.get(task, task)}",
-        "model_rows": _model_rows(config),
-        "data_rows": _data_rows(config),
-        "report": data.get("report") or [],
-        "validation_samples": data.get("validation_samples") or [],
+        "title": f"AAM {record.title}",
+        "model_rows": _model_rows(record),
+        "data_rows": _data_rows(record),
+        "report": record.data.report,
+        "validation_samples": record.data.validation_samples,
         "epochs_run": len(history),
         "best_epoch": best_epoch,
-        "selection_metric": config.get("selection_metric"),
-        "best_score": _fmt(config.get("best_score")),
+        "selection_metric": record.training.selection_metric,
+        "best_score": _fmt(record.training.best_score),
         "best_metrics": best_metrics,
         "figures": figures,
         "downloads": downloads,
-        "hyperparameters": _table_html(_hyperparameters(config), index=False),
+        "hyperparameters": _table_html(_hyperparameters(record), index=False),
     }
     _render("summarize", output_dir, context)
 
@@ -265,7 +259,7 @@ def _regression(predictions, label):
 
 
 def _class_metrics(y_true, y_pred, labels, probabilities):
-    from aam.training.metrics import classification_metrics
+    from aam.evaluation.metrics import classification_metrics
     index = {c: i for i, c in enumerate(labels)}
     probs = None
     if probabilities is not None:
@@ -280,8 +274,8 @@ def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColu
              missing_samples: str = "error") -> None:
     from matplotlib.figure import Figure
 
-    from aam.training import plots
-    from aam.training.metrics import regression_metrics
+    from aam.evaluation import plots
+    from aam.evaluation.metrics import regression_metrics
 
     regression = isinstance(truth, qiime2.NumericMetadataColumn)
     column = truth.name

@@ -1,15 +1,16 @@
 """Registration of the q2-aam plugin: types, formats, actions and visualizers.
 
 No torch and no engine import here: QIIME 2 imports every plugin for every command, so the actions import the
-engine when they run. (`aam.options` and `aam.checkpoint` are torch-free at import time.)
+engine when they run. (`aam.options`, `aam.record`, `aam.rundir` and `aam.checkpoint` are torch-free at import
+time.)
 
 The hyperparameters of pretrain / fit-* / predict-* / embed are not listed here: they are built from the
 engine's option table (`aam.options`), the one definition shared with the ``aam`` command line.
 """
 import importlib
 
-from qiime2.plugin import (Choices, Citations, Int, List, Metadata, MetadataColumn, Categorical, Numeric,
-                           Plugin, Range, Str)
+from qiime2.plugin import (Choices, Citations, List, Metadata, MetadataColumn, Categorical, Numeric, Plugin,
+                           Str)
 from q2_types.distance_matrix import DistanceMatrix
 from q2_types.feature_data import FeatureData, Sequence, Taxonomy
 from q2_types.feature_table import FeatureTable, Frequency
@@ -65,7 +66,7 @@ plugin.register_artifact_class(
 
 def _check_task(data, expected, semantic_type):
     from qiime2.plugin import ValidationError
-    task = data.read_config().get("task")
+    task = data.read_record().task
     if task != expected:
         raise ValidationError(f"this model was trained for {task!r}, so it is not an {semantic_type} (which "
                               f"holds a {expected!r} model). Import it as the matching AAMModel type.")
@@ -130,17 +131,12 @@ SAMPLE_METADATA = {
 }
 FIT_PARAMETERS = {
     "categorical_columns": List[Str],
-    "missing_samples": Str % Choices(["error", "ignore"]),
 }
 FIT_PARAMETER_DESCRIPTIONS = {
     "categorical_columns": "Columns of --m-sample-metadata-file given to the model as categorical covariates "
                            "(e.g. sex, body site); each gets a learned embedding of --p-categorical-embed-dim. "
                            "Values unseen in training are treated as unknown.",
-    "missing_samples": "What to do with table samples that are not in the target's metadata: 'error' stops "
-                       "with their IDs, 'ignore' leaves them out of training.",
 }
-BATCH = {"batch_size": Int % Range(1, None)}
-BATCH_DESCRIPTION = {"batch_size": "Samples per batch during prediction (lower it if memory runs out)."}
 
 
 def _register_method(function, command, inputs, outputs, name, description, input_descriptions,
@@ -250,8 +246,8 @@ _register_method(
     _methods.predict_regression, "predict",
     inputs={"model": AAMModel[AAMRegressor], "table": FeatureTable[Frequency],
             "sequences": FeatureData[Sequence]},
-    parameters={"sample_metadata": Metadata, **BATCH},
-    parameter_descriptions={"sample_metadata": SAMPLE_METADATA["predict"], **BATCH_DESCRIPTION},
+    parameters={"sample_metadata": Metadata},
+    parameter_descriptions={"sample_metadata": SAMPLE_METADATA["predict"]},
     outputs=[("predictions", SampleData[RegressorPredictions])],
     name="Predict a numeric column with an AAM regressor",
     description=_PREDICT_DESCRIPTION.format(kind="regressor", viz="scatterplot"),
@@ -265,8 +261,8 @@ _register_method(
     _methods.predict_classification, "predict",
     inputs={"model": AAMModel[AAMClassifier], "table": FeatureTable[Frequency],
             "sequences": FeatureData[Sequence]},
-    parameters={"sample_metadata": Metadata, **BATCH},
-    parameter_descriptions={"sample_metadata": SAMPLE_METADATA["predict"], **BATCH_DESCRIPTION},
+    parameters={"sample_metadata": Metadata},
+    parameter_descriptions={"sample_metadata": SAMPLE_METADATA["predict"]},
     outputs=[("predictions", SampleData[ClassifierPredictions]), ("probabilities", SampleData[Probabilities])],
     name="Predict a categorical column with an AAM classifier",
     description=_PREDICT_DESCRIPTION.format(kind="classifier", viz="confusion-matrix"),
@@ -281,8 +277,6 @@ _register_method(
 _register_method(
     _methods.embed, "predict",
     inputs={"model": _MODEL_ANY, "table": FeatureTable[Frequency], "sequences": FeatureData[Sequence]},
-    parameters=BATCH,
-    parameter_descriptions=BATCH_DESCRIPTION,
     outputs=[("embedding", PCoAResults), ("distance_matrix", DistanceMatrix)],
     name="Embed samples with an AAM model",
     description=(

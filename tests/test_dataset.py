@@ -161,24 +161,26 @@ def test_targets_and_categorical_travel_with_samples(prepared):
 
 def test_loaders_drop_last_only_for_training(prepared):
     import warnings
-    from aam.api import _loaders
+    from aam import options as O
+    from aam.data.loaders import training_loaders
+    from aam.training.context import single_process
     ds = ASVDataset(prepared.counts, prepared.sample_ids, token_limit=16, rarefy_depth=prepared.depth, seed=0)
     collate = Collator(ds, prepared.tokens)
-    opts = {"seed": 0, "batch_size": 4, "drop_last": True}
-    train, val = _loaders(ds, ds, collate, collate, opts, torch.device("cpu"))
+    opts = O.resolve("pretrain", seed=0, batch_size=4, drop_last=True)
+    train, val = training_loaders(ds, ds, collate, collate, opts, single_process())
     n = len(ds)
     assert sum(len(b["sample_ids"]) for b in train) == (n // 4) * 4
     assert sum(len(b["sample_ids"]) for b in val) == n  # validation scores every sample
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train, _ = _loaders(ds, None, collate, None, dict(opts, batch_size=n + 1), torch.device("cpu"))
+        train, _ = training_loaders(ds, None, collate, None, opts.replace(batch_size=n + 1), single_process())
     assert any("--drop-last ignored" in str(w.message) for w in caught)
     assert sum(len(b["sample_ids"]) for b in train) == n
 
 
 def test_predictions_average_independent_rarefactions():
-    """`_mean_over_draws` averages draws 0..K-1 of deep samples, leaves shallow ones alone, restores the dataset."""
-    from aam.api import _mean_over_draws
+    """`mean_over_draws` averages draws 0..K-1 of deep samples, leaves shallow ones alone, restores the dataset."""
+    from aam.data.loaders import mean_over_draws
     counts = sp.csr_matrix(np.array([[50, 30, 20, 0], [3, 2, 0, 1]]))  # one deep sample, one below the depth
     ds = ASVDataset(counts, ["deep", "shallow"], token_limit=4, rarefy_depth=10, seed=5)
     loader = torch.utils.data.DataLoader(
@@ -188,7 +190,7 @@ def test_predictions_average_independent_rarefactions():
     def first_feature_reads(batch):  # reads of feature 0 in each sample's draw, [B]
         return torch.tensor([float(it["counts"][it["asv_ids"] == 0].sum()) for it in batch["items"]])
 
-    mean, ids = _mean_over_draws(loader, 4, first_feature_reads)
+    mean, ids = mean_over_draws(loader, 4, first_feature_reads)
     assert ids == ["deep", "shallow"]
     assert ds.resample_each_epoch is False and ds.epoch == 0  # the dataset is left as it was
     ds.resample_each_epoch = True
@@ -201,5 +203,5 @@ def test_predictions_average_independent_rarefactions():
     torch.testing.assert_close(mean, torch.stack(expected).mean(0))  # ...and the result is their mean
     assert mean[1] == 3.0  # the shallow sample is used as it is in every draw
     ds.set_epoch(0)
-    single, _ = _mean_over_draws(loader, 1, first_feature_reads)
+    single, _ = mean_over_draws(loader, 1, first_feature_reads)
     torch.testing.assert_close(single, expected[0])

@@ -85,7 +85,8 @@ def _gathered_loss_worker(rank, port, out_dir):
         grad /= WORLD
         ref_grad = _ref_grad(w0, x, dm, order)
         with open(os.path.join(out_dir, f"loss{rank}.json"), "w") as fh:
-            json.dump({"ref": float(ref), "loss": float(loss.detach()), "grad_close": bool(torch.allclose(grad, ref_grad)),
+            json.dump({"ref": float(ref), "loss": float(loss.detach()),
+                       "grad_close": bool(torch.allclose(grad, ref_grad)),
                        "max_err": float((grad - ref_grad).abs().max())}, fh)
     except BaseException:
         D.shutdown(ctx)
@@ -194,6 +195,6 @@ def test_failing_rank_ends_with_a_clear_message(tmp_path):
            "--output-dir", str(tmp_path / "out"), "--epochs", "1", "--device", "cpu",
            "--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--max-bp", "48",
            "--token-limit", "32", "--num-threads", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0
     assert "exitcode" in proc.stderr or "error:" in proc.stderr

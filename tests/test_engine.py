@@ -14,7 +14,7 @@ import torch
 
 from aam import cli
 from aam.checkpoint import load_checkpoint
-from aam.training.metrics import regression_metrics
+from aam.evaluation.metrics import regression_metrics
 from tests.conftest import MP, TINY
 
 TABLE, SEQS, TREE = f"{MP}/table.biom", f"{MP}/rep-seqs.fasta", f"{MP}/tree.nwk"
@@ -56,7 +56,7 @@ def test_pretraining_learns_unifrac_and_writes_its_outputs(pretrained):
     events = os.listdir(os.path.join(pretrained, "tensorboard"))
     assert any(e.startswith("events.out.tfevents") for e in events)
     ckpt = load_checkpoint(os.path.join(pretrained, "model.pt"), expect="encoder")
-    assert ckpt.config["seed"] == 42 and ckpt.config["device"] == "cpu"
+    assert ckpt.record.seed == 42 and ckpt.record.device == "cpu"
 
 
 def test_frozen_fine_tuning_keeps_the_base_and_predicts_every_sample(pretrained, tmp_path):

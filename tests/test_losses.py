@@ -256,18 +256,20 @@ def test_multitask_all_ignored_taxonomy_is_finite():
     assert num(losses["taxonomy_loss"]) == 0.0 and torch.isfinite(losses["total_loss"])
 
 
-def test_multitask_pairwise_loss_can_be_swapped():
+def test_multitask_pairwise_loss_is_a_constructor_argument():
     outputs, batch = pretrain_example()
     loss_fn = MultiTaskLoss(nuc_penalty=0.0, count_penalty=0.0)
     calls = []
 
-    def global_pairwise(emb, distances):
-        calls.append(emb.shape)
+    def global_pairwise(emb, distances, sample_ids):
+        calls.append((tuple(emb.shape), sample_ids))
         return emb.sum() * 0 + 7.0
 
-    loss_fn.pairwise_loss = global_pairwise
-    assert num(loss_fn(outputs, batch)["unifrac_loss"]) == 7.0
-    assert calls == [(3, 4)]
+    gathered = loss_fn.with_pairwise(global_pairwise)
+    assert num(gathered(outputs, batch)["unifrac_loss"]) == 7.0
+    assert calls == [((3, 4), batch.get("sample_ids"))]
+    # the original keeps the plain batch loss
+    assert num(loss_fn(outputs, batch)["unifrac_loss"]) != 7.0
 
 
 def test_multitask_raises_when_nothing_applies():

@@ -8,8 +8,8 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from aam.training import plots
-from aam.training.metrics import classification_metrics, regression_metrics
+from aam.evaluation import plots
+from aam.evaluation.metrics import classification_metrics, regression_metrics
 from aam.training.optim import SCHEDULERS, build_optimizer, build_scheduler, warmup_cosine_factor
 
 

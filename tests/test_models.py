@@ -278,7 +278,9 @@ def test_categorical_fusion(fusion):
                           categorical_embed_dims={"site": 4}, categorical_fusion=fusion)
     model = SequencePredictor(cfg).eval()
     assert model.accepts_categorical and model.categorical_columns == ["site", "host.sex"]
-    run = lambda cat: model(batch["tokens"], batch["counts"], batch["asv_ids"], categorical=cat)["target_prediction"]
+    def run(cat):
+        return model(batch["tokens"], batch["counts"], batch["asv_ids"], categorical=cat)["target_prediction"]
+
     a = run(torch.tensor([[1, 2], [1, 2], [1, 2]]))
     b = run(torch.tensor([[2, 2], [1, 3], [1, 2]]))
     assert (a[:2] - b[:2]).abs().min() > 0          # a changed category changes that sample's prediction

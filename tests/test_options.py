@@ -3,6 +3,7 @@ import pytest
 
 from aam import options as O
 from aam.cli import build_parser
+from aam.errors import render
 
 
 def test_names_unique_and_defaults_valid():
@@ -39,7 +40,8 @@ def test_cli_exposes_every_cli_option_with_its_default(command):
     for opt in O.options_for(command, "cli"):
         assert opt.name in dests, opt.flag
         assert dests[opt.name].default == opt.default
-        assert opt.help.replace("%", "%%") in dests[opt.name].help
+        assert render(opt.help).replace("%", "%%") in dests[opt.name].help
+        assert "{opt:" not in dests[opt.name].help
 
 
 def test_boolean_flags_have_negative_forms():

@@ -111,7 +111,8 @@ def _action_yaml(result, tmp_path):
 # ---- registration --------------------------------------------------------------------------------------------------
 def test_importing_the_plugin_does_not_import_torch_or_the_engine():
     code = ("import sys, q2_aam.plugin_setup\n"
-            "heavy = [m for m in ('torch', 'aam.api', 'aam.models', 'tensorboard') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'aam.api', 'aam.models.sequence_encoder', 'tensorboard')\n"
+            "         if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -150,7 +151,7 @@ def test_actions_are_described_cited_and_have_examples():
 
 
 def test_parameters_come_from_the_engine_option_table():
-    from q2_aam._params import CLASSIFICATION_ONLY, REGRESSION_ONLY, q2_flags
+    from q2_aam._params import CLASSIFICATION_ONLY, REGRESSION_ONLY, q2_render
     cases = {"pretrain": ("pretrain", ()), "fit_regressor": ("train", CLASSIFICATION_ONLY),
              "fit_classifier": ("train", REGRESSION_ONLY), "predict_regression": ("predict", ()),
              "embed": ("predict", ())}
@@ -162,7 +163,8 @@ def test_parameters_come_from_the_engine_option_table():
                 continue
             spec = params[option.name]
             assert spec.default == option.default, (action_id, option.name)
-            assert spec.description.startswith(q2_flags(option.help)), (action_id, option.name)
+            assert spec.description.startswith(q2_render(option.help)), (action_id, option.name)
+            assert "{opt:" not in spec.description and "{input:" not in spec.description
         cli_only = [o.name for o in O.OPTIONS if not o.plugin]
         assert not set(cli_only) & set(params), action_id
     device = PLUGIN.actions["fit_regressor"].signature.parameters["device"]
@@ -171,12 +173,15 @@ def test_parameters_come_from_the_engine_option_table():
     assert PLUGIN.actions["pretrain"].signature.parameters["rarefy_depth"].default is None
 
 
-def test_engine_flags_become_q2cli_flags():
-    from q2_aam._params import q2_flags
-    assert q2_flags("--freeze-base needs --pretrained-encoder and --tree") == \
-        "--p-freeze-base needs --i-pretrained and --i-phylogeny"
-    dual = "--sequences x.fasta (CLI) or --i-sequences x.qza"
-    assert q2_flags(dual) == dual
+def test_engine_messages_name_options_in_each_front_ends_spelling():
+    from aam.errors import AAMInputError
+    from q2_aam._params import Q2, q2_render
+    template = "{opt:freeze_base} needs {input:pretrained} and {input:tree}"
+    assert q2_render(template) == "--p-freeze-base needs --i-pretrained and --i-phylogeny (Phylogeny[Rooted])"
+    err = AAMInputError(template)
+    assert str(err) == "--freeze-base needs --pretrained-encoder and --tree"
+    assert err.render(Q2) == q2_render(template)
+    assert q2_render("--sequences x.fasta and {x: 1}") == "--sequences x.fasta and {x: 1}"  # nothing else changes
 
 
 # ---- methods -------------------------------------------------------------------------------------------------------
@@ -192,27 +197,27 @@ def test_pretrained_model_artifact(models):
     assert config["format"] == "aam-checkpoint" and config["task"] == "pretrain"
     # the seed and device actually used are recorded in the model
     assert config["seed"] == 42 and config["device"] == "cpu"
-    assert len(config["history"]) == TINY["epochs"]
+    assert len(config["training"]["history"]) == TINY["epochs"]
     from aam.checkpoint import Checkpoint
     ckpt = pre.view(Checkpoint)
-    assert ckpt.model_type == "encoder" and ckpt.model_state
+    assert ckpt.kind == "encoder" and ckpt.model_state
 
 
 def test_regressor_records_pretraining_freezing_and_covariates(models):
     from aam.checkpoint import Checkpoint
-    config = models["regressor"].view(Checkpoint).config
+    record = models["regressor"].view(Checkpoint).record
     assert str(models["regressor"].type) == "AAMModel[AAMRegressor]"
-    assert config["task"] == "regression" and config["target_column"] == DAYS
-    assert config["options"]["freeze_base"] is True and config["pretrained_encoder"]["objective"] == "unifrac"
-    assert config["categorical_columns"] == ["body-site"] and config["options"]["group_column"] == "subject"
+    assert record.task == "regression" and record.target.column == DAYS
+    assert record.options["freeze_base"] is True and record.pretrained_encoder["objective"] == "unifrac"
+    assert record.target.categorical_columns == ["body-site"] and record.options["group_column"] == "subject"
 
 
 def test_classifier_model(models):
     from q2_aam._model import TrainedModel
     view = models["classifier"].view(TrainedModel)
     assert str(models["classifier"].type) == "AAMModel[AAMClassifier]"
-    assert view.config["class_labels"] == ["gut", "left palm", "right palm", "tongue"]
-    assert os.path.isfile(os.path.join(view.output_dir, "history.tsv"))
+    assert view.record.target.class_labels == ["gut", "left palm", "right palm", "tongue"]
+    assert os.path.isfile(view.run_dir.history_file)
 
 
 def test_provenance_names_the_action_and_its_parameters(models, tmp_path):
@@ -265,7 +270,7 @@ def test_pretrain_taxonomy_objective_from_a_distance_matrix_free_input(data):
                                      encoder_type="taxonomy", taxonomy_level=2, validation_fraction=0.0,
                                      **{**TINY, "epochs": 1})
     from aam.checkpoint import Checkpoint
-    assert model.view(Checkpoint).config["objective"] == "taxonomy"
+    assert model.view(Checkpoint).record.objective == "taxonomy"
 
 
 # ---- errors reach the user as one clear message --------------------------------------------------------------------
@@ -355,7 +360,7 @@ def _unsafe_checkpoint(_):
         def __reduce__(self):
             return (print, ("code from the file ran",))
     buf = io.BytesIO()
-    torch.save({"format": "aam-checkpoint", "format_version": 1, "model": {}, "config": "{}", "x": Payload()}, buf)
+    torch.save({"format": "aam-checkpoint", "format_version": 2, "model": {}, "record": "{}", "x": Payload()}, buf)
     return buf.getvalue()
 
 
@@ -422,14 +427,14 @@ def test_checkpoint_round_trip_and_cli_checkpoint_import(models, tmp_path):
     ckpt = models["regressor"].view(Checkpoint)
     again = qiime2.Artifact.import_data("AAMModel[AAMRegressor]", ckpt)
     back = again.view(Checkpoint)
-    assert back.config["task"] == "regression"
+    assert back.record.task == "regression"
     assert all(torch.equal(back.model_state[k], v) for k, v in ckpt.model_state.items())
-    assert "history.tsv" in _files(again)  # rebuilt from the config's history
+    assert "history.tsv" in _files(again)  # rebuilt from the record's history
     # a checkpoint file written by the aam command line imports with --input-format AAMWeightsFormat
     path = tmp_path / "best_model.pt"
     ckpt.save(str(path))
     imported = qiime2.Artifact.import_data("AAMModel[AAMRegressor]", str(path), view_type="AAMWeightsFormat")
-    assert load_checkpoint(_files(imported)["model.pt"]).config["target_column"] == DAYS
+    assert load_checkpoint(_files(imported)["model.pt"]).record.target.column == DAYS
 
 
 # ---- visualizers ---------------------------------------------------------------------------------------------------

@@ -195,7 +195,7 @@ def load_distance_matrix(source, ids=None):
                         break
             if ids is None:
                 raise AAMInputError(f"{path} is a bare .npy matrix: pass its sample IDs (one per line in "
-                                    f"{path[:-4]}.ids.txt, or --unifrac-ids).")
+                                    f"{path[:-4]}.ids.txt, or {{input:distance_ids}}).")
             if data.ndim != 2 or data.shape[0] != data.shape[1] or data.shape[0] != len(ids):
                 raise AAMInputError(f"{path}: matrix of shape {data.shape} does not match {len(ids)} sample IDs.")
             dm = skbio.DistanceMatrix(np.asarray(data, dtype=np.float64), ids=[str(i) for i in ids], validate=False)

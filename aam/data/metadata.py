@@ -231,7 +231,7 @@ def select_samples(md, sample_ids, missing="error"):
     if absent and missing == "error":
         raise AAMInputError(f"{len(absent)} of {len(wanted)} sample(s) have no row in the metadata: "
                             f"{preview(absent)}. Add them to the metadata file, or leave them out with "
-                            "missing='ignore' (CLI: --missing-samples ignore).")
+                            "{opt:missing_samples} ignore.")
     return md.loc[[s for s in wanted if s in present]]
 
 
@@ -270,7 +270,7 @@ def numeric_target(md, column):
             f"metadata column {column!r} must be numeric for a regression target, but "
             f"{int(bad.sum())} sample(s) have non-numeric values ({', '.join(shown[:5])}"
             f"{f' and {len(shown) - 5} more' if len(shown) > 5 else ''}). Fix those values, or if "
-            f"{column!r} is categorical, train a classifier instead (--classifier).")
+            f"{column!r} is categorical, train a classifier instead ({{input:classifier}}).")
     values = values.astype(np.float64)
     inf = ~np.isfinite(values.to_numpy())
     if inf.any():

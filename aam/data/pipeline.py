@@ -63,6 +63,18 @@ class PreparedTable:
     taxonomy_classes: Optional[List[str]] = None
     report: List[str] = field(default_factory=list)
 
+    def fingerprint(self):
+        """A digest of the samples, features, sequences, counts and depth: equal for the same training data."""
+        import hashlib
+        h = hashlib.sha256()
+        for part in (self.sample_ids, self.feature_ids, self.sequences):
+            h.update("\x1f".join(map(str, part)).encode() + b"\x1e")
+        counts = self.counts.tocsr()
+        for array, dtype in ((counts.indptr, np.int64), (counts.indices, np.int64), (counts.data, np.float64)):
+            h.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+        h.update(str(self.depth).encode())
+        return h.hexdigest()
+
     def subset(self, sample_ids):
         """The same data restricted to `sample_ids` (in that order); features are kept."""
         index = {s: i for i, s in enumerate(self.sample_ids)}
@@ -115,10 +127,25 @@ def taxonomy_labels(taxonomy, feature_ids, level):
     if len(classes) < 2:
         raise AAMInputError(f"the taxonomy has fewer than 2 distinct names at rank {level} "
                             f"({TAXONOMY_RANKS[level - 1]}) for this table's features; choose a higher rank "
-                            "(smaller --taxonomy-level).")
+                            "(smaller {opt:taxonomy_level}).")
     lookup = {c: i for i, c in enumerate(classes)}
     labels = np.array([lookup[n] if n is not None else -100 for n in names], dtype=np.int64)
     return labels, classes
+
+
+def check_objective_inputs(objective, tree=None, distance_matrix=None, taxonomy=None):
+    """Fail before any work when a pretraining objective lacks its input."""
+    if objective in ("unifrac", "combined") and tree is None and distance_matrix is None:
+        raise AAMInputError(f"{{opt:encoder_type}} {objective} fits sample embeddings to pairwise distances: pass a "
+                            "rooted phylogeny of the table's features ({input:tree}; unweighted UniFrac is computed "
+                            "from it) or a distance matrix of its samples ({input:distance_matrix}). Without "
+                            "either, use {opt:encoder_type} taxonomy with {input:taxonomy}.")
+    if objective in ("faith_pd", "combined") and tree is None:
+        raise AAMInputError(f"{{opt:encoder_type}} {objective} predicts Faith's phylogenetic diversity: pass a "
+                            "rooted phylogeny of the table's features ({input:tree}).")
+    if objective in ("taxonomy", "combined") and taxonomy is None:
+        raise AAMInputError(f"{{opt:encoder_type}} {objective} predicts each feature's taxon: pass the features' "
+                            "taxonomy ({input:taxonomy}).")
 
 
 def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distance_ids=None, taxonomy=None,
@@ -152,8 +179,7 @@ def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distan
     -------
     PreparedTable
     """
-    import skbio
-
+    check_objective_inputs(objective, tree, distance_matrix, taxonomy)
     report = []
     bt = load_table(table, name=table_name)
     validate_table(bt, name=table_name)
@@ -192,9 +218,6 @@ def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distan
         prepared.distances = align_distance_matrix(dm, sample_ids)
         prepared.distance_source = "precomputed distance matrix"
     elif wants_dist:
-        if tree is None:
-            raise AAMInputError("the UniFrac objective needs a rooted phylogeny (--tree / Phylogeny[Rooted]) or a "
-                                "precomputed distance matrix (--unifrac-matrix / DistanceMatrix).")
         rare_ids = rarefied.filter(lambda v, i, m: i in set(sample_ids), axis="sample", inplace=False)
         dm = compute_unweighted_unifrac(drop_empty(rare_ids), tree)
         prepared.distances = align_distance_matrix(dm, sample_ids)
@@ -204,15 +227,11 @@ def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distan
         report.append(f"distances: {prepared.distance_source}, {len(sample_ids)} samples, "
                       f"mean {d.mean():.3f}, range {d.min():.3f}-{d.max():.3f}")
     if wants_faith:
-        if tree is None:
-            raise AAMInputError("the faith_pd objective needs a rooted phylogeny (--tree / Phylogeny[Rooted]).")
         rare_ids = rarefied.filter(lambda v, i, m: i in set(sample_ids), axis="sample", inplace=False)
         fpd = compute_faith_pd(drop_empty(rare_ids), tree)
         prepared.faith_pd = fpd.reindex(sample_ids).to_numpy(dtype=np.float32)
         report.append(f"Faith PD: mean {prepared.faith_pd.mean():.2f}")
     if wants_tax:
-        if taxonomy is None:
-            raise AAMInputError("the taxonomy objective needs a taxonomy (--taxonomy / FeatureData[Taxonomy]).")
         labels, classes = taxonomy_labels(taxonomy, feature_ids, taxonomy_level)
         prepared.taxonomy, prepared.taxonomy_classes = labels, classes
         report.append(f"taxonomy: {len(classes)} names at rank {taxonomy_level} "

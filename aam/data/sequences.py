@@ -96,8 +96,7 @@ def resolve_sequences(feature_ids, sequences=None, table_name="table"):
             raise AAMInputError(
                 f"{len(not_dna)} of {len(feature_ids)} feature IDs of {table_name} are not DNA sequences "
                 f"(e.g. {preview(not_dna, 3)}), so AAM cannot read their sequences. Pass the representative "
-                "sequences: --sequences rep-seqs.fasta (CLI) or --i-sequences rep-seqs.qza "
-                "(FeatureData[Sequence]) in QIIME 2.")
+                "sequences ({input:sequences}).")
         return [str(f) for f in feature_ids]
     missing = [f for f in feature_ids if f not in mapping]
     if missing:

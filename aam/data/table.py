@@ -150,7 +150,7 @@ def rarefy(table, depth, seed=0):
     dropped = sorted(s for s, d in depths.items() if d < depth)
     if len(dropped) == len(depths):
         raise AAMInputError(f"every sample has fewer than {depth} reads (the deepest has {int(max(depths.values()))});"
-                            " choose a smaller --rarefy-depth.")
+                            " choose a smaller {opt:rarefy_depth}.")
     # biom-format 2.1.12 (Debian) draws from numpy's global generator and has no seed argument: seed it here and
     # restore the caller's state afterwards
     state = np.random.get_state()

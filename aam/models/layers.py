@@ -88,7 +88,7 @@ def available_attention_backends(device="cpu"):
             except Exception:
                 half_ok = False
             if half_ok:
-                msg = f"works only in half precision (use --mixed-precision bf16 or fp16); float32: {msg}"
+                msg = f"works only in half precision (use mixed precision bf16 or fp16); float32: {msg}"
         result[impl] = (ok, msg)
     return result
 

@@ -5,11 +5,11 @@ import warnings
 
 import torch
 
-from aam.errors import AAMInputError
+from aam.errors import AAMInputError, warn
 
 
 def resolve_device(name="auto"):
-    """Turn the --device option into a torch.device.
+    """Turn the device option into a torch.device.
 
     'auto' takes the first GPU when PyTorch sees one (CUDA or ROCm) and the CPU otherwise, so the same command
     works on a laptop, a Galaxy worker and a GPU node. 'cuda' without a GPU is an error that says so.
@@ -19,13 +19,13 @@ def resolve_device(name="auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise AAMInputError("--device cuda was requested but PyTorch sees no GPU (torch "
-                                f"{torch.__version__}, built for {gpu_runtime() or 'CPU only'}); use --device "
+            raise AAMInputError("{opt:device} cuda was requested but PyTorch sees no GPU (torch "
+                                f"{torch.__version__}, built for {gpu_runtime() or 'CPU only'}); use {{opt:device}} "
                                 "auto or cpu, or install a CUDA/ROCm build of PyTorch.")
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
-    raise AAMInputError(f"unknown --device {name!r}; use auto, cpu or cuda")
+    raise AAMInputError(f"unknown {{opt:device}} {name!r}; use auto, cpu or cuda")
 
 
 def gpu_runtime():
@@ -60,7 +60,7 @@ def autocast_context(device, mixed_precision):
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
     if device.type == "cpu" and dtype == torch.float16:
-        warnings.warn("--mixed-precision fp16 needs a GPU; using bf16 on the CPU instead.", stacklevel=2)
+        warn("{opt:mixed_precision} fp16 needs a GPU; using bf16 on the CPU instead.", stacklevel=2)
         dtype = torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -147,7 +147,7 @@ def maybe_compile(model, enabled, log=None, **compile_kwargs):
         # already compiled or otherwise patched: wrapping again would compile the wrapper
         return model
     if not hasattr(torch, "compile"):
-        log(f"warning: --compile-model needs torch.compile (PyTorch >= 2.0, found {torch.__version__}); "
+        log(f"warning: compiling the model needs torch.compile (PyTorch >= 2.0, found {torch.__version__}); "
             "running in eager mode.")
         return model
     eager = model.forward

@@ -5,59 +5,20 @@ Processes are started by ``torchrun``, which sets RANK, WORLD_SIZE, LOCAL_RANK, 
 (``AAM_DIST_TIMEOUT`` seconds, default 600), so that a rank that dies mid-run makes the others fail with a clear
 message instead of waiting forever in a collective.
 
-Everything else in this module is a no-op for a single process, so the trainer calls it unconditionally.
+Everything else in this module is a no-op for a single process, so the trainer calls it unconditionally. Every
+function takes the run's `aam.training.context.RunContext` explicitly.
 """
 import datetime
 import os
 import warnings
-from dataclasses import dataclass
 
 import torch
 
-from aam.errors import AAMInputError, AAMTrainingError
+from aam.errors import AAMInputError, AAMTrainingError, warn
+from aam.training import forward
+from aam.training.context import RunContext
 
 DEFAULT_TIMEOUT = 600
-
-
-@dataclass
-class DistContext:
-    """How this process takes part in training.
-
-    Attributes
-    ----------
-    mode : {None, 'ddp', 'fsdp', 'dp'}
-        None for plain single-process training.
-    rank, world_size, local_rank : int
-    device : torch.device
-    backend : str or None
-        'nccl' or 'gloo' when a process group is in use.
-    sharded_checkpoint : bool
-        FSDP only: write training checkpoints with torch.distributed.checkpoint (one shard per rank).
-    owns_group : bool
-        True when `init_distributed` created the process group (and `shutdown` should destroy it).
-    """
-
-    mode: object = None
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: object = None
-    backend: object = None
-    sharded_checkpoint: bool = False
-    owns_group: bool = False
-
-    @property
-    def active(self):
-        """True when a process group with more than one rank takes part (collectives are needed)."""
-        return self.mode in ("ddp", "fsdp") and self.world_size > 1
-
-    @property
-    def is_main(self):
-        """Rank 0 alone writes logs, plots, TensorBoard and checkpoints."""
-        return self.rank == 0
-
-
-SINGLE = DistContext()
 
 
 def timeout_seconds():
@@ -71,14 +32,14 @@ def timeout_seconds():
 
 
 def mode_from_options(opts):
-    """'ddp', 'fsdp', 'dp' or None from the --distributed / --fsdp / --data-parallel options."""
+    """'ddp', 'fsdp', 'dp' or None from the distributed, fsdp and data_parallel options (`aam.options.Options`)."""
     chosen = [name for name, flag in (("ddp", "distributed"), ("fsdp", "fsdp"), ("dp", "data_parallel"))
-              if opts.get(flag)]
+              if getattr(opts, flag)]
     if len(chosen) > 1:
-        flags = {"ddp": "--distributed", "fsdp": "--fsdp", "dp": "--data-parallel"}
+        flags = {"ddp": "{opt:distributed}", "fsdp": "{opt:fsdp}", "dp": "{opt:data_parallel}"}
         raise AAMInputError(f"choose one of {', '.join(flags[c] for c in chosen)}; they are alternatives")
-    if opts.get("fsdp_sharded_checkpoint") and chosen != ["fsdp"]:
-        raise AAMInputError("--fsdp-sharded-checkpoint needs --fsdp")
+    if opts.fsdp_sharded_checkpoint and chosen != ["fsdp"]:
+        raise AAMInputError("{opt:fsdp_sharded_checkpoint} needs {opt:fsdp}")
     return chosen[0] if chosen else None
 
 
@@ -94,23 +55,24 @@ def init_distributed(mode, device_name="auto", sharded_checkpoint=False):
 
     Returns
     -------
-    DistContext
+    RunContext
+        Without precision and threads (`aam.training.context.build_context` adds them).
     """
     import torch.distributed as dist
     from aam.training.device import resolve_device
     if mode in (None, "dp"):
         device = resolve_device(device_name)
         if mode == "dp" and (device.type != "cuda" or torch.cuda.device_count() < 2):
-            warnings.warn("--data-parallel needs at least 2 GPUs; training in a single process on "
-                          f"{device}.", stacklevel=2)
+            warn("{opt:data_parallel} needs at least 2 GPUs; training in a single process on "
+                 f"{device}.", stacklevel=2)
             mode = None
-        return DistContext(mode=mode, device=device)
+        return RunContext(mode=mode, device=device)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        flag = "--fsdp" if mode == "fsdp" else "--distributed"
-        warnings.warn(f"{flag} was given but the process was not started by torchrun (no RANK/WORLD_SIZE); "
-                      "training in a single process. Launch with: torchrun --nproc_per_node=N -m aam.cli ...",
-                      stacklevel=2)
-        return DistContext(mode=None, device=resolve_device(device_name))
+        flag = "{opt:fsdp}" if mode == "fsdp" else "{opt:distributed}"
+        warn(f"{flag} was given but the process was not started by torchrun (no RANK/WORLD_SIZE); "
+             "training in a single process. Launch with: torchrun --nproc_per_node=N -m aam.cli ...",
+             stacklevel=2)
+        return RunContext(mode=None, device=resolve_device(device_name))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_gpu = (device_name or "auto").startswith(("auto", "cuda")) and torch.cuda.is_available()
@@ -128,7 +90,7 @@ def init_distributed(mode, device_name="auto", sharded_checkpoint=False):
         kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout, **kwargs)
         owns = True
-    return DistContext(mode=mode, rank=rank, world_size=world, local_rank=local_rank, device=device,
+    return RunContext(mode=mode, rank=rank, world_size=world, local_rank=local_rank, device=device,
                        backend=backend, sharded_checkpoint=bool(sharded_checkpoint and mode == "fsdp"),
                        owns_group=owns)
 
@@ -139,18 +101,6 @@ def shutdown(ctx):
     if ctx is not None and ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
         ctx.owns_group = False
-
-
-def current():
-    """The context of the running training (set by the trainer), or a single-process one."""
-    return _CURRENT[0]
-
-
-_CURRENT = [SINGLE]
-
-
-def set_current(ctx):
-    _CURRENT[0] = ctx or SINGLE
 
 
 # ---- collectives (no-ops for one process) -------------------------------------------------------------------
@@ -198,7 +148,7 @@ def reduce_weighted_sums(ctx, sums, weight):
 
     Parameters
     ----------
-    ctx : DistContext
+    ctx : RunContext
     sums : dict of str -> float
         Sums of ``value * batch size`` on this rank.
     weight : float
@@ -237,7 +187,7 @@ def _comm_device(ctx):
     return ctx.device if ctx.backend == "nccl" else torch.device("cpu")
 
 
-def gather_rows(x, ctx=None):
+def gather_rows(x, ctx):
     """Differentiable concatenation of every rank's rows of `x` in rank order (uneven row counts allowed).
 
     all_gather needs equal shapes, so each rank pads to the largest local size and the padding is cut out
@@ -248,15 +198,13 @@ def gather_rows(x, ctx=None):
     ----------
     x : torch.Tensor
         [B_local, ...] on this rank.
-    ctx : DistContext, optional
-        Default: the current context.
+    ctx : RunContext
 
     Returns
     -------
     (torch.Tensor, list of int)
         [sum of B_local, ...] and the local sizes per rank.
     """
-    ctx = ctx or current()
     if not ctx.active:
         return x, [x.shape[0]]
     import torch.distributed as dist
@@ -342,11 +290,6 @@ def reshard(model, ctx):
         model.reshard()
 
 
-def unwrap(model):
-    """The underlying module of a DDP / DataParallel wrapper (FSDP2 modules are their own module)."""
-    return getattr(model, "module", model)
-
-
 def full_model_state(model, ctx):
     """A full, unsharded CPU state dict of `model` (collective under FSDP: every rank must call it).
 
@@ -359,7 +302,7 @@ def full_model_state(model, ctx):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
         return _guard("collecting the model state", lambda: get_model_state_dict(
             model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
-    return unwrap(model).state_dict()
+    return forward.unwrap(model).state_dict()
 
 
 def full_optimizer_state(model, optimizer, ctx):
@@ -382,9 +325,9 @@ def load_full_state(model, optimizer, model_state, optim_state, ctx):
             set_optimizer_state_dict(model, optimizer, optim_state_dict=_fqn_keyed(model, optim_state),
                                      options=opts)
         return
-    unwrap(model).load_state_dict(model_state)
+    forward.unwrap(model).load_state_dict(model_state)
     if optimizer is not None and optim_state is not None:
-        optimizer.load_state_dict(_index_keyed(unwrap(model), optimizer, optim_state))
+        optimizer.load_state_dict(_index_keyed(forward.unwrap(model), optimizer, optim_state))
 
 
 def _trainable_names(model):

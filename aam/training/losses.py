@@ -105,6 +105,11 @@ def pairwise_distance_loss(emb, distances):
     return (err * err).mean()
 
 
+def _local_pairwise_loss(emb, distances, sample_ids=None):
+    """`pairwise_distance_loss` with the signature of `MultiTaskLoss`'s ``pairwise`` (sample IDs unused)."""
+    return pairwise_distance_loss(emb, distances)
+
+
 def _nucleotide_rows(nuc_logits, nuc_targets, row_slot, row_weight):
     """Targets and per-position weights aligned with the encoded rows.
 
@@ -289,11 +294,10 @@ class MultiTaskLoss(torch.nn.Module):
         Cross-entropy on [B, C] logits instead of MSE on [B] values for the target.
     class_weights : torch.Tensor, optional
         [C] weights of the classification cross-entropy (see `class_weights_from_labels`).
-
-    Notes
-    -----
-    The pairwise distance loss goes through `pairwise_loss`, which can be replaced on an instance (for example
-    by one that gathers embeddings across processes and compares them with the global distance matrix).
+    pairwise : callable, optional
+        ``pairwise(emb [B, D], distances [B, B], sample_ids) -> scalar``, the distance loss; default
+        `pairwise_distance_loss` over the batch. Multi-process training builds its loss with a
+        `GatheredPairwiseLoss` here (see `with_pairwise`).
     """
 
     COMPONENTS = (
@@ -307,8 +311,9 @@ class MultiTaskLoss(torch.nn.Module):
     )
 
     def __init__(self, target_penalty=1.0, penalty=1.0, nuc_penalty=1.0, count_penalty=1.0, classifier=False,
-                 class_weights=None):
+                 class_weights=None, pairwise=None):
         super().__init__()
+        self.pairwise = pairwise or _local_pairwise_loss
         self.target_penalty = float(target_penalty)
         self.penalty = float(penalty)
         self.nuc_penalty = float(nuc_penalty)
@@ -320,9 +325,10 @@ class MultiTaskLoss(torch.nn.Module):
         # recomputed from the training labels and are no part of the model
         self.register_buffer("class_weights", class_weights, persistent=False)
 
-    def pairwise_loss(self, emb, distances):
-        """Loss between [B, D] distance embeddings and [B, B] target distances (replaceable, see Notes)."""
-        return pairwise_distance_loss(emb, distances)
+    def with_pairwise(self, pairwise):
+        """A new loss with the same weights whose distance component is `pairwise`."""
+        return MultiTaskLoss(self.target_penalty, self.penalty, self.nuc_penalty, self.count_penalty,
+                             self.classifier, self.class_weights, pairwise=pairwise)
 
     # ---- components --------------------------------------------------------------------------------------
     def _target_loss(self, outputs, batch):
@@ -344,10 +350,7 @@ class MultiTaskLoss(torch.nn.Module):
 
     def _unifrac_loss(self, outputs, batch):
         emb = outputs["distance_embedding"].float()
-        if getattr(self.pairwise_loss, "needs_sample_ids", False):
-            # a gathered loss builds the global distance block itself from the batch's sample IDs
-            return self.pairwise_loss(emb, batch["distances"].float(), sample_ids=batch["sample_ids"])
-        return self.pairwise_loss(emb, batch["distances"].float())
+        return self.pairwise(emb, batch["distances"].float(), batch.get("sample_ids"))
 
     def _faith_pd_loss(self, outputs, batch):
         pred = outputs["faith_pd"].float()
@@ -420,7 +423,8 @@ class GatheredPairwiseLoss:
     (differentiably) and compares all pairs of the global batch with the matching block of the full distance
     matrix. Every rank computes the same value; the backward of the gather sums each rank's gradient onto the
     rank owning the sample, and DDP / FSDP then average over ranks, so the parameter gradient equals the
-    single-process gradient of the same global batch.
+    single-process gradient of the same global batch. Training steps use it; validation, where every rank
+    scores the same batches, uses the plain loss.
 
     Parameters
     ----------
@@ -428,32 +432,23 @@ class GatheredPairwiseLoss:
         [N, N] distance matrix of the training split.
     sample_ids : list of str
         The N sample IDs in the matrix's row order.
-    ctx : aam.training.distributed.DistContext, optional
-        Default: the context of the running training.
-
-    Attributes
-    ----------
-    gather : bool
-        False computes the plain local loss (used for validation, where every rank scores the same batches).
+    ctx : aam.training.context.RunContext
+        The multi-process run.
     """
 
-    needs_sample_ids = True
-
-    def __init__(self, distances, sample_ids, ctx=None):
+    def __init__(self, distances, sample_ids, ctx):
         self.distances = torch.as_tensor(np.asarray(distances, dtype=np.float32))  # [N, N]
         self.row = {str(s): i for i, s in enumerate(sample_ids)}
         self.ctx = ctx
-        self.gather = True
 
     def __call__(self, emb, distances, sample_ids=None):
-        """Loss of [B_local, D] embeddings; `distances` ([B_local, B_local]) is used when not gathering."""
+        """Loss of [B_local, D] embeddings; `distances` ([B_local, B_local]) is used in a single process."""
         from aam.training import distributed as dist
-        ctx = self.ctx or dist.current()
-        if not self.gather or not ctx.active or sample_ids is None:
+        if not self.ctx.active or sample_ids is None:
             return pairwise_distance_loss(emb, distances)
         rows = torch.tensor([self.row[str(s)] for s in sample_ids], dtype=torch.long, device=emb.device)
-        global_emb, _ = dist.gather_rows(emb, ctx)  # [B_global, D], rank order
-        global_rows, _ = dist.gather_rows(rows, ctx)  # [B_global], the same order
+        global_emb, _ = dist.gather_rows(emb, self.ctx)  # [B_global, D], rank order
+        global_rows, _ = dist.gather_rows(rows, self.ctx)  # [B_global], the same order
         idx = global_rows.cpu()
         block = self.distances[idx][:, idx]  # [B_global, B_global]
         return pairwise_distance_loss(global_emb, block)

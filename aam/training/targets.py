@@ -4,11 +4,9 @@ Forward: y -> log(y + 1) (optional) -> (y - min) / (max - min) (optional, fitted
 Inverse undoes both. The state is a small dict stored in checkpoints, so predictions come back in the original
 units and metrics are reported in them.
 """
-import warnings
-
 import numpy as np
 
-from aam.errors import AAMInputError
+from aam.errors import AAMInputError, warn
 
 
 class TargetTransform:
@@ -31,7 +29,7 @@ class TargetTransform:
     def fit(self, y, column="target"):
         y = np.asarray(y, dtype=np.float64)
         if self.log_transform and np.any(y <= -1):
-            raise AAMInputError(f"--log-transform-targets needs every value of {column!r} > -1 (log(y + 1)); "
+            raise AAMInputError(f"{{opt:log_transform_targets}} needs every value of {column!r} > -1 (log(y + 1)); "
                                 f"the smallest is {y.min():g}. Drop the option or shift the values.")
         z = np.log1p(y) if self.log_transform else y
         self.min, self.max = float(z.min()), float(z.max())
@@ -80,15 +78,15 @@ def resolve_output_options(normalize_targets, log_transform_targets, bounded_tar
         The effective ``bounded_targets`` and ``output_activation``.
     """
     if log_transform_targets and normalize_targets and not bounded_targets:
-        warnings.warn("--log-transform-targets with --normalize-targets turns on --bounded-targets (a sigmoid) "
-                      "so predictions cannot overflow when transformed back; predictions may then crowd at the "
-                      "extremes. --log-transform-targets --no-normalize-targets is usually better.",
-                      stacklevel=2)
+        warn("{opt:log_transform_targets} with {opt:normalize_targets} turns on {opt:bounded_targets} (a sigmoid) "
+             "so predictions cannot overflow when transformed back; predictions may then crowd at the "
+             "extremes. {opt:log_transform_targets} without {opt:normalize_targets} is usually better.",
+             stacklevel=2)
         bounded_targets = True
     if bounded_targets and output_activation != "none":
-        raise AAMInputError(f"--bounded-targets already bounds outputs with a sigmoid; drop "
-                            f"--output-activation {output_activation} (or --bounded-targets).")
+        raise AAMInputError(f"{{opt:bounded_targets}} already bounds outputs with a sigmoid; drop "
+                            f"{{opt:output_activation}} {output_activation} (or {{opt:bounded_targets}}).")
     if output_activation == "softplus" and normalize_targets:
-        warnings.warn("--output-activation softplus with --normalize-targets can flatten predictions near 0; "
-                      "consider --no-normalize-targets.", stacklevel=2)
+        warn("{opt:output_activation} softplus with {opt:normalize_targets} can flatten predictions near 0; "
+             "consider turning {opt:normalize_targets} off.", stacklevel=2)
     return bounded_targets, output_activation

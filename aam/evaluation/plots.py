@@ -11,7 +11,7 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
-from aam.training.metrics import pearson_r, regression_metrics
+from aam.evaluation.metrics import pearson_r, regression_metrics
 
 # above this many points a scatter turns into an unreadable blot; hexbin shows the density instead
 _HEXBIN_ABOVE = 2000

@@ -1,0 +1,212 @@
+"""The files of a training run, and of a model directory (the QIIME 2 model artifact has the same layout).
+
+::
+
+    model.pt                 the model: weights + record, no optimizer state (aam.checkpoint)
+    config.json              the same record as readable JSON, with the "aam-checkpoint" marker
+    history.tsv              one row per epoch: every loss and metric
+    plots/*.png, *.svg       validation figures of the best epoch
+    tensorboard/             TensorBoard logs of the run
+    checkpoints/             training checkpoints (run directories only, not model directories):
+        best_model.pt          weights of the best epoch so far, with the state to resume
+        last_checkpoint.pt     the latest epoch, with the state to resume
+        final_model.pt         the last epoch's weights
+
+Only this module spells these names. Everything in it but `read_model` is torch-free.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+from aam.checkpoint import FORMAT, FORMAT_VERSION, atomic_write_text
+from aam.errors import AAMInputError
+from aam.record import ModelRecord
+
+
+class RunDirectory:
+    """A directory holding a run's (or a model's) files.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    """
+
+    MODEL = "model.pt"
+    CONFIG = "config.json"
+    HISTORY = "history.tsv"
+    PLOTS = "plots"
+    TENSORBOARD = "tensorboard"
+    CHECKPOINTS = "checkpoints"
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._temporary = None
+
+    @classmethod
+    def temporary(cls, prefix="aam-"):
+        """A run directory in a new temporary directory, removed by `cleanup` or when this object is collected."""
+        tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        run = cls(tmp.name)
+        run._temporary = tmp
+        return run
+
+    @property
+    def is_temporary(self):
+        return self._temporary is not None
+
+    def cleanup(self):
+        """Remove a temporary run directory (no-op for others)."""
+        if self._temporary is not None:
+            self._temporary.cleanup()
+            self._temporary = None
+
+    def __repr__(self):
+        return f"RunDirectory({self.path!r})"
+
+    # ---- names ------------------------------------------------------------------------------------------------
+    def _join(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    @property
+    def model_file(self):
+        return self._join(self.MODEL)
+
+    @property
+    def config_file(self):
+        return self._join(self.CONFIG)
+
+    @property
+    def history_file(self):
+        return self._join(self.HISTORY)
+
+    @property
+    def plots_dir(self):
+        return self._join(self.PLOTS)
+
+    @property
+    def tensorboard_dir(self):
+        return self._join(self.TENSORBOARD)
+
+    @property
+    def checkpoints_dir(self):
+        return self._join(self.CHECKPOINTS)
+
+    @property
+    def best_checkpoint(self):
+        return self._join(self.CHECKPOINTS, "best_model.pt")
+
+    @property
+    def last_checkpoint(self):
+        return self._join(self.CHECKPOINTS, "last_checkpoint.pt")
+
+    @property
+    def final_checkpoint(self):
+        return self._join(self.CHECKPOINTS, "final_model.pt")
+
+    def plot_stem(self, name):
+        """Path without extension of a figure (`aam.evaluation.plots.save_figure` adds .png and .svg)."""
+        return self._join(self.PLOTS, name)
+
+    # ---- writing --------------------------------------------------------------------------------------------
+    def create(self, checkpoints=True):
+        """Make the directory and its subdirectories."""
+        for sub in (self.PLOTS, self.TENSORBOARD) + ((self.CHECKPOINTS,) if checkpoints else ()):
+            os.makedirs(self._join(sub), exist_ok=True)
+        return self
+
+    def write_model(self, checkpoint):
+        """model.pt (weights + record, no training state) and config.json (the record as readable JSON)."""
+        checkpoint.save(self.model_file, include_training_state=False)
+        atomic_write_text(self.config_file, config_json(checkpoint.record))
+
+    def write_history(self, rows):
+        atomic_write_text(self.history_file, history_tsv(rows))
+
+    def copy_outputs_to(self, dest):
+        """history.tsv, plots/*.png|svg and the TensorBoard event files into another directory (a model artifact).
+
+        Returns
+        -------
+        bool
+            Whether a history file was copied.
+        """
+        dest = RunDirectory(dest) if not isinstance(dest, RunDirectory) else dest
+        copied_history = False
+        if os.path.isfile(self.history_file):
+            shutil.copyfile(self.history_file, dest.history_file)
+            copied_history = True
+        if os.path.isdir(self.plots_dir):
+            for name in sorted(os.listdir(self.plots_dir)):
+                if name.endswith((".png", ".svg")) and not name.startswith("."):
+                    os.makedirs(dest.plots_dir, exist_ok=True)
+                    shutil.copyfile(os.path.join(self.plots_dir, name), os.path.join(dest.plots_dir, name))
+        if os.path.isdir(self.tensorboard_dir):
+            for folder, _, files in os.walk(self.tensorboard_dir):
+                for name in sorted(files):
+                    if not name.startswith("events.out.tfevents."):
+                        continue
+                    rel = os.path.relpath(os.path.join(folder, name), self.path)
+                    target = os.path.join(dest.path, rel)
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    shutil.copyfile(os.path.join(folder, name), target)
+        return copied_history
+
+    # ---- reading ----------------------------------------------------------------------------------------------
+    def read_config(self):
+        """config.json as a dict (torch-free)."""
+        with open(self.config_file) as fh:
+            return json.load(fh)
+
+    def read_record(self):
+        """The `ModelRecord` of config.json (torch-free), after checking its marker and version."""
+        try:
+            config = self.read_config()
+        except FileNotFoundError:
+            raise AAMInputError(f"{self.path!r} has no {self.CONFIG}; it is not an AAM model directory.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise AAMInputError(f"{self.config_file!r} is not valid JSON: {err}") from None
+        return record_from_config(config, where=self.CONFIG)
+
+    def read_model(self, expect=None):
+        """The `aam.checkpoint.Checkpoint` in model.pt (authoritative: config.json is its readable copy)."""
+        from aam.checkpoint import load_checkpoint
+        return load_checkpoint(self.model_file, expect=expect)
+
+
+def config_json(record):
+    """The text of config.json for a record: the record with the checkpoint format marker and version."""
+    return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **record.to_json()}, indent=1,
+                      sort_keys=True, allow_nan=False)
+
+
+def record_from_config(config, where="config.json"):
+    """The `ModelRecord` of a parsed config.json; AAMInputError when it is not one this version reads."""
+    if not isinstance(config, dict):
+        raise AAMInputError(f"{where} must hold a JSON object, not {type(config).__name__}.")
+    if config.get("format") != FORMAT:
+        raise AAMInputError(f"{where} has no \"format\": \"{FORMAT}\" marker, so it was not written by q2-aam; "
+                            "export the model from an AAM artifact or retrain it.")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise AAMInputError(f"{where} uses checkpoint format {version!r}; this q2-aam reads formats up to "
+                            f"{FORMAT_VERSION}. Upgrade q2-aam to read this model.")
+    return ModelRecord.from_json(config, where=where)
+
+
+def history_tsv(rows):
+    """History rows (dicts, one per epoch) as TSV text; columns in order of first appearance (an epoch column is
+    added first when the rows lack one)."""
+    keys = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    if "epoch" not in keys:
+        keys.insert(0, "epoch")
+    lines = ["\t".join(keys)]
+    for index, row in enumerate(rows):
+        values = []
+        for k in keys:
+            v = row.get(k, index + 1 if k == "epoch" else None)
+            values.append("" if v is None else str(v))
+        lines.append("\t".join(values))
+    return "\n".join(lines) + "\n"
