@@ -33,7 +33,7 @@ setup(
         "scikit-learn>=1.0",
         "unifrac>=1.1",
         "matplotlib>=3.5",
-        "torch>=2.1",
+        "torch>=2.6",  # torch.load(weights_only=True) is safe from 2.6 on (CVE-2025-32434)
         "tensorboard>=2.10",
         "tqdm>=4.60",
     ],

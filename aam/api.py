@@ -8,6 +8,7 @@ into one typed `aam.options.Options`. Each workflow is a short pipeline:
     options -> run context -> prepared table -> split -> loaders -> model + record -> parallelize -> Trainer
     model -> prepared new table -> batches (averaged over rarefactions) -> predictions / embeddings
 """
+import contextlib
 from dataclasses import dataclass, field
 from typing import List
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from aam import options as O
 from aam.data.pipeline import prepare_table
-from aam.errors import AAMInputError, preview, warn
+from aam.errors import AAMInputError, AAMTrainingError, preview, warn
 from aam.record import DataSummary, ModelRecord, Target
 from aam.rundir import RunDirectory
 
@@ -61,11 +62,13 @@ def _context(opts, context):
 
 
 def _data_summary(prepared, train_ids, val_ids):
+    from aam.data.novelty import training_signature
     return DataSummary(n_samples=len(prepared.sample_ids), n_features=len(prepared.feature_ids),
                        rarefaction_depth=prepared.depth, dropped_low_depth=list(prepared.dropped_low_depth),
                        train_samples=list(train_ids), validation_samples=list(val_ids),
                        distance_source=prepared.distance_source, report=list(prepared.report),
-                       fingerprint=prepared.fingerprint())
+                       fingerprint=prepared.fingerprint(),
+                       signature=training_signature(prepared.subset(list(train_ids)), prepared.tokenizer.max_bp))
 
 
 def _encoder_config(opts, objective, taxonomy_classes=0):
@@ -119,13 +122,20 @@ def pretrain(table, sequences=None, tree=None, distance_matrix=None, distance_id
     -------
     TrainResult
     """
+    opts = _resolve(O.PRETRAIN, options)
+    ctx = _context(opts, context)
+    with _run_directory(output_dir, opts, ctx) as run_dir:
+        return _pretrain(run_dir, opts, ctx, table, sequences, tree, distance_matrix, distance_ids, taxonomy,
+                         metadata, progress, log)
+
+
+def _pretrain(run_dir, opts, ctx, table, sequences, tree, distance_matrix, distance_ids, taxonomy, metadata,
+              progress, log):
     from aam.data.dataset import ASVDataset, Collator
     from aam.data.loaders import group_labels, split_samples, training_loaders
     from aam.models import SequenceEncoder
     from aam.training.losses import MultiTaskLoss
 
-    opts = _resolve(O.PRETRAIN, options)
-    ctx = _context(opts, context)
     objective = opts.encoder_type
     prepared = prepare_table(table, sequences=sequences, tree=tree, distance_matrix=distance_matrix,
                              distance_ids=distance_ids, taxonomy=taxonomy, taxonomy_level=opts.taxonomy_level,
@@ -159,7 +169,7 @@ def pretrain(table, sequences=None, tree=None, distance_matrix=None, distance_id
                          seed=opts.seed, device=str(ctx.device), **_versions())
     model = SequenceEncoder(record.architecture)
     loss_fn = MultiTaskLoss(penalty=opts.penalty, nuc_penalty=opts.nuc_penalty)
-    return _fit(model, loss_fn, loaders, record, opts, ctx, output_dir, progress, log, prepared, tr)
+    return _fit(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, prepared, tr)
 
 
 # ---- fine-tuning ------------------------------------------------------------------------------------------------
@@ -207,6 +217,15 @@ def train(table, metadata, column, classifier=False, out_dim=None, sequences=Non
     -------
     TrainResult
     """
+    opts = _resolve(O.TRAIN, options)
+    ctx = _context(opts, context)
+    with _run_directory(output_dir, opts, ctx) as run_dir:
+        return _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, sequences, tree,
+                      distance_matrix, distance_ids, pretrained, categorical_columns, progress, log)
+
+
+def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, sequences, tree, distance_matrix,
+           distance_ids, pretrained, categorical_columns, progress, log):
     from aam.data.categorical import CategoricalEncoder
     from aam.data.dataset import ASVDataset, Collator
     from aam.data.loaders import group_labels, split_samples, training_loaders
@@ -216,8 +235,6 @@ def train(table, metadata, column, classifier=False, out_dim=None, sequences=Non
     from aam.training.losses import MultiTaskLoss, class_weights_from_labels
     from aam.training.targets import TargetTransform, resolve_output_options
 
-    opts = _resolve(O.TRAIN, options)
-    ctx = _context(opts, context)
     base = _load_model(pretrained, "encoder") if pretrained is not None else None
     if base is not None:
         # the tokenizer and the token limit must match what the base was pretrained with
@@ -264,6 +281,7 @@ def train(table, metadata, column, classifier=False, out_dim=None, sequences=Non
     if classifier:
         targets = y.map({c: i for i, c in enumerate(class_labels)}).to_numpy(np.int64)
     else:
+        _warn_outliers(y, column)
         transform = TargetTransform(opts.normalize_targets, opts.log_transform_targets)
         transform.fit(y.loc[train_ids].to_numpy(), column)
         targets = transform.transform(y.to_numpy())
@@ -328,11 +346,48 @@ def train(table, metadata, column, classifier=False, out_dim=None, sequences=Non
     loss_fn = MultiTaskLoss(target_penalty=opts.target_penalty, penalty=opts.penalty if use_dist else 0.0,
                             nuc_penalty=opts.nuc_penalty if nuc_on else 0.0, count_penalty=opts.count_penalty,
                             classifier=classifier, class_weights=weights)
-    return _fit(model, loss_fn, loaders, record, opts, ctx, output_dir, progress, log, prepared, tr,
+    return _fit(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, prepared, tr,
                 target_transform=transform)
 
 
-def _fit(model, loss_fn, loaders, record, opts, ctx, output_dir, progress, log, prepared, train_part,
+@contextlib.contextmanager
+def _run_directory(output_dir, opts, ctx):
+    """The run's directory, owned by this run (rank 0 holds the claim) until the block ends."""
+    from aam.training import distributed as D
+    if output_dir is None:
+        run_dir = RunDirectory.temporary()
+        if ctx.active:
+            # every rank must write sharded checkpoints to the same directory
+            run_dir = RunDirectory(D.broadcast_object(ctx, run_dir.path))
+    else:
+        run_dir = RunDirectory(output_dir)
+    if ctx.is_main:
+        run_dir.claim(resume=bool(opts.resume), overwrite=opts.overwrite)
+    try:
+        yield run_dir
+    finally:
+        run_dir.release()
+
+
+def _warn_outliers(y, column, limit=10.0):
+    """Warn about extreme values of a regression target (robust z-score above `limit`); they are kept."""
+    values = y.to_numpy(dtype=np.float64)
+    center = np.median(values)
+    spread = 1.4826 * np.median(np.abs(values - center))  # the MAD, scaled to a standard deviation
+    if spread <= 0:
+        spread = values.std()
+    if spread <= 0:
+        return
+    z = np.abs(values - center) / spread
+    extreme = y.index[z > limit]
+    if len(extreme):
+        shown = ", ".join(f"{s!r}: {v:g}" for s, v in y.loc[extreme[:5]].items())
+        warn(f"{len(extreme)} training value(s) of {column!r} lie far outside the others (robust z-score above "
+             f"{limit:g}; median {center:g}): {shown}. They stretch the target scale and dominate the loss; check "
+             "them for typos or mixed units.", stacklevel=4)
+
+
+def _fit(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, prepared, train_part,
          target_transform=None):
     """Train `model` and return the run's best model: the steps pretraining and fine-tuning share."""
     import gc
@@ -358,13 +413,6 @@ def _fit(model, loss_fn, loaders, record, opts, ctx, output_dir, progress, log, 
                  stacklevel=3)
         else:
             cache = ASVEmbeddingCache(prepared.tokens, model.base.cfg.embedding_dim, ctx.device)
-    if output_dir is None:
-        run_dir = RunDirectory.temporary()
-        if ctx.active:
-            # every rank must write sharded checkpoints to the same directory
-            run_dir = RunDirectory(D.broadcast_object(ctx, run_dir.path))
-    else:
-        run_dir = RunDirectory(output_dir)
     if ctx.is_main:
         run_dir.create()
     D.barrier(ctx)
@@ -388,6 +436,9 @@ def _fit(model, loss_fn, loaders, record, opts, ctx, output_dir, progress, log, 
     try:
         history = trainer.fit()
         best = trainer.best_checkpoint()
+        if ctx.is_main:
+            # the best model as a standalone file without optimizer state: the one to share and predict with
+            run_dir.write_model(best)
     finally:
         logger.close()
     if ctx.active:
@@ -397,9 +448,6 @@ def _fit(model, loss_fn, loaders, record, opts, ctx, output_dir, progress, log, 
         best = D.broadcast_object(ctx, best) if ctx.mode == "fsdp" else best
         del trainer, model
         gc.collect()
-    if ctx.is_main:
-        # the best model as a standalone file without optimizer state: the one to share and predict with
-        run_dir.write_model(best)
     return TrainResult(best, history, run_dir, list(prepared.report))
 
 
@@ -422,12 +470,19 @@ def _load_model(model, expect=None):
     return model
 
 
-def _prepare_new_table(ckpt, table, sequences, opts, log):
-    """A new table for a trained model (its tokenizer), restricted to samples with reads (others reported)."""
-    from aam.data.loaders import samples_with_reads
-    prepared = prepare_table(table, sequences=sequences, max_bp=ckpt.record.max_bp, rarefy_depth=0, seed=opts.seed)
-    usable, _ = samples_with_reads(prepared, log)
-    return prepared.subset(usable)
+def _prepare_new_table(ckpt, table, sequences, opts):
+    """A new table for a trained model (its tokenizer); samples without reads are left out.
+
+    What sets the new samples apart from the training data (no reads, very few reads, no feature seen in
+    training, another 16S region) is reported as warnings, one per kind with a count.
+    """
+    from aam.data.novelty import prediction_warnings
+    record = ckpt.record
+    prepared = prepare_table(table, sequences=sequences, max_bp=record.max_bp, rarefy_depth=0, seed=opts.seed)
+    for text in prediction_warnings(prepared, record.data.signature, record.data.rarefaction_depth, record.max_bp,
+                                    prepared.empty_samples):
+        warn(text, stacklevel=3)
+    return prepared
 
 
 def _covariates(ckpt, metadata, sample_ids, log):
@@ -492,7 +547,7 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
     ctx = _context(opts, context)
     ckpt = _load_model(model, "predictor")
     record = ckpt.record
-    prepared = _prepare_new_table(ckpt, table, sequences, opts, log)
+    prepared = _prepare_new_table(ckpt, table, sequences, opts)
     categorical = _covariates(ckpt, metadata, prepared.sample_ids, log)
     net = ckpt.build_model().to(ctx.device).eval()
     loader = inference_loader(prepared, record, opts, categorical)
@@ -511,6 +566,11 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
     with torch.no_grad():
         pred, ids = mean_over_draws(loader, opts.rarefaction_draws, run)
     pred = pred.numpy()
+    bad = [s for s, ok in zip(ids, np.isfinite(pred.reshape(len(ids), -1)).all(axis=1)) if not ok]
+    if bad:
+        raise AAMTrainingError(f"the model gave no finite prediction for {len(bad)} sample(s) ({preview(bad)}); its "
+                               "outputs overflow on these samples. Retrain it (e.g. without an exp output "
+                               "activation, or with a lower learning rate).")
     if record.is_classifier:
         labels = record.target.class_labels
         prob = pred.reshape(len(ids), len(labels))
@@ -543,10 +603,7 @@ def embed(model, table, sequences=None, log=None, context=None, **options):
     opts = _resolve(O.PREDICT, options)
     ctx = _context(opts, context)
     ckpt = _load_model(model)
-    prepared = _prepare_new_table(ckpt, table, sequences, opts, log)
-    if not prepared.sample_ids:
-        raise AAMInputError("no sample of the table has reads, so there is nothing to embed; check that the "
-                            "table is the one you meant.")
+    prepared = _prepare_new_table(ckpt, table, sequences, opts)
     net = ckpt.build_model().to(ctx.device).eval()
     base = getattr(net, "base", net)
     loader = inference_loader(prepared, ckpt.record, opts)

@@ -17,7 +17,7 @@ import os
 import tempfile
 
 from aam import __version__
-from aam.errors import AAMInputError
+from aam.errors import AAMInputError, preview
 from aam.record import TITLES, ModelRecord
 
 FORMAT = "aam-checkpoint"
@@ -26,15 +26,31 @@ MODEL_KINDS = ("encoder", "predictor")
 _TRAINING_KEYS = ("optimizer", "scheduler", "rng", "epoch", "trainer")
 
 
+TMP_PREFIX = ".tmp-"
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write):
-    """Call ``write(tmp_path)`` then rename the temporary file onto `path`, so readers never see half a file."""
+    """Call ``write(tmp_path)`` then rename the temporary file onto `path`, so readers never see half a file.
+
+    The file gets the permissions of any new file (0666 less the umask), not the owner-only mode of a temporary
+    file, so collaborators can read models and histories as they can read everything else the user writes. A
+    process killed mid-write leaves a ``.tmp-*`` file, which the next run in the directory removes
+    (`aam.rundir.RunDirectory.claim`).
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.basename(path), dir=directory)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -78,6 +94,37 @@ def weights_digest(model_state):
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def check_weights(record, weights, where):
+    """The weights must be finite and have exactly the tensors and shapes the record's architecture builds.
+
+    The architecture is built on PyTorch's meta device, which allocates nothing, so a record claiming a huge
+    model costs no memory before it is refused.
+    """
+    import torch
+
+    from aam.models import build_model
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_model(record.architecture).state_dict().items()}
+    except (ValueError, TypeError, RuntimeError) as err:  # RuntimeError: sizes beyond what a tensor can hold
+        raise AAMInputError(f"{where!r}: the record describes no valid architecture "
+                            f"({str(err).splitlines()[0][:200]}).") from None
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if got != expected:
+        missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+        parts = ([f"missing {preview(missing, 3)}"] if missing else []) + \
+                ([f"unexpected {preview(extra, 3)}"] if extra else []) + \
+                [f"{k} is {list(got[k])}, the record says {list(expected[k])}" for k in wrong[:3]]
+        raise AAMInputError(f"{where!r}: the weights do not fit the architecture in the model's record ("
+                            + "; ".join(parts) + "). The record and the weights come from different models, or "
+                            "one of them was edited.")
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise AAMInputError(f"{where!r}: the weights hold NaN or infinite values ({preview(bad, 3)}), so the model "
+                            "cannot predict anything meaningful; retrain it (a lower learning rate may help).")
 
 
 class Checkpoint:
@@ -195,6 +242,9 @@ def checkpoint_from_payload(payload, where, expect=None):
     if record.weights_sha256 is not None and weights_digest(weights) != record.weights_sha256:
         raise AAMInputError(f"{where!r}: the weights do not match the checksum recorded when the model was "
                             "written; the file is damaged or was altered. Use an intact copy of the model.")
+    sharded = not weights and bool((payload.get("trainer") or {}).get("sharded_dir"))
+    if not sharded:  # a sharded training checkpoint keeps its weights in a torch.distributed.checkpoint folder
+        check_weights(record, weights, where)
     if expect is not None and record.kind != expect:
         kinds = {"encoder": f"a {TITLES['pretrain']} (from `aam pretrain`)",
                  "predictor": "a trained regressor or classifier (from `aam train`)"}

@@ -115,8 +115,11 @@ def _distance_ids(args):
         return None
     if not os.path.isfile(path):
         raise AAMInputError(f"--unifrac-ids file {path!r} does not exist")
-    with open(path) as fh:
-        return [line.strip() for line in fh if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [line.strip() for line in fh if line.strip()]
+    except UnicodeDecodeError:
+        raise AAMInputError(f"--unifrac-ids file {path!r} is not text; it must list one sample ID per line.") from None
 
 
 def _taxonomy(path):

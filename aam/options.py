@@ -233,6 +233,9 @@ OPTIONS = [
            "history.", FIT, "output", plugin=False),
     Option("resume", str, None, "Continue training from this checkpoint (model, optimizer, scheduler, epoch "
            "and random state).", FIT, "output", plugin=False),
+    Option("overwrite", bool, False, "Replace the run already in {opt:output_dir} (its model, checkpoints, plots, "
+           "logs and history are deleted first); without it a directory holding a run is refused.", FIT,
+           "output", plugin=False),
     Option("distributed", bool, False, "Distributed data parallel over the processes started by torchrun.",
            FIT, "distributed", plugin=False),
     Option("fsdp", bool, False, "Fully sharded data parallel (FSDP2) over the processes started by torchrun.",
@@ -279,7 +282,9 @@ class _OptionsMethods:
         for name, value in changes.items():
             _check_name(self.command, name)
             changes[name] = BY_NAME[name].check(value)
-        return replace(self, **changes)
+        new = replace(self, **changes)
+        _check_together({o.name: getattr(new, o.name) for o in OPTIONS})
+        return new
 
     def is_default(self, name):
         """Whether option `name` holds its default for this command (QIIME 2 passes defaults explicitly)."""
@@ -328,4 +333,13 @@ def resolve(command, **given):
         _check_name(command, name)
         if value is not None:
             values[name] = BY_NAME[name].check(value)
+    _check_together(values)
     return Options(command=command, **values)
+
+
+def _check_together(values):
+    """Constraints between options (each option alone was checked by `Option.check`)."""
+    if values["embedding_dim"] % values["attention_heads"]:
+        raise AAMInputError(f"{{opt:attention_heads}} ({values['attention_heads']}) must divide "
+                            f"{{opt:embedding_dim}} ({values['embedding_dim']}): each head takes an equal share "
+                            "of the embedding; e.g. 4 heads for 64 dimensions.")

@@ -46,6 +46,8 @@ class DataSummary:
     fingerprint : str or None
         A digest of the training table (sample and feature IDs and counts), to tell whether a resumed run
         continues on the same data.
+    signature : dict or None
+        What new samples are compared with before prediction (`aam.data.novelty.training_signature`).
     """
 
     n_samples: int = 0
@@ -57,6 +59,7 @@ class DataSummary:
     distance_source: Optional[str] = None
     report: List[str] = field(default_factory=list)
     fingerprint: Optional[str] = None
+    signature: Optional[dict] = None
 
 
 @dataclass

@@ -108,6 +108,66 @@ class RunDirectory:
         """Path without extension of a figure (`aam.evaluation.plots.save_figure` adds .png and .svg)."""
         return self._join(self.PLOTS, name)
 
+    # ---- owning a directory for a run ---------------------------------------------------------------------------
+    LOCK = ".aam-run.lock"
+    _RUN_FILES = (MODEL, CONFIG, HISTORY, PLOTS, TENSORBOARD, CHECKPOINTS)
+
+    def existing_run_files(self):
+        """Names of the run files already in the directory (a previous run's)."""
+        if not os.path.isdir(self.path):
+            return []
+        return [name for name in self._RUN_FILES if os.path.exists(self._join(name))]
+
+    def claim(self, resume=False, overwrite=False):
+        """Own this directory for a run, until `release`.
+
+        Another run into the same directory at the same time is refused (an advisory lock, respected by every
+        aam run), and so is a directory that already holds a run, unless the new run continues it (`resume`) or
+        replaces it (`overwrite`, which deletes the old run's files first, so nothing of the two runs mixes).
+        Temporary files left by a process killed while writing are removed.
+
+        Raises
+        ------
+        AAMInputError
+            The path is a file, another run holds the directory, or it holds a finished run.
+        """
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise AAMInputError(f"{{opt:output_dir}} {self.path!r} is a file, not a directory; choose a directory "
+                                "for the run's outputs.")
+        os.makedirs(self.path, exist_ok=True)
+        self._lock = _lock_file(self._join(self.LOCK), self.path)
+        try:
+            existing = self.existing_run_files()
+            if existing and not resume and not overwrite:
+                raise AAMInputError(
+                    f"{{opt:output_dir}} {self.path!r} already holds a run ({', '.join(existing)}). Continue it with "
+                    f"{{opt:resume}} {self.last_checkpoint}, replace it with {{opt:overwrite}}, or choose a new "
+                    "directory.")
+            if overwrite and not resume:
+                for name in existing:
+                    target = self._join(name)
+                    shutil.rmtree(target) if os.path.isdir(target) else os.unlink(target)
+            self._remove_stale_temporaries()
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self):
+        """Give up the directory (see `claim`)."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()  # closing the file releases the lock
+            self._lock = None
+
+    def _remove_stale_temporaries(self):
+        from aam.checkpoint import TMP_PREFIX
+        for folder in (self.path, self.checkpoints_dir):
+            if os.path.isdir(folder):
+                for name in os.listdir(folder):
+                    if name.startswith(TMP_PREFIX):
+                        os.unlink(os.path.join(folder, name))
+
     # ---- writing --------------------------------------------------------------------------------------------
     def create(self, checkpoints=True):
         """Make the directory and its subdirectories."""
@@ -172,6 +232,28 @@ class RunDirectory:
         """The `aam.checkpoint.Checkpoint` in model.pt (authoritative: config.json is its readable copy)."""
         from aam.checkpoint import load_checkpoint
         return load_checkpoint(self.model_file, expect=expect)
+
+
+def _lock_file(path, directory):
+    """An open file holding an exclusive advisory lock on `path` (no locking where fcntl is missing)."""
+    handle = open(path, "a+")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the directory check still protects finished runs
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise AAMInputError(f"another aam run ({owner}) is writing into {directory!r} right now; wait for it to "
+                            "finish or choose another {opt:output_dir}.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 def config_json(record):

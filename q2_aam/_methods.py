@@ -181,9 +181,6 @@ def _predict(model, task, table, sequences, sample_metadata, options):
     with _plugin_errors():
         predictions = api.predict(model, table, sequences=_sequences(sequences), metadata=frame, log=_log,
                                   **_options(options))
-    if len(predictions) == 0:
-        raise AAMInputError("no sample of the table has reads, so there is nothing to predict; check that the "
-                            "table is the one you meant (qiime feature-table summarize).")
     predictions.index = predictions.index.astype(str)
     predictions.index.name = "SampleID"
     return predictions

@@ -1,8 +1,8 @@
 """The visualizers of q2-aam: `summarize` (a model card) and `evaluate` (predictions against the truth).
 
 Pages are rendered with q2templates; every figure is written beside index.html as PNG (shown) and SVG (linked),
-and every table behind a figure is downloadable as TSV. Nothing here imports torch: the model card is read from
-the model record in config.json, history.tsv and the files of the artifact.
+and every table behind a figure is downloadable as TSV. Importing this module does not import torch; `summarize`
+loads the weights (to check that config.json describes them) when it runs.
 """
 import json
 import os
@@ -159,11 +159,29 @@ def _zip_tensorboard(model_dir, output_dir):
     return os.path.basename(target)
 
 
+def _verified_record(model):
+    """The record of the weights in model.pt, after checking that config.json describes those same weights.
+
+    The card must describe what the weights are: model.pt is loaded (its checksum, shapes and values checked)
+    and its own record is compared with config.json, which a user could have swapped or edited.
+    """
+    described = model.read_record()
+    weights = RunDirectory(str(model)).read_model()  # imports torch: only when the visualizer runs
+    a, b = described.to_json(), weights.record.to_json()
+    differ = sorted(k for k in set(a) | set(b) if json.dumps(a.get(k), sort_keys=True) !=
+                    json.dumps(b.get(k), sort_keys=True))
+    if differ:
+        raise AAMInputError(f"the model's config.json does not describe the weights in its model.pt (they differ in "
+                            f"{', '.join(differ)}): the files come from different models or one was edited, so "
+                            "no card is made. Use the artifact as q2-aam wrote it.")
+    return weights.record
+
+
 def summarize(output_dir: str, model: AAMModelDirFmt) -> None:
     from aam.evaluation import plots
 
     model_dir = str(model)
-    record = model.read_record()
+    record = _verified_record(model)
     history = _history_rows(record, model_dir)
     figures = []
     if history:
@@ -255,7 +273,13 @@ def _regression(predictions, label):
         raise AAMInputError(f"{label} holds non-numeric values (e.g. {predictions[bad[0]]!r} for sample "
                             f"{bad[0]!r}) but the truth column is numeric. Evaluate class predictions "
                             "against a categorical column, or pass regression predictions.")
-    return values.astype(float)
+    values = values.astype(float)
+    missing = values.index[~np.isfinite(values.to_numpy())]
+    if len(missing):
+        raise AAMInputError(f"{label} has no finite prediction for {len(missing)} sample(s) ({preview(missing)}): "
+                            "the model that made them is broken (e.g. NaN weights). Metrics over the remaining "
+                            "samples would hide that; fix or retrain the model.")
+    return values
 
 
 def _class_metrics(y_true, y_pred, labels, probabilities):
@@ -300,6 +324,10 @@ def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColu
             notes.append(f"{len(dropped)} predicted sample(s) have no value for {column!r} and are left out: "
                          f"{preview(dropped)}.")
         preds = preds[[s for s in preds.index if s in truth_s.index]]
+        blank = preds.index[preds.isna() | (preds.astype(str).str.strip() == "")]
+        if len(blank):
+            raise AAMInputError(f"the predictions of {label!r} are empty for {len(blank)} sample(s) "
+                                f"({preview(blank)}): the model that made them is broken. Fix or retrain it.")
         if regression:
             preds = _regression(preds, f"the predictions of {label!r}")
         else:

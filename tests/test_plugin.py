@@ -22,6 +22,7 @@ from qiime2.sdk import PluginManager
 from qiime2.sdk.usage import ExecutionUsage
 
 from aam import options as O
+from aam.errors import AAMInputError
 from tests.conftest import MP, locked, shared_dir
 
 TINY = dict(embedding_dim=16, attention_heads=2, attention_layers=1, token_limit=32, max_bp=48, batch_size=4,
@@ -174,7 +175,6 @@ def test_parameters_come_from_the_engine_option_table():
 
 
 def test_engine_messages_name_options_in_each_front_ends_spelling():
-    from aam.errors import AAMInputError
     from q2_aam._params import Q2, q2_render
     template = "{opt:freeze_base} needs {input:pretrained} and {input:tree}"
     assert q2_render(template) == "--p-freeze-base needs --i-pretrained and --i-phylogeny (Phylogeny[Rooted])"
@@ -511,3 +511,39 @@ def test_usage_example_runs(action_id, example):
     PLUGIN.actions[action_id].examples[example](use)
     results = use.render()
     assert results, example
+
+
+# ---- integrity of what the plugin reads ------------------------------------------------------------------------------
+def test_damaged_weights_are_refused_when_a_model_is_read(models, tmp_path):
+    from q2_aam._format import AAMModelDirFmt
+    from q2_aam._transformer import _2 as to_checkpoint
+    directory = _exported(models, "regressor", tmp_path)
+    path = directory / "model.pt"
+    path.write_bytes(_flip_tensor_byte(path.read_bytes()))  # torch.load itself does not notice
+    with pytest.raises(AAMInputError, match="do not match the checksum"):
+        to_checkpoint(AAMModelDirFmt(str(directory), mode="r"))
+
+
+def test_summarize_refuses_a_config_that_does_not_describe_the_weights(models, tmp_path):
+    from q2_aam._format import AAMModelDirFmt
+    from q2_aam._visualizers import summarize
+    directory = _exported(models, "regressor", tmp_path)
+    shutil.copyfile(_files(models["classifier"])["config.json"], directory / "config.json")
+    with pytest.raises(AAMInputError, match="does not describe the weights"):
+        summarize(str(tmp_path / "viz"), AAMModelDirFmt(str(directory), mode="r"))
+
+
+def test_evaluate_refuses_missing_or_non_finite_predictions(data, tmp_path):
+    from q2_aam._visualizers import evaluate
+    truth = data["metadata"].get_column(DAYS)
+    ids = list(truth.to_series().dropna().index[:6])
+    broken = pd.Series([1.0, 2.0, float("-inf"), 4.0, float("inf"), 6.0], index=ids)
+    with pytest.raises(AAMInputError, match="no finite prediction for 2 sample"):
+        evaluate(str(tmp_path / "a"), broken, truth, missing_samples="ignore")
+    with pytest.raises(AAMInputError, match="empty for 1 sample"):
+        evaluate(str(tmp_path / "c"), broken.replace(float("inf"), float("nan")).replace(float("-inf"), 3.0), truth,
+                 missing_samples="ignore")
+    sites = data["metadata"].get_column("body-site")
+    empty = pd.Series(["gut", "", "tongue"], index=list(sites.to_series().index[:3]))
+    with pytest.raises(AAMInputError, match="empty for 1 sample"):
+        evaluate(str(tmp_path / "b"), empty, sites, missing_samples="ignore")

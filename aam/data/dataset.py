@@ -47,7 +47,16 @@ def rarefy_counts(counts, depth, rng):
     total = int(counts.sum())
     if depth is None or total <= depth:
         return counts
-    return rng.multivariate_hypergeometric(counts.astype(np.int64), depth, method="marginals")
+    counts = np.asarray(counts, dtype=np.int64)
+    if total < _HYPERGEOMETRIC_LIMIT:
+        return rng.multivariate_hypergeometric(counts, depth, method="marginals")
+    # numpy's exact draw stops at 1e9 reads; from that many, taking `depth` reads with or without replacement
+    # differs by less than depth / total per read, far below anything rarefaction is used for
+    return rng.multinomial(depth, counts / total)
+
+
+# numpy's multivariate_hypergeometric(method="marginals") needs fewer reads than this
+_HYPERGEOMETRIC_LIMIT = 10 ** 9
 
 
 def select_asvs(feature_idx, counts, token_limit, strategy, rng):

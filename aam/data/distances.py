@@ -185,7 +185,16 @@ def load_distance_matrix(source, ids=None):
             raise AAMInputError(f"distance matrix file {path!r} does not exist.")
         lower = path.lower()
         if lower.endswith(".npy"):
-            data = np.load(path, allow_pickle=False)
+            try:
+                data = np.load(path, allow_pickle=False)
+            except (ValueError, OSError) as err:
+                # a .npy of Python objects needs pickle, which AAM never unpickles from a file
+                raise AAMInputError(f"{path} is not a numeric .npy matrix ({str(err).splitlines()[0][:120]}); save "
+                                    "the distances as a float array (numpy.save of a 2-D float array), or as a "
+                                    "TSV / QIIME 2 DistanceMatrix.") from None
+            if not np.issubdtype(data.dtype, np.number):
+                raise AAMInputError(f"{path} holds {data.dtype} values, not numbers; save the distances as a float "
+                                    "array.")
             if ids is None:
                 stem = path[:-4]
                 for cand in (stem + ".ids.txt", stem + ".txt", stem + "_ids.txt"):

@@ -1,6 +1,5 @@
 """Batches for training and inference: the train / validation split, data loaders, and averaging predictions
 over several rarefactions of each sample."""
-import numpy as np
 import torch
 
 from aam.data.dataset import ASVDataset, Collator
@@ -21,7 +20,16 @@ def split_samples(sample_ids, opts, stratify=None, groups=None):
         if frac > 0:
             warn(f"only {len(sample_ids)} samples: training without a validation split", stacklevel=2)
         return list(sample_ids), []
-    return train_val_split(sample_ids, val_fraction=frac, seed=opts.seed, stratify=stratify, groups=groups)
+    train, val = train_val_split(sample_ids, val_fraction=frac, seed=opts.seed, stratify=stratify, groups=groups)
+    if len(train) < MIN_TRAINING_SAMPLES:
+        warn(f"only {len(train)} of {len(sample_ids)} samples train after the validation split "
+             f"({{opt:validation_fraction}} {frac:g}): a model fit to so few samples is unreliable. Use a smaller "
+             "validation fraction, or more samples.", stacklevel=2)
+    return train, val
+
+
+# fewer training samples than this after the split deserve a warning
+MIN_TRAINING_SAMPLES = 10
 
 
 def group_labels(metadata, column, sample_ids):
@@ -113,12 +121,3 @@ def mean_over_draws(loader, draws, run):
         ds.resample_each_epoch = resample
         ds.set_epoch(0)
     return total / draws, ids
-
-
-def samples_with_reads(prepared, log):
-    """Samples with reads, and those without (reported through `log`: they get no prediction)."""
-    totals = np.asarray(prepared.counts.sum(axis=1)).ravel()
-    empty = [s for s, t in zip(prepared.sample_ids, totals) if t <= 0]
-    if empty:
-        log(f"{len(empty)} sample(s) have no reads and get no prediction: {preview(empty)}")
-    return [s for s, t in zip(prepared.sample_ids, totals) if t > 0], empty

@@ -40,6 +40,8 @@ class PreparedTable:
         Rarefaction depth.
     dropped_low_depth : list of str
         Samples left out because they have fewer reads than `depth`.
+    empty_samples : list of str
+        Samples of the table without any read (left out).
     distances : np.ndarray, shape [N, N], optional
     faith_pd : np.ndarray, shape [N], optional
     taxonomy : np.ndarray of int64, shape [F], optional
@@ -62,6 +64,7 @@ class PreparedTable:
     taxonomy: Optional[np.ndarray] = None
     taxonomy_classes: Optional[List[str]] = None
     report: List[str] = field(default_factory=list)
+    empty_samples: List[str] = field(default_factory=list)
 
     def fingerprint(self):
         """A digest of the samples, features, sequences, counts and depth: equal for the same training data."""
@@ -183,6 +186,8 @@ def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distan
     report = []
     bt = load_table(table, name=table_name)
     validate_table(bt, name=table_name)
+    totals = np.asarray(bt.sum(axis="sample")).ravel()
+    empty = [str(s) for s, t in zip(bt.ids(), totals) if t <= 0]
     bt = drop_empty(bt)
     n0 = bt.shape[1]
     if rarefy_depth == 0:
@@ -206,7 +211,7 @@ def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distan
                      else ""))
     counts = bt.matrix_data.T.tocsr().astype(np.float32)  # [N, F]
     prepared = PreparedTable(sample_ids, feature_ids, counts, seqs, tokens, tokenizer, depth, dropped,
-                             report=report)
+                             report=report, empty_samples=empty)
 
     wants_dist = objective in ("unifrac", "combined")
     wants_faith = objective in ("faith_pd", "combined")

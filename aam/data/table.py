@@ -72,9 +72,38 @@ def load_table(source, name="table"):
     try:
         return biom.load_table(path)
     except Exception as err:  # biom raises many types for a file that is not BIOM
+        table = _hdf5_with_utf8_ids(path)
+        if table is not None:
+            return table
         raise AAMInputError(f"{name} file {path!r} is not a readable BIOM table (v1 JSON or v2 HDF5): {err}. "
                             "Export a FeatureTable[Frequency] with `qiime tools export` or convert TSV tables "
                             "with `biom convert --to-hdf5`.") from None
+
+
+def _hdf5_with_utf8_ids(path):
+    """A BIOM v2 HDF5 table whose IDs are not ASCII, or None when the file is not such a table.
+
+    biom-format 2.1.12 (Debian's) decodes HDF5 IDs as ASCII and fails on any other character, reporting that the
+    file "does not appear to be a BIOM file"; the format itself stores UTF-8, so read it directly.
+    """
+    import biom
+    import scipy.sparse as sp
+    try:
+        import h5py
+        with h5py.File(path, "r") as f:
+            obs = [i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in f["observation/ids"][:]]
+            samples = [i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in f["sample/ids"][:]]
+            m = f["observation/matrix"]
+            matrix = sp.csr_matrix((m["data"][:], m["indices"][:], m["indptr"][:]), shape=(len(obs), len(samples)))
+    except Exception:  # not HDF5, or not laid out as BIOM v2
+        return None
+    if all(x.isascii() for x in obs + samples):
+        return None  # an ASCII table biom could not read is broken for another reason
+    return biom.Table(matrix, obs, samples)
+
+
+# a cell above this is not a read count (float64 holds integers exactly up to 2^53, and no run yields 1e12 reads)
+MAX_COUNT = 1e12
 
 
 def validate_table(table, name="table"):
@@ -96,6 +125,13 @@ def validate_table(table, name="table"):
         neg = table.matrix_data[rows, cols].A1 < 0
         samples = sorted({str(table.ids()[c]) for c in cols[neg]})
         raise AAMInputError(f"{name} has negative counts in samples {preview(samples)}; counts must be >= 0.")
+    if data.size and data.max() > MAX_COUNT:
+        rows, cols = table.matrix_data.nonzero()
+        big = table.matrix_data[rows, cols].A1 > MAX_COUNT
+        samples = sorted({str(table.ids()[c]) for c in cols[big]})
+        raise AAMInputError(f"{name} has counts above {MAX_COUNT:.0e} in samples {preview(samples)} (largest "
+                            f"{data.max():.3g}); no sequencing run yields that many reads of one feature. These are "
+                            "not read counts: fix the table (e.g. a units or parsing error).")
     if data.size and not np.allclose(data, np.round(data)):
         raise AAMInputError(f"{name} holds non-integer values (relative frequencies?). AAM needs read counts: "
                             "use the FeatureTable[Frequency] from DADA2/deblur, not a relative-frequency table.")
@@ -151,12 +187,24 @@ def rarefy(table, depth, seed=0):
     if len(dropped) == len(depths):
         raise AAMInputError(f"every sample has fewer than {depth} reads (the deepest has {int(max(depths.values()))});"
                             " choose a smaller {opt:rarefy_depth}.")
-    # biom-format 2.1.12 (Debian) draws from numpy's global generator and has no seed argument: seed it here and
-    # restore the caller's state afterwards
-    state = np.random.get_state()
-    np.random.seed(int(seed) % (2 ** 32))
-    try:
-        rare = table.subsample(depth, axis="sample", by_id=False, with_replacement=False)
-    finally:
-        np.random.set_state(state)
+    import biom
+    import scipy.sparse as sp
+
+    from aam.data.dataset import rarefy_counts
+    # each sample's draw is a multivariate hypergeometric over its features, which needs memory for the features
+    # only (biom's subsample expands every read, so a sample of 1e9 reads would need gigabytes), keyed by the
+    # seed and the sample's position so it does not depend on the other samples
+    matrix = table.matrix_data.tocsc()  # [F, N]
+    ids = [str(s) for s in table.ids()]
+    kept, columns = [], []
+    for j, sample in enumerate(ids):
+        if depths[sample] < depth:
+            continue
+        start, end = matrix.indptr[j], matrix.indptr[j + 1]
+        rows, counts = matrix.indices[start:end], np.rint(matrix.data[start:end]).astype(np.int64)
+        drawn = rarefy_counts(counts, depth, np.random.default_rng([int(seed) & 0xFFFFFFFF, j]))
+        columns.append(sp.csc_matrix((drawn, (rows, np.zeros_like(rows))), shape=(matrix.shape[0], 1)))
+        kept.append(sample)
+    rare = biom.Table(sp.hstack(columns).tocsr().astype(np.float64), list(table.ids("observation")), kept,
+                      observation_metadata=None, sample_metadata=None)
     return rare.remove_empty(axis="observation", inplace=False), dropped

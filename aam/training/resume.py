@@ -103,6 +103,17 @@ def save_training_checkpoint(path, record, model, optimizer, scheduler, progress
     D.barrier(ctx)
 
 
+# architecture settings that change how the model runs, not what it is: a resumed run may change them
+_RUNTIME_ONLY = ("asv_chunk_size", "gradient_checkpointing", "attn_implementation", "dropout")
+
+
+def _structure(architecture):
+    """An architecture dict without its runtime-only settings, the encoder's flattened into it."""
+    flat = {k: v for k, v in architecture.items() if k != "encoder" and k not in _RUNTIME_ONLY}
+    flat.update({k: v for k, v in (architecture.get("encoder") or {}).items() if k not in _RUNTIME_ONLY})
+    return flat
+
+
 def check_resumable(ckpt, record):
     """Refuse a checkpoint of another kind of run: task, target, architecture or training data differ.
 
@@ -121,8 +132,8 @@ def check_resumable(ckpt, record):
     new_column = new.target.column if new.target else None
     if old_column != new_column:
         differences.append(f"target column {old_column!r} vs {new_column!r}")
-    if old.architecture != new.architecture:
-        a, b = old.architecture.to_dict(), new.architecture.to_dict()
+    a, b = _structure(old.architecture.to_dict()), _structure(new.architecture.to_dict())
+    if a != b:
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         differences.append("architecture (" + ", ".join(f"{k}: {a.get(k)} vs {b.get(k)}" for k in keys) + ")")
     fp_old, fp_new = old.data.fingerprint, new.data.fingerprint
@@ -172,6 +183,13 @@ def restore_training_checkpoint(ckpt, path, model, optimizer, scheduler, ctx, lr
     if best_state is None and trainer.get("best_epoch") == int(state["epoch"]) and ckpt.model_state:
         # a checkpoint written at its best epoch: the current weights are the best ones
         best_state = ckpt.model_state
+    if best_state is None and trainer.get("best_epoch"):
+        # checkpoints of q2-aam 0.1 did not carry the best weights: take them from the run's best_model.pt
+        from aam.checkpoint import load_checkpoint
+        from aam.rundir import RunDirectory
+        best_file = RunDirectory(os.path.dirname(os.path.dirname(os.path.abspath(path)))).best_checkpoint
+        if os.path.isfile(best_file):
+            best_state = load_checkpoint(best_file).model_state
     progress = TrainingProgress(epoch=int(state["epoch"]), history=json.loads(trainer.get("history", "[]")),
                                 best_score=_none_if_nan(trainer.get("best_score")),
                                 best_tiebreak=_none_if_nan(trainer.get("best_tiebreak")),
