@@ -239,6 +239,13 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
     if base is not None:
         # the tokenizer and the token limit must match what the base was pretrained with
         opts = _with_pretrained_architecture(opts, base)
+    head = opts.head if opts.head != "auto" else ("linear" if base is not None else "transformer")
+    if head == "linear" and base is None:
+        raise AAMInputError("{opt:head} linear reads the sample embeddings of a pretrained base: pass one "
+                            "({input:pretrained}), or use {opt:head} transformer.")
+    if head == "linear":
+        # a linear head is fitted on the frozen base's embeddings in closed form: no epochs, no output activation
+        opts = opts.replace(freeze_base=True, bounded_targets=False, output_activation="none")
     if opts.freeze_base and base is None:
         raise AAMInputError("{opt:freeze_base} needs a pretrained encoder ({input:pretrained}); a randomly "
                             "initialized base cannot be frozen usefully.")
@@ -270,11 +277,16 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
                                 f"{column!r}: {preview(class_labels, 10)}")
         out_dim = len(class_labels)
     groups = group_labels(md, opts.group_column, keep)
-    train_ids, val_ids = split_samples(keep, opts, stratify=list(y.astype(str)) if classifier else None,
-                                       groups=groups)
+    if head == "linear":
+        # the penalty is chosen by cross-validation over every labeled sample: no samples held back
+        train_ids, val_ids = list(keep), []
+        split_text = f"{len(keep)} samples, penalty by {min(5, len(set(groups or keep)))}-fold cross-validation"
+    else:
+        train_ids, val_ids = split_samples(keep, opts, stratify=list(y.astype(str)) if classifier else None,
+                                           groups=groups)
+        split_text = f"split {len(train_ids)} training / {len(val_ids)} validation samples"
     prepared.report.append(f"target {column!r}: " + (f"{out_dim} classes" if classifier else
-                           f"range {y.min():g} to {y.max():g}") +
-                           f"; split {len(train_ids)} training / {len(val_ids)} validation samples" +
+                           f"range {y.min():g} to {y.max():g}") + f"; {split_text}" +
                            (f" grouped by {opts.group_column!r}" if groups else ""))
     index = {s: i for i, s in enumerate(keep)}
     transform = None
@@ -313,7 +325,7 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
     loaders = training_loaders(train_ds, val_ds, collate(train_ds, tr),
                                collate(val_ds, va) if val_ds is not None else None, opts, ctx)
     encoder = base.record.encoder if base is not None else _encoder_config(opts, "unifrac")
-    pcfg = PredictorConfig(encoder=encoder, out_dim=out_dim or 1, classifier=classifier,
+    pcfg = PredictorConfig(encoder=encoder, out_dim=out_dim or 1, classifier=classifier, head=head,
                            freeze_base=opts.freeze_base,
                            categorical_cardinalities=cat_encoder.get_cardinalities() if cat_encoder else {},
                            categorical_embed_dims={c: opts.categorical_embed_dim for c in (categorical_columns or [])},
@@ -338,6 +350,10 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
         base_model.load_state_dict(base.model_state)
     model = SequencePredictor(pcfg, base=base_model)
     train_targets = targets[[index[s] for s in train_ids]]
+    if head == "linear":
+        result = _fit_linear(model, record, opts, ctx, run_dir, prepared, targets, categorical, groups, transform,
+                             progress, log)
+        return _with_forest(result, prepared, y, record, opts, ctx) if opts.ensemble == "forest" else result
     if not classifier:
         model.init_output(float(np.mean(train_targets)))
     weights = None
@@ -346,8 +362,99 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
     loss_fn = MultiTaskLoss(target_penalty=opts.target_penalty, penalty=opts.penalty if use_dist else 0.0,
                             nuc_penalty=opts.nuc_penalty if nuc_on else 0.0, count_penalty=opts.count_penalty,
                             classifier=classifier, class_weights=weights)
-    return _fit(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, prepared, tr,
-                target_transform=transform)
+    result = _fit(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, prepared, tr,
+                  target_transform=transform)
+    return _with_forest(result, prepared, y, record, opts, ctx) if opts.ensemble == "forest" else result
+
+
+def _embedding_features(model, prepared, record, opts, ctx, categorical):
+    """A linear head's input for every sample of `prepared`, averaged over rarefaction draws: [N, F]."""
+    import torch
+
+    from aam.data.loaders import inference_loader, mean_over_draws
+    from aam.training.cache import ASVEmbeddingCache
+    from aam.training.forward import move_batch
+    model = model.to(ctx.device).eval()
+    cache = ASVEmbeddingCache(prepared.tokens, model.base.cfg.embedding_dim, ctx.device)
+
+    def run(batch):
+        batch = move_batch(batch, ctx.device)
+        asv_emb = cache.lookup(model.base, batch["asv_ids"])
+        out = model.base.encode_samples(asv_emb, batch["counts"], batch["asv_ids"] >= 0)
+        return model.linear_features(out, batch.get("categorical")).cpu()     # [B, F]
+
+    with torch.no_grad():
+        features, ids = mean_over_draws(inference_loader(prepared, record, opts, categorical), opts.rarefaction_draws,
+                                        run)
+    assert ids == list(prepared.sample_ids)
+    return features.double().numpy()
+
+
+def _fit_linear(model, record, opts, ctx, run_dir, prepared, targets, categorical, groups, transform, progress,
+                log):
+    """Fit a linear head on the frozen base's embeddings (see `aam.training.linear_head`)."""
+    import time
+
+    from aam.checkpoint import Checkpoint
+    from aam.evaluation.metrics import classification_metrics, regression_metrics
+    from aam.record import TrainingSummary
+    from aam.training.linear_head import fit_linear_head
+    from aam.training.run_logger import RunLogger
+
+    logger = RunLogger(run_dir, is_main=ctx.is_main, progress=progress, log=log)
+    try:
+        t0 = time.time()
+        for line in prepared.report:
+            logger.line(line)
+        features = _embedding_features(model, prepared, record, opts, ctx, categorical)
+        classifier = record.is_classifier
+        n_classes = len(record.target.class_labels) if classifier else None
+        fit = fit_linear_head(features, targets, classifier, n_classes, groups, opts.seed)
+        model.set_linear_head(fit.weight, fit.bias)
+        if classifier:
+            y_pred = fit.oof.argmax(1)
+            metrics = classification_metrics(targets, y_pred, n_classes, probabilities=fit.oof)
+            raw = {"y_true": targets, "y_pred": y_pred, "confusion_matrix": metrics.pop("confusion_matrix")}
+            name, score = "cv/accuracy", metrics["accuracy"]
+        else:
+            y_true, y_pred = transform.inverse(targets), transform.inverse(fit.oof)
+            metrics = regression_metrics(y_true, y_pred)
+            raw = {"y_true": y_true, "y_pred": y_pred}
+            name, score = "cv/mae", metrics["mae"]
+        row = {"epoch": 1, **{f"cv/{k}": v for k, v in metrics.items() if v is not None},
+               "penalty": fit.penalty, "cv_folds": fit.folds, "seconds": time.time() - t0, "best": True}
+        record.training = TrainingSummary(history=[row], best_epoch=1, best_score=score, selection_metric=name)
+        logger.line(f"linear head: {len(targets)} samples, {features.shape[1]} features; penalty {fit.penalty:g} "
+                    f"chosen by {fit.folds}-fold cross-validation; {name} = {score:.4f} (out-of-fold)")
+        checkpoint = Checkpoint(record, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+        if ctx.is_main:
+            run_dir.create()
+            logger.validation_figures(raw, 1, record.task, record.target.class_labels)
+            logger.history([row])
+            run_dir.write_model(checkpoint)
+    finally:
+        logger.close()
+    return TrainResult(checkpoint, [row], run_dir, list(prepared.report))
+
+
+def _with_forest(result, prepared, y, record, opts, ctx):
+    """Add the random forest of an ensemble to a trained model (fit on every labeled sample)."""
+    from aam.forest import aligned_features, feature_keys, fit_forest
+    checkpoint = result.checkpoint
+    classifier = record.is_classifier
+    keys = list(dict.fromkeys(feature_keys(prepared.sequences, record.max_bp)))
+    x = aligned_features(keys, prepared.sequences, prepared.counts, record.max_bp)         # [N, F]
+    target = (y.map({c: i for i, c in enumerate(record.target.class_labels)}).to_numpy(np.int64) if classifier
+              else y.to_numpy(np.float64))
+    checkpoint.forest = fit_forest(x, target, classifier, opts.forest_trees, opts.seed, threads=ctx.threads)
+    checkpoint.record.ensemble = {"method": "average", "aam_weight": 0.5, "forest_trees": opts.forest_trees,
+                                  "features": keys, "forest_samples": len(target)}
+    checkpoint.record.data.report.append(f"ensemble: a {opts.forest_trees}-tree random forest on the relative "
+                                         f"abundances of {len(keys)} features and {len(target)} samples, averaged "
+                                         "with the network")
+    if ctx.is_main:
+        result.run_dir.write_model(checkpoint)
+    return result
 
 
 @contextlib.contextmanager
@@ -571,14 +678,28 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
         raise AAMTrainingError(f"the model gave no finite prediction for {len(bad)} sample(s) ({preview(bad)}); its "
                                "outputs overflow on these samples. Retrain it (e.g. without an exp output "
                                "activation, or with a lower learning rate).")
+    forest = None
+    if record.ensemble is not None:
+        from aam.forest import aligned_features
+        x = aligned_features(record.ensemble["features"], prepared.sequences, prepared.counts, record.max_bp)
+        forest = ckpt.forest.predict(x)                                         # [N, K], rows in table order
+        order = {s: i for i, s in enumerate(prepared.sample_ids)}
+        forest = forest[[order[s] for s in ids]]
+        w = float(record.ensemble["aam_weight"])
     if record.is_classifier:
         labels = record.target.class_labels
         prob = pred.reshape(len(ids), len(labels))
+        if forest is not None:
+            prob = w * prob + (1 - w) * forest
         df = pd.DataFrame(prob, index=ids, columns=[f"probability_{c}" for c in labels])
         df.insert(0, "prediction", [labels[i] for i in prob.argmax(1)])
     else:
         transform = TargetTransform.from_dict(record.target.transform)
-        df = pd.DataFrame({"prediction": transform.inverse(pred)}, index=ids)
+        network = transform.inverse(pred)
+        df = pd.DataFrame({"prediction": network}, index=ids)
+        if forest is not None:
+            df["prediction"] = w * network + (1 - w) * forest[:, 0]
+            df["network"], df["forest"] = network, forest[:, 0]
     df.index.name = "sample_id"
     return df
 

@@ -79,8 +79,8 @@ def _plain(obj):
     return obj
 
 
-def weights_digest(model_state):
-    """SHA-256 of a state dict: every tensor's name, dtype, shape and bytes, in name order.
+def weights_digest(model_state, forest=None):
+    """SHA-256 of a state dict (and a forest's arrays): every tensor's name, dtype, shape and bytes, in name order.
 
     Stored in the record when a model is written and checked whenever it is read, so damaged weights are found
     before they predict anything.
@@ -88,9 +88,11 @@ def weights_digest(model_state):
     import hashlib
 
     import torch
+    tensors = dict(model_state)
+    tensors.update({f"forest.{k}": v for k, v in (forest or {}).items()})
     h = hashlib.sha256()
-    for name in sorted(model_state):
-        t = model_state[name].detach().cpu().contiguous()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
@@ -136,14 +138,17 @@ class Checkpoint:
     model_state : dict of str -> torch.Tensor
     training_state : dict, optional
         ``optimizer``, ``scheduler``, ``rng``, ``epoch`` and ``trainer`` for resuming.
+    forest : aam.forest.ForestArrays, optional
+        The random forest of an ensemble model (``record.ensemble``).
     """
 
-    def __init__(self, record, model_state, training_state=None):
+    def __init__(self, record, model_state, training_state=None, forest=None):
         if not isinstance(record, ModelRecord):
             raise TypeError(f"record must be a ModelRecord, got {type(record).__name__}")
         self.record = record
         self.model_state = model_state
         self.training_state = training_state or {}
+        self.forest = forest
 
     @property
     def kind(self):
@@ -168,9 +173,12 @@ class Checkpoint:
         record = self.record
         record.aam_version = record.aam_version or __version__
         record.torch_version = record.torch_version or torch.__version__
-        record.weights_sha256 = weights_digest(weights)
+        forest = None if self.forest is None else self.forest.to_tensors()
+        record.weights_sha256 = weights_digest(weights, forest)
         out = {"format": FORMAT, "format_version": FORMAT_VERSION,
                "record": json.dumps(record.to_json(), sort_keys=True, allow_nan=False), "model": weights}
+        if forest is not None:
+            out["forest"] = forest
         if include_training_state:
             out.update(_plain(self.training_state))
         return out
@@ -239,7 +247,8 @@ def checkpoint_from_payload(payload, where, expect=None):
     except (TypeError, json.JSONDecodeError):
         raise AAMInputError(f"{where!r} has no readable model record (JSON text).") from None
     record = ModelRecord.from_json(record_json, where=repr(where))
-    if record.weights_sha256 is not None and weights_digest(weights) != record.weights_sha256:
+    forest_tensors = payload.get("forest")
+    if record.weights_sha256 is not None and weights_digest(weights, forest_tensors) != record.weights_sha256:
         raise AAMInputError(f"{where!r}: the weights do not match the checksum recorded when the model was "
                             "written; the file is damaged or was altered. Use an intact copy of the model.")
     sharded = not weights and bool((payload.get("trainer") or {}).get("sharded_dir"))
@@ -249,5 +258,27 @@ def checkpoint_from_payload(payload, where, expect=None):
         kinds = {"encoder": f"a {TITLES['pretrain']} (from `aam pretrain`)",
                  "predictor": "a trained regressor or classifier (from `aam train`)"}
         raise AAMInputError(f"{where!r} holds a {record.title}, but {kinds[expect]} is needed here.")
+    forest = _forest(record, forest_tensors, where)
     training = {k: payload[k] for k in _TRAINING_KEYS if k in payload}
-    return Checkpoint(record, weights, training)
+    return Checkpoint(record, weights, training, forest=forest)
+
+
+def _forest(record, tensors, where):
+    """The forest of an ensemble record, checked against it (None for other models)."""
+    if record.ensemble is None:
+        if tensors is not None:
+            raise AAMInputError(f"{where!r} holds a random forest its record does not mention; the file was altered.")
+        return None
+    import torch
+
+    from aam.forest import ARRAY_NAMES, ForestArrays
+    if not isinstance(tensors, dict) or any(not torch.is_tensor(tensors.get(k)) for k in ARRAY_NAMES):
+        raise AAMInputError(f"{where!r}: the record describes an ensemble with a random forest, but the file holds "
+                            "no forest; the file is damaged or was altered.")
+    forest = ForestArrays.from_tensors(tensors)
+    n_outputs = len(record.target.class_labels) if record.is_classifier else 1
+    try:
+        forest.check(len(record.ensemble.get("features") or []), n_outputs, repr(where))
+    except ValueError as err:
+        raise AAMInputError(f"{err}; the file is damaged or was altered.") from None
+    return forest

@@ -105,9 +105,9 @@ OPTIONS = [
     Option("asv_selection", str, "abundance", "How ASVs are chosen when a sample has more than {opt:token_limit}: "
            "the most abundant (ties broken by feature order) or a seeded random subset.", FIT, "data",
            choices=("abundance", "random")),
-    Option("rarefaction_draws", int, 5, "Predictions and embeddings are averaged over this many independent "
-           "rarefactions of each sample deeper than the training depth (1 = a single draw).", (PREDICT,), "data",
-           min=1),
+    Option("rarefaction_draws", int, 5, "Predictions and embeddings (and a linear head's training embeddings) are "
+           "averaged over this many independent rarefactions of each sample deeper than the training depth "
+           "(1 = a single draw).", (TRAIN, PREDICT), "data", min=1),
     Option("rarefy_depth", int, None, "Reads per sample after rarefaction. Samples with fewer reads are left "
            "out of training (and listed). Default: the largest depth that keeps at least 90% of the samples.",
            FIT, "data", min=1),
@@ -154,8 +154,18 @@ OPTIONS = [
            (TRAIN,), "target", min=0.0),
     Option("count_penalty", float, 1.0, "Weight of the per-ASV relative-abundance reconstruction loss.",
            (TRAIN,), "target", min=0.0),
+    Option("head", str, "transformer", "The prediction layers: linear (ridge or logistic regression on the frozen "
+           "pretrained base's sample embeddings, its penalty chosen by cross-validation on the training samples: "
+           "seconds, and robust with few samples), transformer (a sample-level transformer and MLP trained by "
+           "gradient descent, optionally fine-tuning the base), or auto (linear with a pretrained base, "
+           "transformer without).", (TRAIN,), "target", choices=("auto", "linear", "transformer")),
+    Option("ensemble", str, "none", "Combine the network with a random forest (q2-sample-classifier's, on the "
+           "relative abundances; stored as arrays, not pickled): forest averages their predictions (class "
+           "probabilities), none uses the network alone.", (TRAIN,), "target", choices=("forest", "none")),
+    Option("forest_trees", int, 500, "Trees of the ensemble's random forest.", (TRAIN,), "target", min=1),
     Option("freeze_base", bool, False, "Keep the pretrained base fixed and train only the prediction layers "
-           "(much faster: each ASV is encoded once per run).", (TRAIN,), "target"),
+           "(much faster: each ASV is encoded once per run). A linear head always reads a frozen base.",
+           (TRAIN,), "target"),
     Option("normalize_targets", bool, True, "Scale regression targets to [0, 1] for training (predictions are "
            "returned in the original units).", (TRAIN,), "target"),
     Option("log_transform_targets", bool, False, "Train on log(y + 1) (for non-negative targets spanning orders "

@@ -125,6 +125,10 @@ class ModelRecord:
     device : str or None
         Device the run used.
     aam_version, torch_version : str or None
+    ensemble : dict or None
+        A predictor combined with a random forest (`aam.forest`): ``method`` ('average'), ``aam_weight`` (the
+        network's share of the blend), ``forest_trees`` and ``features`` (the forest's columns: digests of the
+        training sequences).
     weights_sha256 : str or None
         Digest of the weights this record describes (see `aam.checkpoint.weights_digest`), set when written.
     """
@@ -144,6 +148,7 @@ class ModelRecord:
     device: Optional[str] = None
     aam_version: Optional[str] = None
     torch_version: Optional[str] = None
+    ensemble: Optional[dict] = None
     weights_sha256: Optional[str] = None
 
     def __post_init__(self):
@@ -206,7 +211,7 @@ class ModelRecord:
                "taxonomy_level": self.taxonomy_level, "pretrained_encoder": self.pretrained_encoder,
                "training": asdict(self.training), "seed": self.seed, "device": self.device,
                "aam_version": self.aam_version, "torch_version": self.torch_version,
-               "weights_sha256": self.weights_sha256}
+               "ensemble": self.ensemble, "weights_sha256": self.weights_sha256}
         return _plain(out)
 
     @classmethod
@@ -230,7 +235,8 @@ class ModelRecord:
                        taxonomy_level=d.get("taxonomy_level"), pretrained_encoder=d.get("pretrained_encoder"),
                        training=_build(TrainingSummary, d.get("training") or {}), seed=d.get("seed"),
                        device=d.get("device"), aam_version=d.get("aam_version"),
-                       torch_version=d.get("torch_version"), weights_sha256=d.get("weights_sha256"))
+                       torch_version=d.get("torch_version"), ensemble=d.get("ensemble"),
+                       weights_sha256=d.get("weights_sha256"))
         except AAMInputError:
             raise
         except (KeyError, TypeError, ValueError) as err:

@@ -12,6 +12,7 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "math", "flash", "mem_efficient")
 ENCODER_TYPES = ("unifrac", "faith_pd", "taxonomy", "combined")
 CATEGORICAL_FUSIONS = ("concat", "add")
 OUTPUT_ACTIVATIONS = ("none", "relu", "softplus", "exp")
+HEADS = ("transformer", "linear")
 # width of a categorical column's embedding when PredictorConfig.categorical_embed_dims does not name it
 DEFAULT_CATEGORICAL_EMBED_DIM = 16
 
@@ -148,6 +149,10 @@ class PredictorConfig:
         Regression output multiplied by a learnable scale and shifted by a learnable bias (before the activation).
     head_layers : int
         Transformer layers of the head's own sample-level encoder.
+    head : {'transformer', 'linear'}
+        'transformer': a sample-level transformer over the base's ASV states, fused with the sample embedding,
+        then an MLP (trained by gradient descent). 'linear': one linear layer over the frozen base's sample and
+        distance embeddings (and one-hot covariates), fitted in closed form (ridge / logistic regression).
     """
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     out_dim: int = 1
@@ -160,6 +165,7 @@ class PredictorConfig:
     bounded_targets: bool = False
     learnable_output_scale: bool = False
     head_layers: int = 2
+    head: str = "transformer"
 
     def __post_init__(self):
         if isinstance(self.encoder, dict):
@@ -170,6 +176,9 @@ class PredictorConfig:
             raise ValueError(f"head_layers must be >= 0, got {self.head_layers!r}")
         _check_choice("categorical_fusion", self.categorical_fusion, CATEGORICAL_FUSIONS)
         _check_choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+        _check_choice("head", self.head, HEADS)
+        if self.head == "linear" and not self.freeze_base:
+            raise ValueError("a linear head reads a frozen base: set freeze_base")
         self.categorical_cardinalities = dict(self.categorical_cardinalities or {})
         self.categorical_embed_dims = dict(self.categorical_embed_dims or {})
         for col, n in self.categorical_cardinalities.items():
@@ -192,6 +201,11 @@ class PredictorConfig:
     def embed_dim(self, column):
         return int(self.categorical_embed_dims.get(column, DEFAULT_CATEGORICAL_EMBED_DIM))
 
+    @property
+    def linear_inputs(self):
+        """Width of a linear head's input: sample and distance embeddings, then one-hot covariates."""
+        return 2 * self.encoder.embedding_dim + sum(int(n) for n in self.categorical_cardinalities.values())
+
     def to_dict(self):
         """Plain JSON types; the encoder config is nested as a dict."""
         return {"encoder": self.encoder.to_dict(), "out_dim": int(self.out_dim),
@@ -200,7 +214,8 @@ class PredictorConfig:
                 "categorical_embed_dims": {str(k): int(v) for k, v in self.categorical_embed_dims.items()},
                 "categorical_fusion": str(self.categorical_fusion),
                 "output_activation": str(self.output_activation), "bounded_targets": bool(self.bounded_targets),
-                "learnable_output_scale": bool(self.learnable_output_scale), "head_layers": int(self.head_layers)}
+                "learnable_output_scale": bool(self.learnable_output_scale), "head_layers": int(self.head_layers),
+                "head": str(self.head)}
 
     @classmethod
     def from_dict(cls, d):

@@ -46,13 +46,16 @@ class SequencePredictor(nn.Module):
         self.base = base
         self.accepts_categorical = bool(cfg.categorical_cardinalities)
         D = cfg.encoder.embedding_dim
+        self.categorical_columns = cfg.categorical_columns
+        self.categorical_cards = [int(cfg.categorical_cardinalities[c]) for c in self.categorical_columns]
+        if cfg.head == "linear":
+            self._init_linear_head(cfg)
+            return
 
         self.head = SampleEncoder(cfg.encoder, layers=cfg.head_layers)
         self.fuse = nn.Linear(2 * D, D)  # [head pooled, base sample embedding] -> D
-        self.categorical_columns = cfg.categorical_columns
-        cards = [int(cfg.categorical_cardinalities[c]) for c in self.categorical_columns]
+        cards = self.categorical_cards
         dims = [cfg.embed_dim(c) for c in self.categorical_columns]
-        self.categorical_cards = cards
         # ModuleList, not ModuleDict: column names may contain '.', which module names cannot
         self.cat_embeddings = nn.ModuleList([nn.Embedding(n, d) for n, d in zip(cards, dims)])
         if not cards:
@@ -81,6 +84,35 @@ class SequencePredictor(nn.Module):
                 p.requires_grad_(False)
             self.base.eval()
 
+    def _init_linear_head(self, cfg):
+        """One linear layer over [sample embedding, distance embedding, one-hot covariates] of the frozen base;
+        its weights are set by a closed-form fit (`set_linear_head`), not by gradient descent."""
+        self.linear = nn.Linear(cfg.linear_inputs, cfg.out_dim)
+        self.output_scale = self.output_bias = None
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.base.eval()
+
+    def linear_features(self, base_out, categorical=None):
+        """Input of a linear head: [B, 2D + sum of covariate cardinalities]."""
+        parts = [base_out["sample_embedding"].float(), base_out["distance_embedding"].float()]  # [B, D] x2
+        if self.categorical_cards:
+            B = parts[0].shape[0]
+            if categorical is None:
+                categorical = torch.zeros(B, len(self.categorical_cards), dtype=torch.long, device=parts[0].device)
+            for j, card in enumerate(self.categorical_cards):
+                idx = categorical[:, j].to(parts[0].device).long()
+                idx = idx.masked_fill((idx < 0) | (idx >= card), 0)               # unseen category -> unknown
+                parts.append(F.one_hot(idx, card).float())                       # [B, card]
+        return torch.cat(parts, dim=-1)
+
+    @torch.no_grad()
+    def set_linear_head(self, weight, bias):
+        """Weights of a linear head: weight [out_dim, linear_inputs], bias [out_dim] (numpy or tensors)."""
+        self.linear.weight.copy_(torch.as_tensor(weight, dtype=self.linear.weight.dtype).reshape(
+            self.linear.weight.shape))
+        self.linear.bias.copy_(torch.as_tensor(bias, dtype=self.linear.bias.dtype).reshape(self.linear.bias.shape))
+
     @torch.no_grad()
     def init_output(self, value):
         """Start regression predictions at `value` (the mean training target, in the training scale).
@@ -105,7 +137,7 @@ class SequencePredictor(nn.Module):
     def train(self, mode=True):
         """Like `nn.Module.train`, but a frozen base stays in eval mode (no dropout: it is a fixed function)."""
         super().train(mode)
-        if self.cfg.freeze_base:
+        if self.cfg.freeze_base or self.cfg.head == "linear":
             self.base.eval()
         return self
 
@@ -155,6 +187,9 @@ class SequencePredictor(nn.Module):
 
     def _heads(self, base_out, counts, categorical):
         """Target and count predictions from the base's sample-level outputs."""
+        if self.cfg.head == "linear":
+            y = self.linear(self.linear_features(base_out, categorical))            # [B, out_dim]
+            return {"target_prediction": y.squeeze(-1) if self.cfg.out_dim == 1 else y}
         asv_mask = base_out["asv_mask"]
         slot_h, pooled = self.head(base_out["asv_output"], counts, asv_mask)   # [B, S, D], [B, D]
         h = self.fuse(torch.cat([pooled, base_out["sample_embedding"].to(pooled.dtype)], dim=-1))  # [B, D]

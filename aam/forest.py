@@ -1,0 +1,165 @@
+"""A random forest kept as plain arrays beside AAM's weights: trained with scikit-learn, stored without pickle.
+
+The forest of an ensemble model is the estimator q2-sample-classifier trains (scikit-learn's random forest, its
+defaults otherwise), fit to the relative abundances of the training table. A fitted scikit-learn forest is a
+Python object that only pickle can save; its trees, however, are just arrays (children, split feature,
+threshold, leaf values), so those are what the model file keeps, as tensors, and prediction walks them here.
+Features are identified by a digest of their sequence, so a new table keyed by other IDs (hashes instead of
+sequences) still lines up, and features the forest never saw are simply absent from its splits.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from aam.data.novelty import sequence_digest
+
+ARRAY_NAMES = ("tree_offsets", "left", "right", "feature", "threshold", "value")
+
+
+@dataclass
+class ForestArrays:
+    """Every tree of a forest, concatenated.
+
+    Attributes
+    ----------
+    tree_offsets : np.ndarray of int64, shape [T + 1]
+        Tree t owns nodes ``tree_offsets[t]:tree_offsets[t + 1]``; child indices are local to their tree.
+    left, right : np.ndarray of int64, shape [n_nodes]
+        Children (-1 at leaves).
+    feature : np.ndarray of int64, shape [n_nodes]
+        Column of the split (-2 at leaves, as scikit-learn writes it).
+    threshold : np.ndarray of float64, shape [n_nodes]
+        Go left when ``x[feature] <= threshold``.
+    value : np.ndarray of float64, shape [n_nodes, K]
+        Leaf output: the mean target (K = 1) or the class probabilities (K classes).
+    """
+
+    tree_offsets: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    value: np.ndarray
+
+    @classmethod
+    def from_sklearn(cls, forest):
+        """The arrays of a fitted `RandomForestRegressor` / `RandomForestClassifier`."""
+        trees = [e.tree_ for e in forest.estimators_]
+        offsets = np.cumsum([0] + [t.node_count for t in trees]).astype(np.int64)
+        values = []
+        for t in trees:
+            v = t.value[:, 0, :].astype(np.float64)                     # [n_nodes, K]
+            if v.shape[1] > 1:
+                # classifiers: class counts (or fractions, by version) of each node -> probabilities
+                v = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-300)
+            values.append(v)
+        return cls(tree_offsets=offsets,
+                   left=np.concatenate([t.children_left for t in trees]).astype(np.int64),
+                   right=np.concatenate([t.children_right for t in trees]).astype(np.int64),
+                   feature=np.concatenate([t.feature for t in trees]).astype(np.int64),
+                   threshold=np.concatenate([t.threshold for t in trees]).astype(np.float64),
+                   value=np.concatenate(values))
+
+    def to_tensors(self):
+        import torch
+        return {name: torch.from_numpy(np.ascontiguousarray(getattr(self, name))) for name in ARRAY_NAMES}
+
+    @classmethod
+    def from_tensors(cls, tensors):
+        return cls(**{name: tensors[name].cpu().numpy() for name in ARRAY_NAMES})
+
+    def check(self, n_features, n_outputs, where):
+        """Raise ValueError unless the arrays describe trees over `n_features` columns with `n_outputs` outputs."""
+        n = len(self.left)
+        if not (len(self.right) == len(self.feature) == len(self.threshold) == len(self.value) == n):
+            raise ValueError(f"{where}: the forest's node arrays differ in length")
+        if self.tree_offsets[0] != 0 or self.tree_offsets[-1] != n or np.any(np.diff(self.tree_offsets) < 1):
+            raise ValueError(f"{where}: the forest's tree offsets do not cover its nodes")
+        if self.value.ndim != 2 or self.value.shape[1] != n_outputs:
+            raise ValueError(f"{where}: the forest predicts {self.value.shape[1:]} outputs, the model {n_outputs}")
+        sizes = np.repeat(np.diff(self.tree_offsets), np.diff(self.tree_offsets))
+        internal = self.left >= 0
+        if np.any((self.left[internal] >= sizes[internal]) | (self.right[internal] >= sizes[internal])
+                  | (self.right[internal] < 0)):
+            raise ValueError(f"{where}: a tree of the forest points outside itself")
+        if np.any((self.feature[internal] < 0) | (self.feature[internal] >= n_features)):
+            raise ValueError(f"{where}: a split of the forest uses a feature it does not have")
+        if not np.all(np.isfinite(self.value)) or not np.all(np.isfinite(self.threshold[internal])):
+            raise ValueError(f"{where}: the forest holds NaN or infinite values")
+
+    @property
+    def n_trees(self):
+        return len(self.tree_offsets) - 1
+
+    def predict(self, x):
+        """Mean leaf value over the trees: x [N, F] -> [N, K]."""
+        x = np.asarray(x, dtype=np.float64)
+        out = np.zeros((x.shape[0], self.value.shape[1]))
+        rows = np.arange(x.shape[0])
+        for t in range(self.n_trees):
+            base = self.tree_offsets[t]
+            node = np.zeros(x.shape[0], dtype=np.int64)                   # local index, all start at the root
+            while True:
+                g = base + node
+                inner = self.left[g] >= 0
+                if not inner.any():
+                    break
+                gi = g[inner]
+                go_left = x[rows[inner], self.feature[gi]] <= self.threshold[gi]
+                node[inner] = np.where(go_left, self.left[gi], self.right[gi])
+            out += self.value[base + node]
+        return out / self.n_trees
+
+
+def relative_abundance(counts):
+    """Reads of each feature over the sample's total: [N, F] sparse or dense -> dense [N, F] float64."""
+    import scipy.sparse as sp
+    counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    return counts / np.maximum(totals, 1.0)
+
+
+def feature_keys(sequences, max_bp):
+    """The forest's name for each feature: the digest of the sequence the model reads."""
+    return [sequence_digest(s, max_bp) for s in sequences]
+
+
+def fit_forest(x, y, classifier, n_trees, seed, threads=1):
+    """q2-sample-classifier's forest (scikit-learn defaults) on features `x` [N, F] and targets `y` [N].
+
+    Returns
+    -------
+    ForestArrays
+    """
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    est = (RandomForestClassifier if classifier else RandomForestRegressor)(
+        n_estimators=int(n_trees), random_state=int(seed) % (2 ** 32), n_jobs=max(1, int(threads)))
+    est.fit(x, y)
+    if classifier and list(est.classes_) != list(range(len(est.classes_))):
+        raise ValueError("classes must be encoded as 0..K-1 before the forest is fit")
+    return ForestArrays.from_sklearn(est)
+
+
+def aligned_features(keys, sequences, counts, max_bp):
+    """Relative abundances of a table in the forest's column order (features the forest never saw are dropped).
+
+    Parameters
+    ----------
+    keys : list of str
+        The forest's feature keys (`feature_keys` of its training table).
+    sequences : list of str
+        Sequences of the table's features.
+    counts : [N, F_table]
+
+    Returns
+    -------
+    np.ndarray, shape [N, len(keys)]
+    """
+    rel = relative_abundance(counts)                                      # [N, F_table]
+    column = {k: i for i, k in enumerate(keys)}
+    out = np.zeros((rel.shape[0], len(keys)))
+    for j, key in enumerate(feature_keys(sequences, max_bp)):
+        i = column.get(key)
+        if i is not None:
+            out[:, i] += rel[:, j]  # two IDs with the same sequence share a column
+    return out

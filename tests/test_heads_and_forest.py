@@ -1,0 +1,133 @@
+"""The linear head (closed-form ridge / logistic regression on frozen embeddings) and the random forest of an
+ensemble model, stored as arrays beside the weights."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from aam import api
+from aam.checkpoint import Checkpoint, load_checkpoint
+from aam.errors import AAMInputError
+from aam.forest import ForestArrays, aligned_features, feature_keys, fit_forest
+from aam.training.linear_head import fit_linear_head
+
+from tests.conftest import MP, TINY
+
+TABLE, SEQS, TREE = (os.path.join(MP, f) for f in ("table.biom", "rep-seqs.fasta", "tree.nwk"))
+METADATA = os.path.join(MP, "sample-metadata.tsv")
+DAYS = "days-since-experiment-start"
+ARCH = ("embedding_dim", "attention_heads", "attention_layers", "max_bp", "token_limit")
+FIT = {k: v for k, v in TINY.items() if k not in ARCH}
+
+
+# ---- the forest as arrays ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("classifier", [False, True])
+def test_forest_arrays_predict_exactly_as_scikit_learn(classifier):
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    rng = np.random.default_rng(0)
+    x = rng.random((120, 12))
+    y = (x[:, 0] > 0.5).astype(int) + (x[:, 3] > 0.7) if classifier else 3 * x[:, 0] + rng.normal(size=120) * 0.1
+    est = (RandomForestClassifier if classifier else RandomForestRegressor)(n_estimators=20, random_state=1).fit(x, y)
+    arrays = ForestArrays.from_sklearn(est)
+    want = est.predict_proba(x[:40]) if classifier else est.predict(x[:40])[:, None]
+    np.testing.assert_allclose(arrays.predict(x[:40]), want, atol=1e-12)
+    arrays.check(12, want.shape[1], "test")
+    with pytest.raises(ValueError, match="feature it does not have"):
+        arrays.check(2, want.shape[1], "test")
+    bad = ForestArrays(**{**arrays.__dict__, "left": np.where(arrays.left > 0, 10 ** 6, arrays.left)})
+    with pytest.raises(ValueError, match="points outside itself"):
+        bad.check(12, want.shape[1], "test")
+
+
+def test_forest_columns_follow_sequences_not_ids():
+    keys = feature_keys(["ACGTACGT", "TTTTGGGG"], max_bp=8)
+    # a new table: the first feature under another ID twice (same sequence), one unseen feature
+    counts = np.array([[2.0, 2.0, 4.0, 0.0]])
+    x = aligned_features(keys, ["ACGTACGT", "acgtacgt", "CCCCAAAA", "TTTTGGGG"], counts, max_bp=8)
+    np.testing.assert_allclose(x, [[0.5, 0.0]])  # the unseen feature keeps its share of the reads out
+
+
+# ---- the linear head ----------------------------------------------------------------------------------------------
+def test_linear_head_recovers_a_linear_target_and_folds_standardization_back():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(80, 6)) * [1, 10, 0.1, 1, 1, 1] + 5
+    y = x @ np.array([1.0, 0.2, -3.0, 0, 0, 0]) + 0.01 * rng.normal(size=80)
+    fit = fit_linear_head(x, y, classifier=False, seed=0)
+    np.testing.assert_allclose(x @ fit.weight[0] + fit.bias[0], y, atol=0.2)
+    assert fit.oof.shape == (80,) and fit.folds == 5
+
+
+def test_linear_head_classifies_and_keeps_groups_apart():
+    rng = np.random.default_rng(4)
+    groups = np.repeat(np.arange(12), 5)
+    y = groups % 3
+    x = rng.normal(size=(60, 4)) + np.eye(3)[y] @ rng.normal(size=(3, 4)) * 4
+    fit = fit_linear_head(x, y, classifier=True, n_classes=3, groups=list(groups), seed=0)
+    logits = x @ fit.weight.T + fit.bias
+    assert (logits.argmax(1) == y).mean() > 0.9
+    np.testing.assert_allclose(fit.oof.sum(1), 1.0, atol=1e-9)
+    binary = fit_linear_head(x, (y > 0).astype(int), classifier=True, n_classes=2, seed=0)
+    p = torch.softmax(torch.tensor(x @ binary.weight.T + binary.bias), dim=1).numpy()
+    assert ((p[:, 1] > 0.5) == (y > 0)).mean() > 0.9
+
+
+# ---- through the engine ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def base():
+    return api.pretrain(TABLE, sequences=SEQS, tree=TREE, progress=False, epochs=2, seed=1, **TINY).checkpoint
+
+
+def test_a_linear_head_needs_a_pretrained_base():
+    with pytest.raises(AAMInputError, match="head linear reads the sample embeddings of a pretrained base"):
+        api.train(TABLE, METADATA, DAYS, sequences=SEQS, head="linear", progress=False, **TINY)
+
+
+def test_linear_ensemble_regressor_predicts_the_average_of_network_and_forest(base, tmp_path):
+    res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="linear", ensemble="forest",
+                    forest_trees=30, output_dir=str(tmp_path / "reg"), progress=False, seed=2, **FIT)
+    record = res.checkpoint.record
+    assert record.architecture.head == "linear" and record.training.selection_metric == "cv/mae"
+    assert record.ensemble["forest_trees"] == 30 and res.checkpoint.forest.n_trees == 30
+    assert os.path.isfile(tmp_path / "reg" / "plots" / "pred_vs_actual_best.png")  # out-of-fold predictions
+    back = load_checkpoint(tmp_path / "reg" / "model.pt")
+    assert back.forest.n_trees == 30 and back.record.ensemble == record.ensemble
+    # the base is the pretrained one, untouched
+    assert all(torch.equal(back.model_state["base." + k], v) for k, v in base.model_state.items())
+    pred = api.predict(back, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
+    np.testing.assert_allclose(pred["prediction"], 0.5 * pred["network"] + 0.5 * pred["forest"])
+    assert pred["forest"].nunique() > 1 and pred["network"].nunique() > 1
+
+
+def test_ensemble_classifier_averages_probabilities(base, tmp_path):
+    res = api.train(TABLE, METADATA, "body-site", classifier=True, sequences=SEQS, pretrained=base, head="linear",
+                    ensemble="forest", forest_trees=20, output_dir=str(tmp_path / "clf"), progress=False, **FIT)
+    pred = api.predict(res.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
+    probs = pred[[c for c in pred.columns if c.startswith("probability_")]]
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    assert (pred["prediction"] == probs.idxmax(axis=1).str[len("probability_"):]).all()
+
+
+def test_the_forest_is_covered_by_the_checksum_and_the_record(base, tmp_path):
+    res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="linear", ensemble="forest",
+                    forest_trees=5, progress=False, **FIT)
+    ckpt = res.checkpoint
+    payload = Checkpoint(ckpt.record, ckpt.model_state, forest=ckpt.forest).payload(include_training_state=False)
+    payload["forest"]["threshold"] = payload["forest"]["threshold"] + 1.0
+    torch.save(payload, tmp_path / "altered.pt")
+    with pytest.raises(AAMInputError, match="checksum"):
+        load_checkpoint(tmp_path / "altered.pt")
+    payload = Checkpoint(ckpt.record, ckpt.model_state, forest=ckpt.forest).payload(include_training_state=False)
+    del payload["forest"]
+    torch.save(payload, tmp_path / "no-forest.pt")
+    with pytest.raises(AAMInputError):
+        load_checkpoint(tmp_path / "no-forest.pt")
+
+
+def test_fit_forest_matches_q2_sample_classifier_defaults():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((50, 8)), rng.random(50)
+    from sklearn.ensemble import RandomForestRegressor
+    want = RandomForestRegressor(n_estimators=10, random_state=7).fit(x, y).predict(x)
+    got = fit_forest(x, y, classifier=False, n_trees=10, seed=7).predict(x)[:, 0]
+    np.testing.assert_allclose(got, want)
