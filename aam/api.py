@@ -71,13 +71,68 @@ def _data_summary(prepared, train_ids, val_ids):
                        signature=training_signature(prepared.subset(list(train_ids)), prepared.tokenizer.max_bp))
 
 
-def _encoder_config(opts, objective, taxonomy_classes=0):
+def _encoder_config(opts, objective, taxonomy_classes=0, reference=None):
+    """The base's architecture from the options; a reference encoder fixes its nucleotide level."""
     from aam.models.config import EncoderConfig
-    return EncoderConfig(max_bp=opts.max_bp, token_limit=opts.token_limit, embedding_dim=opts.embedding_dim,
-                         attention_heads=opts.attention_heads, attention_layers=opts.attention_layers,
-                         dropout=opts.dropout, attn_implementation=opts.attn_implementation,
-                         gradient_checkpointing=opts.gradient_checkpointing, asv_chunk_size=opts.asv_chunk_size,
-                         encoder_type=objective, predict_nucleotides=True, taxonomy_classes=taxonomy_classes)
+    fields = dict(max_bp=opts.max_bp, token_limit=opts.token_limit, embedding_dim=opts.embedding_dim,
+                  attention_heads=opts.attention_heads, attention_layers=opts.attention_layers, dropout=opts.dropout,
+                  attn_implementation=opts.attn_implementation, gradient_checkpointing=opts.gradient_checkpointing,
+                  asv_chunk_size=opts.asv_chunk_size, encoder_type=objective, predict_nucleotides=True,
+                  taxonomy_classes=taxonomy_classes)
+    if reference is not None:
+        shape = reference.config
+        fields.update({k: shape[k] for k in ("max_bp", "embedding_dim", "attention_heads", "attention_layers",
+                                             "ff_mult", "kmer_size", "predict_nucleotides") if k in shape},
+                      freeze_asv_encoder=opts.freeze_asv_encoder)
+    return EncoderConfig(**fields)
+
+
+@dataclass
+class _Reference:
+    """A shipped reference encoder: its name, architecture, weights and the checksum of its weights file."""
+    name: str
+    config: dict
+    state: dict
+    sha256: str
+
+    def provenance(self, frozen):
+        return {"name": self.name, "sha256": self.sha256, "frozen": bool(frozen)}
+
+
+def _reference_encoder(opts):
+    """The reference encoder the options ask for (architecture options it fixes are reported), or None."""
+    if opts.asv_encoder == "none":
+        return None, opts
+    from aam.reference import load_encoder
+    from aam.reference.shipped import encoder_dir, read_manifest
+    config, state = load_encoder(opts.asv_encoder)
+    sha = read_manifest(encoder_dir(opts.asv_encoder))["files"]["weights.pt"]
+    changes = {}
+    for name in ("max_bp", "embedding_dim", "attention_heads", "attention_layers"):
+        if getattr(opts, name) != config[name] and not opts.is_default(name):
+            warn(f"{{opt:{name}}} {getattr(opts, name)} ignored: the reference encoder {opts.asv_encoder} uses "
+                 f"{config[name]} (pass {{opt:asv_encoder}} none to choose the architecture)", stacklevel=3)
+        changes[name] = config[name]
+    return _Reference(opts.asv_encoder, config, state, sha), opts.replace(**changes)
+
+
+def _new_base(cfg, reference):
+    """A freshly initialized base, its nucleotide level loaded from the reference encoder when there is one."""
+    from aam.models import SequenceEncoder
+    model = SequenceEncoder(cfg)
+    if reference is not None:
+        model.asv_encoder.load_state_dict(reference.state)
+    return model
+
+
+def _check_region(prepared, reference):
+    """Warn when the table's sequences do not look like the reads the reference encoder was trained on."""
+    if reference is None:
+        return
+    from aam.reference import region_report
+    report = region_report(prepared.sequences, name=reference.name)
+    if not report["matches"] or report["shorter_than_trained"] > 0.5:
+        warn(report["message"], stacklevel=3)
 
 
 def _versions():
@@ -133,14 +188,16 @@ def _pretrain(run_dir, opts, ctx, table, sequences, tree, distance_matrix, dista
               progress, log):
     from aam.data.dataset import ASVDataset, Collator
     from aam.data.loaders import group_labels, split_samples, training_loaders
-    from aam.models import SequenceEncoder
     from aam.training.losses import MultiTaskLoss
 
     objective = opts.encoder_type
+    reference, opts = _reference_encoder(opts)
+    nuc_on = opts.nuc_penalty > 0 and not (reference is not None and opts.freeze_asv_encoder)
     prepared = prepare_table(table, sequences=sequences, tree=tree, distance_matrix=distance_matrix,
                              distance_ids=distance_ids, taxonomy=taxonomy, taxonomy_level=opts.taxonomy_level,
                              objective=objective, max_bp=opts.max_bp, rarefy_depth=opts.rarefy_depth,
                              seed=opts.seed)
+    _check_region(prepared, reference)
     groups = group_labels(metadata, opts.group_column, prepared.sample_ids)
     train_ids, val_ids = split_samples(prepared.sample_ids, opts, groups=groups)
     prepared.report.append(f"split: {len(train_ids)} training, {len(val_ids)} validation samples"
@@ -158,17 +215,20 @@ def _pretrain(run_dir, opts, ctx, table, sequences, tree, distance_matrix, dista
 
     train_ds = dataset(tr, opts.resample_each_epoch)
     val_ds = dataset(va, False) if va is not None else None
-    mask = opts.nuc_mask_ratio if opts.nuc_penalty > 0 else 0.0
+    mask = opts.nuc_mask_ratio if nuc_on else 0.0
     loaders = training_loaders(train_ds, val_ds, collate(train_ds, tr),
                                collate(val_ds, va) if va is not None else None, opts, ctx)
     record = ModelRecord(task="pretrain",
-                         architecture=_encoder_config(opts, objective, len(prepared.taxonomy_classes or [])),
+                         architecture=_encoder_config(opts, objective, len(prepared.taxonomy_classes or []),
+                                                      reference),
                          tokenizer=prepared.tokenizer.to_config(), options=opts.to_dict(),
                          data=_data_summary(prepared, train_ids, val_ids), objective=objective,
                          taxonomy_classes=prepared.taxonomy_classes, taxonomy_level=opts.taxonomy_level,
-                         seed=opts.seed, device=str(ctx.device), **_versions())
-    model = SequenceEncoder(record.architecture)
-    loss_fn = MultiTaskLoss(penalty=opts.penalty, nuc_penalty=opts.nuc_penalty)
+                         seed=opts.seed, device=str(ctx.device),
+                         asv_encoder=reference.provenance(opts.freeze_asv_encoder) if reference else None,
+                         **_versions())
+    model = _new_base(record.architecture, reference)
+    loss_fn = MultiTaskLoss(penalty=opts.penalty, nuc_penalty=opts.nuc_penalty if nuc_on else 0.0)
     return _fit(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, prepared, tr)
 
 
@@ -230,15 +290,18 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
     from aam.data.dataset import ASVDataset, Collator
     from aam.data.loaders import group_labels, split_samples, training_loaders
     from aam.data.metadata import categorical_target, load_metadata, numeric_target, select_samples
-    from aam.models import SequenceEncoder, SequencePredictor
+    from aam.models import SequencePredictor
     from aam.models.config import PredictorConfig
     from aam.training.losses import MultiTaskLoss, class_weights_from_labels
     from aam.training.targets import TargetTransform, resolve_output_options
 
     base = _load_model(pretrained, "encoder") if pretrained is not None else None
+    reference = None
     if base is not None:
         # the tokenizer and the token limit must match what the base was pretrained with
         opts = _with_pretrained_architecture(opts, base)
+    else:
+        reference, opts = _reference_encoder(opts)
     head = opts.head if opts.head != "auto" else ("linear" if base is not None else "transformer")
     if head == "linear" and base is None:
         raise AAMInputError("{opt:head} linear reads the sample embeddings of a pretrained base: pass one "
@@ -255,6 +318,7 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
                              distance_matrix=distance_matrix if use_dist else None, distance_ids=distance_ids,
                              objective="unifrac" if use_dist else None, max_bp=opts.max_bp,
                              rarefy_depth=opts.rarefy_depth, seed=opts.seed)
+    _check_region(prepared, reference)
     md = select_samples(md, prepared.sample_ids, missing=opts.missing_samples)
     y, dropped = (categorical_target if classifier else numeric_target)(md, column)
     if dropped:
@@ -320,11 +384,11 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
 
     train_ds, tr = subset(train_ids, opts.resample_each_epoch)
     val_ds, va = subset(val_ids, False) if val_ids else (None, None)
-    nuc_on = opts.nuc_penalty > 0 and not opts.freeze_base
+    encoder = base.record.encoder if base is not None else _encoder_config(opts, "unifrac", reference=reference)
+    nuc_on = opts.nuc_penalty > 0 and not opts.freeze_base and not encoder.freeze_asv_encoder
     mask = opts.nuc_mask_ratio if nuc_on else 0.0
     loaders = training_loaders(train_ds, val_ds, collate(train_ds, tr),
                                collate(val_ds, va) if val_ds is not None else None, opts, ctx)
-    encoder = base.record.encoder if base is not None else _encoder_config(opts, "unifrac")
     pcfg = PredictorConfig(encoder=encoder, out_dim=out_dim or 1, classifier=classifier, head=head,
                            freeze_base=opts.freeze_base,
                            categorical_cardinalities=cat_encoder.get_cardinalities() if cat_encoder else {},
@@ -344,8 +408,11 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
                                        transform=transform.to_dict() if transform else None,
                                        categorical_columns=list(categorical_columns or []),
                                        categorical_encoder=cat_encoder.to_dict() if cat_encoder else None),
-                         pretrained_encoder=provenance, seed=opts.seed, device=str(ctx.device), **_versions())
-    base_model = SequenceEncoder(encoder)
+                         pretrained_encoder=provenance, seed=opts.seed, device=str(ctx.device),
+                         asv_encoder=(base.record.asv_encoder if base is not None else
+                                      reference.provenance(opts.freeze_asv_encoder) if reference else None),
+                         **_versions())
+    base_model = _new_base(encoder, reference)
     if base is not None:
         base_model.load_state_dict(base.model_state)
     model = SequencePredictor(pcfg, base=base_model)
@@ -512,14 +579,14 @@ def _fit(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, pre
 
     train_loader, val_loader = loaders
     cache = None
-    if opts.freeze_base:
+    if opts.freeze_base or record.encoder.freeze_asv_encoder:
         if ctx.wrapped:
             # the cache calls the model's heads directly, past the DDP/FSDP/DataParallel forward that
             # synchronizes gradients, so wrapped runs re-encode the frozen ASVs instead
             warn("the frozen-base ASV cache is not used with {opt:distributed} / {opt:fsdp} / {opt:data_parallel}",
                  stacklevel=3)
         else:
-            cache = ASVEmbeddingCache(prepared.tokens, model.base.cfg.embedding_dim, ctx.device)
+            cache = ASVEmbeddingCache(prepared.tokens, record.encoder.embedding_dim, ctx.device)
     if ctx.is_main:
         run_dir.create()
     D.barrier(ctx)

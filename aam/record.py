@@ -125,6 +125,9 @@ class ModelRecord:
     device : str or None
         Device the run used.
     aam_version, torch_version : str or None
+    asv_encoder : dict or None
+        The reference encoder the nucleotide level started from (``name``, ``sha256`` of its weights file,
+        ``frozen``); None when it was trained from random weights.
     ensemble : dict or None
         A predictor combined with a random forest (`aam.forest`): ``method`` ('average'), ``aam_weight`` (the
         network's share of the blend), ``forest_trees`` and ``features`` (the forest's columns: digests of the
@@ -148,6 +151,7 @@ class ModelRecord:
     device: Optional[str] = None
     aam_version: Optional[str] = None
     torch_version: Optional[str] = None
+    asv_encoder: Optional[dict] = None
     ensemble: Optional[dict] = None
     weights_sha256: Optional[str] = None
 
@@ -211,7 +215,8 @@ class ModelRecord:
                "taxonomy_level": self.taxonomy_level, "pretrained_encoder": self.pretrained_encoder,
                "training": asdict(self.training), "seed": self.seed, "device": self.device,
                "aam_version": self.aam_version, "torch_version": self.torch_version,
-               "ensemble": self.ensemble, "weights_sha256": self.weights_sha256}
+               "asv_encoder": self.asv_encoder, "ensemble": self.ensemble,
+               "weights_sha256": self.weights_sha256}
         return _plain(out)
 
     @classmethod
@@ -235,7 +240,8 @@ class ModelRecord:
                        taxonomy_level=d.get("taxonomy_level"), pretrained_encoder=d.get("pretrained_encoder"),
                        training=_build(TrainingSummary, d.get("training") or {}), seed=d.get("seed"),
                        device=d.get("device"), aam_version=d.get("aam_version"),
-                       torch_version=d.get("torch_version"), ensemble=d.get("ensemble"),
+                       torch_version=d.get("torch_version"), asv_encoder=d.get("asv_encoder"),
+                       ensemble=d.get("ensemble"),
                        weights_sha256=d.get("weights_sha256"))
         except AAMInputError:
             raise

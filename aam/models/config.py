@@ -69,6 +69,9 @@ class EncoderConfig:
         Length of the k-mers whose embeddings are averaged into every ASV embedding (0 = none). Distinct ASVs share
         most of their nucleotides, so a freshly initialized nucleotide transformer maps them to nearly the same
         point; the k-mer profile tells them apart from the first step, and still reads unseen sequences.
+    freeze_asv_encoder : bool
+        Keep the nucleotide-level encoder fixed (a pretrained reference encoder): it runs in eval mode, takes no
+        gradient, and each distinct ASV of a run is encoded once (see `aam.training.cache`).
     """
     max_bp: int = 150
     token_limit: int = 1024
@@ -84,6 +87,7 @@ class EncoderConfig:
     taxonomy_classes: int = 0
     ff_mult: int = 4
     kmer_size: int = 6
+    freeze_asv_encoder: bool = False
 
     def __post_init__(self):
         for name in ("max_bp", "token_limit", "embedding_dim", "attention_heads", "ff_mult"):
@@ -112,7 +116,7 @@ class EncoderConfig:
                 "asv_chunk_size": int(self.asv_chunk_size), "encoder_type": str(self.encoder_type),
                 "predict_nucleotides": bool(self.predict_nucleotides),
                 "taxonomy_classes": int(self.taxonomy_classes), "ff_mult": int(self.ff_mult),
-                "kmer_size": int(self.kmer_size)}
+                "kmer_size": int(self.kmer_size), "freeze_asv_encoder": bool(self.freeze_asv_encoder)}
 
     @classmethod
     def from_dict(cls, d):

@@ -52,6 +52,17 @@ class SequenceEncoder(nn.Module):
         for head in (self.distance_head, self.faith_pd_head, self.taxonomy_head):
             if head is not None:
                 head.apply(init_weights)
+        if cfg.freeze_asv_encoder:
+            for p in self.asv_encoder.parameters():
+                p.requires_grad_(False)
+            self.asv_encoder.eval()
+
+    def train(self, mode=True):
+        """Like `nn.Module.train`, but a frozen ASV encoder stays in eval mode (a fixed function: no dropout)."""
+        super().train(mode)
+        if self.cfg.freeze_asv_encoder:
+            self.asv_encoder.eval()
+        return self
 
     @staticmethod
     def select_rows(tokens, asv_ids=None, dedup=True):
