@@ -20,4 +20,4 @@ bench: setup
 	@$(PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(VENV) demo-output build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-galaxy galaxy-tools demo-output build *.egg-info .pytest_cache
