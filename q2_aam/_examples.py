@@ -49,7 +49,8 @@ def _metadata():
 # --- inputs built by this plugin's actions (one build per process, shared by every example that needs it) ---------
 
 @functools.lru_cache(maxsize=None)
-def _data():
+def example_inputs():
+    """The bundled example data, loaded: table, sequences, phylogeny (artifacts) and metadata."""
     return {"table": qiime2.Artifact.load(example_path("table.qza")),
             "sequences": qiime2.Artifact.load(example_path("rep-seqs.qza")),
             "phylogeny": qiime2.Artifact.load(example_path("rooted-tree.qza")),
@@ -65,7 +66,7 @@ def _plugin(name):
 def tiny_model(kind):
     """A tiny model built with this plugin's actions: 'pretrained', 'regressor' (days since the experiment
     started) or 'classifier' (body site). Seeded, so every build is the same; seconds on one CPU thread."""
-    aam, d = _plugin("aam"), _data()
+    aam, d = _plugin("aam"), example_inputs()
     common = dict(table=d["table"], sequences=d["sequences"], **FACTORY_TINY)
     if kind == "pretrained":
         model, = aam.methods.pretrain(phylogeny=d["phylogeny"], **common)
@@ -81,7 +82,7 @@ def tiny_model(kind):
 @functools.lru_cache(maxsize=None)
 def tiny_regression_predictions():
     """The tiny regressor's predictions for the samples it was trained on."""
-    d = _data()
+    d = example_inputs()
     predictions, = _plugin("aam").methods.predict_regression(model=tiny_model("regressor"), table=d["table"],
                                                              sequences=d["sequences"], num_threads=1)
     return predictions
@@ -91,7 +92,7 @@ def tiny_regression_predictions():
 def held_out_regression_predictions():
     """Predictions of days since the experiment started for a held-out quarter of the samples, by a tiny AAM
     regressor and by q2-sample-classifier's random forest, both trained on the other samples."""
-    aam, sample_classifier, d = _plugin("aam"), _plugin("sample_classifier"), _data()
+    aam, sample_classifier, d = _plugin("aam"), _plugin("sample_classifier"), example_inputs()
     days = d["metadata"].get_column(DAYS)
     training, test, _, _ = sample_classifier.methods.split_table(table=d["table"], metadata=days, test_size=0.25,
                                                                 random_state=0, stratify=False)

@@ -5,6 +5,7 @@
 #   3. torch and the other PyPI needs (requirements-venv.txt), and q2-aam itself (editable),
 #   4. a `qiime` command inside .venv that runs q2cli with the venv's Python, and a fresh q2cli cache,
 #   5. q2-emperor (to plot embeddings) and chromium (the headless browser of the visualization tests) from Debian,
+#      and in .venv the emperor package from PyPI, whose plots work (Debian's leaves out their JavaScript),
 #   6. for the Galaxy tools: q2galaxy 2022.11.1 (vendored in ../shared/vendor) in .venv, and planemo in its own
 #      venv .venv-galaxy (it pins many packages that must not reach .venv).
 # Steps 5 and 6 are optional: when they cannot be done (no root, no network) setup says so and goes on, and the
@@ -18,6 +19,7 @@ SYSPY=/usr/bin/python3
 APT_PACKAGES="qiime q2cli q2-types q2templates q2-sample-classifier python3-unifrac python3-venv"
 GVENV="$ROOT/.venv-galaxy"
 Q2GALAXY_SOURCE="$ROOT/../shared/vendor/q2galaxy-2022.11.1.tar.gz"
+EMPEROR_VERSION=1.0.4
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -108,6 +110,23 @@ if [ -n "$extras" ]; then
     else
         warn "not installed:$extras. The Emperor and browser tests skip until, as root:
     apt-get install -y --no-install-recommends$extras"
+    fi
+fi
+# Debian's python3-emperor (1.0.3+ds) leaves out the JavaScript libraries every Emperor page loads (require.js,
+# jQuery, three.js, ...), so the plots q2-emperor makes with it open blank. The PyPI release carries them; in .venv
+# it takes the place of Debian's for q2-emperor (--no-deps: Debian's numpy, pandas and scikit-bio stay).
+emperor_stamp="$VENV/.aam-emperor-$EMPEROR_VERSION"
+emperor_js="import importlib.util as u, os, sys; s = u.find_spec('emperor'); sys.exit(not (s and os.path.isfile(
+    os.path.join(s.submodule_search_locations[0], 'support_files', 'vendor', 'js', 'three.min.js'))))"
+if has_module "$SYSPY" q2_emperor && { [ ! -f "$emperor_stamp" ] || ! "$VENV/bin/python" -c "$emperor_js" 2>/dev/null; }
+then
+    say "installing emperor $EMPEROR_VERSION from PyPI into the venv (with the JavaScript Debian's package lacks)"
+    if "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
+            "emperor==$EMPEROR_VERSION"; then
+        rm -f "$VENV"/.aam-emperor-*
+        touch "$emperor_stamp"
+    else
+        warn "emperor $EMPEROR_VERSION did not install: Emperor plots made in .venv will open blank"
     fi
 fi
 

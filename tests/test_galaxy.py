@@ -16,6 +16,8 @@ import sys
 import pytest
 from qiime2.sdk import PluginManager
 
+from tests.conftest import require
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITE = "suite_qiime2__aam"
 # q2galaxy 2022.11.1 writes <options options_filter_attribute=...><filter type="add_value"> on every data input;
@@ -29,27 +31,19 @@ TEMPLATE_WARNING = re.compile(r"names with leading underscores; e\.g\., use 'q2g
 PLUGIN = PluginManager().plugins["aam"]
 
 
-def _missing(what, fix):
-    """Skip with the reason, or fail under CI, where everything must be installed."""
-    message = f"{what} is not installed ({fix}); the Galaxy tools are not checked"
-    if os.environ.get("CI"):
-        pytest.fail(message + " -- CI must check them")
-    pytest.skip(message)
-
-
 def _planemo():
     for candidate in (os.environ.get("AAM_PLANEMO"), os.path.join(ROOT, ".venv-galaxy", "bin", "planemo"),
                       shutil.which("planemo")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    _missing("planemo", "`make setup` installs it into .venv-galaxy")
+    require("planemo (Galaxy's tool linter)", "`make setup` installs it into .venv-galaxy")
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     """The rendered tools: `q2galaxy template plugin aam OUT` (which also writes every test's input files)."""
     if importlib.util.find_spec("q2galaxy") is None:
-        _missing("q2galaxy", "`make setup` installs it from ../shared/vendor")
+        require("q2galaxy", "`make setup` installs it from ../shared/vendor")
     base = tmp_path_factory.mktemp("galaxy")
     # q2galaxy reads package versions from a conda environment's conda-meta/; an empty one makes it fall back
     # to the versions installed in this Python
