@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # pytest workers: both cores by default; `make test JOBS=1` for a serial run.
 JOBS ?= 2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench galaxy clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -18,6 +18,10 @@ test: setup
 
 bench: setup
 	@$(PY) -m benchmarks.run_all
+
+# the plugin as Galaxy tools in galaxy-tools/, linted (tests/test_galaxy.py checks the same in `make test`)
+galaxy: setup
+	@scripts/galaxy.sh
 
 clean:
 	rm -rf $(VENV) .venv-galaxy galaxy-tools demo-output build *.egg-info .pytest_cache
