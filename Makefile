@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# pytest workers: both cores by default; `make test JOBS=1` for a serial run.
+# pytest workers: both cores by default; `make test JOBS=1` for a serial run. -rs prints why a test skipped (a
+# missing browser or Galaxy tool, say; under CI those tests fail instead).
 JOBS ?= 2
 
 .PHONY: setup demo test bench galaxy clean
@@ -14,7 +15,7 @@ demo: setup
 	@scripts/demo.sh
 
 test: setup
-	@$(PY) -m pytest -n $(JOBS) -q tests
+	@$(PY) -m pytest -n $(JOBS) -q -rs tests
 
 bench: setup
 	@$(PY) -m benchmarks.run_all
