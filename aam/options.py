@@ -203,10 +203,13 @@ OPTIONS = [
            "that is changes with the shuffle; validation always scores every sample).", FIT, "optimization"),
     Option("patience", int, 10, "Stop after this many epochs without improvement of the validation score.",
            FIT, "optimization", min=1),
-    Option("lr", float, 1e-4, "Peak learning rate.", FIT, "optimization", min=0.0),
+    Option("lr", float, 1e-4, "Peak learning rate; the scheduler ({opt:scheduler}) warms up to it and decays from "
+           "it.", FIT, "optimization", min=0.0),
     Option("weight_decay", float, 0.01, "Decoupled weight decay (adamw) or L2 penalty (adam, sgd).", FIT,
            "optimization", min=0.0),
-    Option("optimizer", str, "adamw", "Optimizer.", FIT, "optimization", choices=("adamw", "adam", "sgd")),
+    Option("optimizer", str, "adamw", "Optimizer: adamw (Adam with decoupled weight decay), adam, or sgd (momentum "
+           "0.9); weight decay is an L2 penalty for adam and sgd.", FIT, "optimization",
+           choices=("adamw", "adam", "sgd")),
     Option("scheduler", str, "warmup_cosine", "Learning-rate schedule: warmup_cosine (linear warm-up, cosine "
            "decay), cosine_restarts, plateau (reduce on validation plateau) or onecycle.", FIT, "optimization",
            choices=("warmup_cosine", "cosine_restarts", "plateau", "onecycle")),

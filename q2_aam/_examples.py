@@ -1,22 +1,34 @@
 """Usage examples of every q2-aam action (QIIME 2 Usage API).
 
 They show in ``qiime aam <action> --help``, ``--example-data`` writes their inputs, the test suite executes them,
-and q2galaxy turns them into Galaxy tests. The inputs are the Moving Pictures tutorial files bundled inside the
-package (``q2_aam/assets/example-data``), so the examples never need the network or a particular working
-directory. The models are tiny (16-wide, one layer, two epochs) so every example runs in seconds on a CPU; real
-models keep the defaults.
+and q2galaxy turns each of them into the Galaxy test of its tool. A Galaxy test runs one tool, so every example
+runs exactly one action: inputs that other actions make (a trained model, predictions) come from
+``use.init_artifact`` factories that build them with this plugin's own actions at the tiny settings below. Building
+them instead of bundling model files keeps the examples valid whatever the model format becomes.
+
+The data are the Moving Pictures tutorial files bundled inside the package (``q2_aam/assets/example-data``), so
+the examples never need the network or a particular working directory. The models the examples train are tiny
+(16-wide, one layer, two epochs) so each runs in seconds on a CPU; real models keep the defaults.
 """
+import functools
 import os
 
 import qiime2
 
 EXAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "example-data")
+DAYS = "days-since-experiment-start"
 
-#: tiny models: each example trains in a few seconds on one CPU thread
+#: tiny models: each example trains in a few seconds on one CPU thread (the settings a reader sees)
 TINY = dict(embedding_dim=16, attention_heads=2, attention_layers=1, token_limit=32, max_bp=48, batch_size=8,
             epochs=2, num_threads=1)
+#: the models the input factories build: smaller still, one epoch (nobody reads these settings)
+FACTORY_TINY = dict(embedding_dim=8, attention_heads=2, attention_layers=1, token_limit=16, max_bp=32,
+                    batch_size=8, epochs=1, num_threads=1)
 _TINY_NOTE = ("The tiny settings (--p-embedding-dim 16, --p-attention-layers 1, --p-epochs 2, ...) make this "
               "example run in seconds; leave them at their defaults for real models.")
+# q2galaxy writes a comment as a reStructuredText line block; the blank line this newline leaves after it ends
+# the block (without it `planemo lint` warns HelpInvalidRST). q2cli re-wraps comments, so it does not show there.
+_END = "\n"
 
 
 def example_path(name):
@@ -34,10 +46,75 @@ def _metadata():
     return qiime2.Metadata.load(example_path("sample-metadata.tsv"))
 
 
+# --- inputs built by this plugin's actions (one build per process, shared by every example that needs it) ---------
+
+@functools.lru_cache(maxsize=None)
+def example_inputs():
+    """The bundled example data, loaded: table, sequences, phylogeny (artifacts) and metadata."""
+    return {"table": qiime2.Artifact.load(example_path("table.qza")),
+            "sequences": qiime2.Artifact.load(example_path("rep-seqs.qza")),
+            "phylogeny": qiime2.Artifact.load(example_path("rooted-tree.qza")),
+            "metadata": _metadata()}
+
+
+def _plugin(name):
+    import importlib
+    return importlib.import_module(f"qiime2.plugins.{name}")
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model(kind):
+    """A tiny model built with this plugin's actions: 'pretrained', 'regressor' (days since the experiment
+    started) or 'classifier' (body site). Seeded, so every build is the same; seconds on one CPU thread."""
+    aam, d = _plugin("aam"), example_inputs()
+    common = dict(table=d["table"], sequences=d["sequences"], **FACTORY_TINY)
+    if kind == "pretrained":
+        model, = aam.methods.pretrain(phylogeny=d["phylogeny"], **common)
+    elif kind == "regressor":
+        model, = aam.methods.fit_regressor(metadata=d["metadata"].get_column(DAYS), **common)
+    elif kind == "classifier":
+        model, = aam.methods.fit_classifier(metadata=d["metadata"].get_column("body-site"), **common)
+    else:
+        raise ValueError(f"unknown tiny model {kind!r}: 'pretrained', 'regressor' or 'classifier'")
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_regression_predictions():
+    """The tiny regressor's predictions for the samples it was trained on."""
+    d = example_inputs()
+    predictions, = _plugin("aam").methods.predict_regression(model=tiny_model("regressor"), table=d["table"],
+                                                             sequences=d["sequences"], num_threads=1)
+    return predictions
+
+
+@functools.lru_cache(maxsize=None)
+def held_out_regression_predictions():
+    """Predictions of days since the experiment started for a held-out quarter of the samples, by a tiny AAM
+    regressor and by q2-sample-classifier's random forest, both trained on the other samples."""
+    aam, sample_classifier, d = _plugin("aam"), _plugin("sample_classifier"), example_inputs()
+    days = d["metadata"].get_column(DAYS)
+    training, test, _, _ = sample_classifier.methods.split_table(table=d["table"], metadata=days, test_size=0.25,
+                                                                random_state=0, stratify=False)
+    model, = aam.methods.fit_regressor(table=training, metadata=days, sequences=d["sequences"], **FACTORY_TINY)
+    aam_predictions, = aam.methods.predict_regression(model=model, table=test, sequences=d["sequences"],
+                                                      num_threads=1)
+    forest, _ = sample_classifier.methods.fit_regressor(table=training, metadata=days, n_estimators=20,
+                                                        random_state=0, n_jobs=1)
+    rf_predictions, = sample_classifier.methods.predict_regression(table=test, sample_estimator=forest, n_jobs=1)
+    return {"aam": aam_predictions, "random_forest": rf_predictions}
+
+
+# --- shared steps of the examples ----------------------------------------------------------------------------------
+
 def _inputs(use):
     table = use.init_artifact("table", _artifact("table.qza"))
     sequences = use.init_artifact("rep_seqs", _artifact("rep-seqs.qza"))
     return table, sequences
+
+
+def _model_input(use, name, kind):
+    return use.init_artifact(name, lambda: tiny_model(kind))
 
 
 def _aam(use, action, inputs, outputs):
@@ -45,68 +122,54 @@ def _aam(use, action, inputs, outputs):
                       use.UsageOutputNames(**outputs))
 
 
-def _pretrain(use, table, sequences):
-    tree = use.init_artifact("rooted_tree", _artifact("rooted-tree.qza"))
-    model, = _aam(use, "pretrain", dict(table=table, sequences=sequences, phylogeny=tree, **TINY),
-                  dict(model="pretrained_model"))
-    return model
-
-
 def _days(use):
     md = use.init_metadata("sample_metadata", _metadata)
-    return md, use.get_metadata_column("days", "days-since-experiment-start", md)
+    return md, use.get_metadata_column("days", DAYS, md)
 
 
-def _regressor(use, table, sequences, days):
-    model, = _aam(use, "fit_regressor", dict(table=table, metadata=days, sequences=sequences, **TINY),
-                  dict(model="regressor"))
-    return model
-
-
-def _classifier(use, table, sequences):
-    md = use.init_metadata("sample_metadata", _metadata)
-    body_site = use.get_metadata_column("body_site", "body-site", md)
-    model, = _aam(use, "fit_classifier", dict(table=table, metadata=body_site, sequences=sequences, **TINY),
-                  dict(model="classifier"))
-    return model
-
+# --- the examples ----------------------------------------------------------------------------------------------------
 
 def pretrain_unifrac(use):
     use.comment("Pretrain a base model whose sample embeddings reproduce the unweighted UniFrac distances "
                 "computed from the tree, while it learns to fill in masked nucleotides of the ASV sequences. "
-                + _TINY_NOTE)
+                + _TINY_NOTE + _END)
     table, sequences = _inputs(use)
-    model = _pretrain(use, table, sequences)
+    tree = use.init_artifact("rooted_tree", _artifact("rooted-tree.qza"))
+    model, = _aam(use, "pretrain", dict(table=table, sequences=sequences, phylogeny=tree, **TINY),
+                  dict(model="pretrained_model"))
     model.assert_output_type("AAMModel[AAMPretrained]")
 
 
 def fit_regressor_pretrained(use):
-    use.comment("Fine-tune a pretrained base to predict a numeric column, keeping the base frozen (only the "
-                "prediction layers learn) and keeping each subject's samples on one side of the validation "
-                "split. " + _TINY_NOTE)
+    use.comment("Fine-tune a pretrained base (from `qiime aam pretrain`) to predict a numeric column, keeping the "
+                "base frozen (only the prediction layers learn), giving the model each sample's body site as a "
+                "categorical covariate, and keeping each subject's samples on one side of the validation split. "
+                + _TINY_NOTE + _END)
     table, sequences = _inputs(use)
-    pretrained = _pretrain(use, table, sequences)
+    pretrained = _model_input(use, "pretrained_model", "pretrained")
     md, days = _days(use)
     model, = _aam(use, "fit_regressor",
                   dict(table=table, metadata=days, sequences=sequences, pretrained=pretrained, freeze_base=True,
-                       sample_metadata=md, group_column="subject", **TINY),
+                       sample_metadata=md, categorical_columns=["body-site"], group_column="subject", **TINY),
                   dict(model="regressor"))
     model.assert_output_type("AAMModel[AAMRegressor]")
 
 
 def fit_classifier_body_site(use):
-    use.comment("Train a classifier of body site from scratch (no pretrained base). " + _TINY_NOTE)
+    use.comment("Train a classifier of body site from scratch (no pretrained base). " + _TINY_NOTE + _END)
     table, sequences = _inputs(use)
-    model = _classifier(use, table, sequences)
+    md = use.init_metadata("sample_metadata", _metadata)
+    body_site = use.get_metadata_column("body_site", "body-site", md)
+    model, = _aam(use, "fit_classifier", dict(table=table, metadata=body_site, sequences=sequences, **TINY),
+                  dict(model="classifier"))
     model.assert_output_type("AAMModel[AAMClassifier]")
 
 
 def predict_regression_days(use):
-    use.comment("Train a regressor, then predict its target for the samples of a table (here the same table; "
-                "in practice, new samples). " + _TINY_NOTE)
+    use.comment("Predict the target of a regressor (from `qiime aam fit-regressor`) for the samples of a table "
+                "(here the table it was trained on; in practice, new samples)." + _END)
     table, sequences = _inputs(use)
-    _, days = _days(use)
-    model = _regressor(use, table, sequences, days)
+    model = _model_input(use, "regressor", "regressor")
     predictions, = _aam(use, "predict_regression", dict(model=model, table=table, sequences=sequences,
                                                         num_threads=1),
                         dict(predictions="predictions"))
@@ -114,10 +177,10 @@ def predict_regression_days(use):
 
 
 def predict_classification_body_site(use):
-    use.comment("Train a classifier, then predict the class of each sample and the probability of every class. "
-                + _TINY_NOTE)
+    use.comment("Predict the class of each sample with a classifier (from `qiime aam fit-classifier`), and the "
+                "probability of every class." + _END)
     table, sequences = _inputs(use)
-    model = _classifier(use, table, sequences)
+    model = _model_input(use, "classifier", "classifier")
     predictions, probabilities = _aam(use, "predict_classification",
                                       dict(model=model, table=table, sequences=sequences, num_threads=1),
                                       dict(predictions="predictions", probabilities="probabilities"))
@@ -127,9 +190,9 @@ def predict_classification_body_site(use):
 
 def embed_pretrained(use):
     use.comment("Embed samples with a pretrained model: a PCoA of the embeddings (view it with `qiime emperor "
-                "plot`) and the distances between samples the model predicts. " + _TINY_NOTE)
+                "plot`) and the distances between samples the model predicts." + _END)
     table, sequences = _inputs(use)
-    model = _pretrain(use, table, sequences)
+    model = _model_input(use, "pretrained_model", "pretrained")
     embedding, distances = _aam(use, "embed", dict(model=model, table=table, sequences=sequences,
                                                    num_threads=1),
                                 dict(embedding="embedding", distance_matrix="distance_matrix"))
@@ -138,48 +201,29 @@ def embed_pretrained(use):
 
 
 def summarize_regressor(use):
-    use.comment("A model card: data, hyperparameters, training curves, validation at the best epoch, and the "
-                "history and TensorBoard logs for download. " + _TINY_NOTE)
-    table, sequences = _inputs(use)
-    _, days = _days(use)
-    model = _regressor(use, table, sequences, days)
+    use.comment("A model card of a regressor: data, hyperparameters, training curves, validation at the best "
+                "epoch, and the history and TensorBoard logs for download." + _END)
+    model = _model_input(use, "regressor", "regressor")
     _aam(use, "summarize", dict(model=model), dict(visualization="model_summary"))
 
 
 def evaluate_regression(use):
-    use.comment("Compare predictions with the true values of the column. " + _TINY_NOTE)
-    table, sequences = _inputs(use)
+    use.comment("Compare a regressor's predictions (from `qiime aam predict-regression`) with the true values "
+                "of the column." + _END)
+    predictions = use.init_artifact("predictions", tiny_regression_predictions)
     _, days = _days(use)
-    model = _regressor(use, table, sequences, days)
-    predictions, = _aam(use, "predict_regression", dict(model=model, table=table, sequences=sequences,
-                                                        num_threads=1),
-                        dict(predictions="predictions"))
     _aam(use, "evaluate", dict(predictions=predictions, truth=days), dict(visualization="evaluation"))
 
 
 def evaluate_against_sample_classifier(use):
-    use.comment("Hold out a test set with q2-sample-classifier, train AAM and a random forest on the rest, and "
-                "compare both on the held-out samples. " + _TINY_NOTE)
-    table, sequences = _inputs(use)
+    use.comment("Compare AAM with q2-sample-classifier's random forest on held-out samples: `qiime "
+                "sample-classifier split-table` set a quarter of the samples aside, an AAM regressor and a random "
+                "forest were trained on the rest, and both predicted the held-out samples (`qiime aam "
+                "predict-regression`, `qiime sample-classifier predict-regression`)." + _END)
+    aam_predictions = use.init_artifact("aam_predictions", lambda: held_out_regression_predictions()["aam"])
+    rf_predictions = use.init_artifact("rf_predictions",
+                                       lambda: held_out_regression_predictions()["random_forest"])
     _, days = _days(use)
-    training_table, test_table, _, _ = use.action(
-        use.UsageAction(plugin_id="sample_classifier", action_id="split_table"),
-        use.UsageInputs(table=table, metadata=days, test_size=0.25, random_state=0, stratify=False),
-        use.UsageOutputNames(training_table="training_table", test_table="test_table",
-                             training_targets="training_targets", test_targets="test_targets"))
-    model, = _aam(use, "fit_regressor", dict(table=training_table, metadata=days, sequences=sequences, **TINY),
-                  dict(model="regressor"))
-    aam_predictions, = _aam(use, "predict_regression", dict(model=model, table=test_table, sequences=sequences,
-                                                            num_threads=1),
-                            dict(predictions="aam_predictions"))
-    estimator, _ = use.action(
-        use.UsageAction(plugin_id="sample_classifier", action_id="fit_regressor"),
-        use.UsageInputs(table=training_table, metadata=days, n_estimators=20, random_state=0),
-        use.UsageOutputNames(sample_estimator="random_forest", feature_importance="feature_importance"))
-    rf_predictions, = use.action(
-        use.UsageAction(plugin_id="sample_classifier", action_id="predict_regression"),
-        use.UsageInputs(table=test_table, sample_estimator=estimator),
-        use.UsageOutputNames(predictions="rf_predictions"))
     _aam(use, "evaluate", dict(predictions=aam_predictions, truth=days, other_predictions=rf_predictions,
                                name="AAM", other_name="random forest"),
          dict(visualization="comparison"))

@@ -133,9 +133,10 @@ FIT_PARAMETERS = {
     "categorical_columns": List[Str],
 }
 FIT_PARAMETER_DESCRIPTIONS = {
-    "categorical_columns": "Columns of --m-sample-metadata-file given to the model as categorical covariates "
-                           "(e.g. sex, body site); each gets a learned embedding of --p-categorical-embed-dim. "
-                           "Values unseen in training are treated as unknown.",
+    "categorical_columns": "Names of sample metadata columns (in --m-sample-metadata-file) given to the model "
+                           "as categorical covariates, one name per entry (e.g. body-site, sex). Each column "
+                           "gets a learned embedding of --p-categorical-embed-dim values; a value never seen in "
+                           "training is treated as unknown. The target column cannot be one of them.",
 }
 
 
@@ -285,7 +286,9 @@ _register_method(
         "centered embeddings, i.e. a PCoA of their Euclidean distances) for `qiime emperor plot` and other "
         "ordination tools, together with the distances between samples the model predicts (for a "
         "UniFrac-pretrained base these approximate UniFrac)."),
-    input_descriptions={"model": "Any model trained by q2-aam.", "table": INPUT_DESCRIPTIONS["new_table"],
+    input_descriptions={"model": "Any model trained by q2-aam (pretrained base, regressor or classifier): its base "
+                                 "embeds the samples.",
+                        "table": INPUT_DESCRIPTIONS["new_table"],
                         "sequences": INPUT_DESCRIPTIONS["sequences"]},
     output_descriptions={"embedding": "Principal coordinates of the sample embeddings.",
                          "distance_matrix": "Pairwise distances between the samples' embeddings in the model's "
@@ -298,7 +301,8 @@ plugin.visualizers.register_function(
     function=_visualizers.summarize,
     inputs={"model": _MODEL_ANY},
     parameters={},
-    input_descriptions={"model": "A model trained by q2-aam."},
+    input_descriptions={"model": "A model trained by q2-aam (pretrained base, regressor or classifier); its "
+                                 "training record is what the card shows."},
     parameter_descriptions={},
     name="Summarize an AAM model (model card)",
     description=(

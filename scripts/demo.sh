@@ -2,7 +2,7 @@
 # The main job on the bundled Moving Pictures data (examples/moving-pictures), run by `make demo`:
 #   pretrain (self-supervised, UniFrac + masked nucleotides) -> fine-tune a body-site classifier on a training split
 #   -> predict the held-out samples -> compare with q2-sample-classifier's random forest on the same split
-#   -> model card, evaluation and embedding, all as QIIME 2 artifacts with provenance.
+#   -> model card, evaluation and embedding (with its Emperor plot), all as QIIME 2 artifacts with provenance.
 # Fewer epochs at a higher learning rate than the defaults, and a smaller token limit, so that the demo takes a
 # few minutes on 2 CPU cores.
 set -euo pipefail
@@ -54,9 +54,15 @@ qiime aam evaluate --i-predictions $OUT/aam-predictions.qza --i-probabilities $O
 qiime aam summarize --i-model $OUT/classifier.qza --o-visualization $OUT/classifier-summary.qzv
 qiime aam summarize --i-model $OUT/pretrained.qza --o-visualization $OUT/pretrained-summary.qzv
 
-step "7/7 sample embeddings of the pretrained model (PCoA for Emperor) and the distances it implies"
+step "7/7 sample embeddings of the pretrained model (a PCoA, plotted with Emperor) and the distances it implies"
 qiime aam embed --i-model $OUT/pretrained.qza --i-table $DATA/table.qza --i-sequences $DATA/rep-seqs.qza \
     --o-embedding $OUT/embedding.qza --o-distance-matrix $OUT/aam-distances.qza
+if python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("q2_emperor") is None)'; then
+    qiime emperor plot --i-pcoa $OUT/embedding.qza --m-metadata-file $DATA/sample-metadata.tsv \
+        --o-visualization $OUT/embedding-emperor.qzv
+else
+    echo "(no Emperor plot: q2-emperor is not installed; as root, apt-get install q2-emperor, then make setup)"
+fi
 
 echo
 python - <<'PY'
@@ -73,5 +79,6 @@ echo "Results in $OUT/:"
 echo "  pretrained.qza, classifier.qza           AAM models (AAMModel[...]); the .qzv model cards show their training"
 echo "  aam-predictions.qza, rf-predictions.qza  held-out predictions (SampleData[ClassifierPredictions])"
 echo "  evaluation.qzv                           AAM vs random forest: metrics and confusion matrices"
-echo "  embedding.qza                            PCoA of sample embeddings: qiime emperor plot --i-pcoa ..."
+echo "  embedding.qza, embedding-emperor.qzv     PCoA of the sample embeddings and its Emperor plot (colour it by"
+echo "                                           any metadata column, e.g. body-site)"
 echo "View .qzv files with 'qiime tools view' or at https://view.qiime2.org"

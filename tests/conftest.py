@@ -40,3 +40,74 @@ def shared_dir(tmp_path_factory, name):
     path = root / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ---- the `qiime` command line, Emperor and the tools the client tests need ------------------------------------------
+
+def require(what, fix):
+    """Skip a test whose tool is missing, saying which and how to get it; under CI (where `make setup` installs
+    everything) fail instead, so that a missing install step cannot pass as a skipped test."""
+    message = f"{what} is not installed ({fix})"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; CI must run this test")
+    pytest.skip(message)
+
+
+def qiime_command():
+    """`qiime` of this environment (the venv's wrapper next to the interpreter, or the one on PATH)."""
+    import shutil
+    import sys
+    here = os.path.join(os.path.dirname(sys.executable), "qiime")
+    if os.path.exists(here):
+        return [here]
+    found = shutil.which("qiime")
+    return [found] if found else [sys.executable, "-m", "q2cli"]
+
+
+def run_qiime(args, environ, timeout=900):
+    """Run `qiime ARGS`; fails the test with q2cli's output when it does not succeed."""
+    import subprocess
+    proc = subprocess.run(qiime_command() + list(args), env=environ, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"qiime {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def q2cli_env(tmp_path_factory):
+    """Environment of `qiime` subprocesses: a q2cli cache of this session (the one tests/test_plugin_cli.py
+    builds, in the same shared directory), so it always reflects the plugins as they are now."""
+    config = shared_dir(tmp_path_factory, "aam-q2cli-config")
+    environ = dict(os.environ, XDG_CONFIG_HOME=str(config), AAM_Q2CLI_CONFIG=str(config), MPLBACKEND="Agg",
+                   OMP_NUM_THREADS="1")
+    environ.pop("QIIMETEST", None)  # would hide every real plugin
+    with locked(str(config) + ".lock"):
+        if not (config / "done").exists():
+            run_qiime(["info"], environ)
+            (config / "done").touch()
+    return environ
+
+
+@pytest.fixture(scope="session")
+def emperor_plot(tmp_path_factory, q2cli_env):
+    """`qiime emperor plot` of `qiime aam embed`'s PCoA (a tiny pretrained model of the Moving Pictures
+    example data bundled with the plugin) with their sample metadata, made once per session:
+    {"embedding": .qza, "plot": .qzv, "metadata": .tsv}."""
+    import importlib.util
+    if importlib.util.find_spec("q2_emperor") is None:
+        require("q2-emperor", "`make setup` installs it as root: apt-get install q2-emperor")
+    out = shared_dir(tmp_path_factory, "aam-emperor")
+    from q2_aam import _examples
+    paths = {"embedding": str(out / "embedding.qza"), "plot": str(out / "embedding-emperor.qzv"),
+             "metadata": _examples.example_path("sample-metadata.tsv")}
+    with locked(str(out) + ".lock"):
+        if not (out / "done").exists():
+            from qiime2.plugins import aam
+            data = _examples.example_inputs()
+            embedding, _ = aam.methods.embed(model=_examples.tiny_model("pretrained"), table=data["table"],
+                                             sequences=data["sequences"], num_threads=1)
+            embedding.save(paths["embedding"])
+            run_qiime(["emperor", "plot", "--i-pcoa", paths["embedding"], "--m-metadata-file", paths["metadata"],
+                       "--o-visualization", paths["plot"]], q2cli_env)
+            (out / "done").touch()
+    return paths
