@@ -24,6 +24,8 @@ TINY = dict(embedding_dim=16, attention_heads=2, attention_layers=1, token_limit
 #: the models the input factories build: smaller still, one epoch (nobody reads these settings)
 FACTORY_TINY = dict(embedding_dim=8, attention_heads=2, attention_layers=1, token_limit=16, max_bp=32,
                     batch_size=8, epochs=1, num_threads=1)
+# architecture options come from a pretrained base when there is one
+_ARCHITECTURE = ("embedding_dim", "attention_heads", "attention_layers", "token_limit", "max_bp")
 _TINY_NOTE = ("The tiny settings (--p-embedding-dim 16, --p-attention-layers 1, --p-epochs 2, ...) make this "
               "example run in seconds; leave them at their defaults for real models.")
 # q2galaxy writes a comment as a reStructuredText line block; the blank line this newline leaves after it ends
@@ -150,7 +152,8 @@ def fit_regressor_pretrained(use):
     md, days = _days(use)
     model, = _aam(use, "fit_regressor",
                   dict(table=table, metadata=days, sequences=sequences, pretrained=pretrained, freeze_base=True,
-                       sample_metadata=md, categorical_columns=["body-site"], group_column="subject", **TINY),
+                       sample_metadata=md, categorical_columns=["body-site"], group_column="subject",
+                       **{k: v for k, v in TINY.items() if k not in _ARCHITECTURE}),
                   dict(model="regressor"))
     model.assert_output_type("AAMModel[AAMRegressor]")
 
