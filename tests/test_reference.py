@@ -175,6 +175,35 @@ def _stop_at(marker):
     return log
 
 
+def test_evaluation_rows_and_ranges(tiny_run):
+    from aam.models.config import EncoderConfig
+    from aam.reference.data import prepare_reference
+    from aam.reference.evaluate import evaluate, kmer_profiles
+    from aam.reference.pretrain import ReferencePretrainer
+    out, _ = tiny_run
+    final = torch.load(out / "final.pt", map_location="cpu", weights_only=True)
+    summary = json.loads(final["config"])
+    s = summary["settings"]
+    data = prepare_reference(s["sequences"], s["taxonomy"], s["tree"], seed=s["seed"], genus_fraction=0.2,
+                             otu_fraction=0.1, n_validation=4, log=lambda line: None)
+    model = ReferencePretrainer(EncoderConfig.from_dict(summary["encoder_config"]), [len(c) for c in data.classes])
+    model.load_state_dict(final["model"])
+    results, speed = evaluate(model, data, seed=0, lengths=(100, 150), random_model=model, kmer_size=4,
+                              log=lambda line: None)
+    assert set(results) == {"pretrained", "random_init", "kmer_profile"} and set(speed) == {"pretrained",
+                                                                                            "random_init"}
+    m = results["pretrained"]["heldout_genera"]["150"]
+    assert 0.0 <= m["masked_nucleotide_accuracy"] <= 1.0
+    assert -1.0 <= m["tree_spearman"] <= 1.0 and m["placement_distance"] > 0
+    # a held-out genus has no trained genus label (nor, in this slice, a family shared with a trained genus)
+    assert "genus_accuracy_1nn" not in m and m["genus_accuracy_head"] is None
+    otus = results["pretrained"]["heldout_otus"]["100"]
+    assert 0.0 <= otus["genus_accuracy_1nn"] <= 1.0 and 0.0 <= otus["genus_accuracy_head"] <= 1.0
+    assert "masked_nucleotide_accuracy" not in results["kmer_profile"]["heldout_otus"]["100"]
+    profiles = kmer_profiles(data.tokens[:3], k=4)
+    np.testing.assert_allclose(np.asarray(profiles.multiply(profiles).sum(1)).ravel(), 1.0, rtol=1e-5)
+
+
 def test_tiny_run_exports_loads_and_refuses_a_flipped_byte(tiny_run, tmp_path):
     from aam.models import EncoderConfig, SequenceEncoder
     from aam.reference.export import export

@@ -10,9 +10,16 @@ Public API::
 Rebuilding (needs the build-time-only PyPI package qiime-default-reference): ``make encoder``, which runs
 `aam.reference.pretrain`, `aam.reference.evaluate` and `aam.reference.export`. See docs/encoder.md.
 """
-from aam.reference.region import region_report
 from aam.reference.shipped import (DEFAULT_ENCODER, EncoderIntegrityError, available_encoders, build_encoder,
                                    embed_sequences, load_encoder)
 
 __all__ = ["DEFAULT_ENCODER", "EncoderIntegrityError", "available_encoders", "build_encoder", "embed_sequences",
            "load_encoder", "region_report"]
+
+
+def __getattr__(name):
+    # imported on first use, so that `python -m aam.reference.region` does not find its module pre-imported
+    if name == "region_report":
+        from aam.reference.region import region_report
+        return region_report
+    raise AttributeError(f"module 'aam.reference' has no attribute {name!r}")
