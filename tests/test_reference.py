@@ -233,7 +233,7 @@ def test_shipped_encoder_loads_into_a_sequence_encoder():
     from aam.reference.shipped import ENCODERS_DIR
     assert DEFAULT_ENCODER in available_encoders()
     files = os.listdir(os.path.join(ENCODERS_DIR, DEFAULT_ENCODER))
-    assert {"weights.pt", "region.json", "manifest.json", "MODEL_CARD.md"} <= set(files)
+    assert {"weights.pt", "region.json", "manifest.json", "MODEL_CARD.md", "LICENSE"} <= set(files)
     size = sum(os.path.getsize(os.path.join(ENCODERS_DIR, DEFAULT_ENCODER, f)) for f in files)
     assert size <= 10 * 1024 * 1024
     config, state = load_encoder()

@@ -267,7 +267,9 @@ def main(argv=None):
     train_rates = [h["sequences_per_s"] for h in summary["history"] if "sequences_per_s" in h]
     out = {"command": "python -m aam.reference.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
            "metrics": results, "embedding_sequences_per_s": speed,
-           "training_sequences_per_s_median": float(np.median(train_rates)) if train_rates else None,
+           # the logged rate is cumulative (sequences so far / wall time so far), so the last one is the run's
+           "training_sequences_per_s": float(train_rates[-1]) if train_rates else None,
+           "training_sequences": int(s["steps"]) * int(s["batch_size"]),
            "split": data.report["split"], "classes": data.report["classes"], "threads": args.threads,
            "nearest_neighbour_reference_otus": int(min(20000, len(data.split["train"])))}
     path = args.output or os.path.join(args.run, "metrics.json")

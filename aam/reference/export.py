@@ -5,7 +5,8 @@
 Writes ``aam/assets/encoders/<name>/`` (or --dest): ``weights.pt`` (the ASVEncoder's state_dict only: the
 pretraining heads stay behind), ``region.json`` (primers, read lengths and the first-8-nt prefixes of the
 reference V4 amplicons, for `region_report`), ``metrics.json`` and ``holdout.tsv`` copied from the run, and
-``manifest.json`` with the SHA-256 of each. MODEL_CARD.md is written by hand and left alone.
+``manifest.json`` with the SHA-256 of each (the run's ``pretrain.log`` is copied too, as the record of
+training). MODEL_CARD.md and LICENSE are written by hand and left alone.
 """
 import argparse
 import json
@@ -50,7 +51,7 @@ def export(run_dir, name, dest=None, log=print):
                 ("kingdom", "phylum", "class", "order", "family", "genus", "species"), summary["classes"])}}
     blob = {"format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(meta, sort_keys=True),
             "state_dict": state}
-    atomic_write(os.path.join(dest, "weights.pt"), lambda tmp: torch.save(blob, tmp))
+    atomic_write(os.path.join(dest, "weights.pt"), lambda tmp: _save(blob, tmp))
 
     v4 = cut_region(read_sequences(settings["sequences"]), REGIONS["V4"])
     region = {"name": name, "region": "V4 (515F/806R)", "forward_primer": PRIMERS["515F"],
@@ -60,7 +61,7 @@ def export(run_dir, name, dest=None, log=print):
               "amplicons": len(v4), "reference": _reference_version()}
     _write_json(os.path.join(dest, "region.json"), region)
     files = ["weights.pt", "region.json"]
-    for extra in ("metrics.json", "holdout.tsv", "amplicons.json"):
+    for extra in ("metrics.json", "holdout.tsv", "amplicons.json", "pretrain.log"):
         src = os.path.join(run_dir, extra)
         if os.path.exists(src):
             shutil.copyfile(src, os.path.join(dest, extra))
@@ -76,6 +77,13 @@ def export(run_dir, name, dest=None, log=print):
     log(f"wrote {dest}: {', '.join(files)} ({total / 1e6:.2f} MB); weights.pt sha256 "
         f"{manifest['files']['weights.pt']}")
     return dest
+
+
+def _save(obj, path):
+    # through a file object: given a path, torch names the zip members after its stem (here a random temporary
+    # name), and the file would differ byte for byte between two exports of the same weights
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def _write_json(path, obj):

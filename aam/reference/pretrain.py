@@ -202,6 +202,13 @@ def pretraining_losses(model, tokens, targets, labels, tree_distances, group, we
     return total, parts
 
 
+def _save(obj, path):
+    # through a file object: given a path, torch names the zip members after its stem (here a random temporary
+    # name), and the file would differ byte for byte between two exports of the same weights
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def _json_text(obj):
     return json.dumps(obj, sort_keys=True)
 
@@ -211,7 +218,7 @@ def save_checkpoint(path, model, optimizer, schedule, step, settings, history):
     state = {"format": CHECKPOINT_FORMAT, "step": int(step), "settings": _json_text(settings),
              "history": _json_text(history), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": schedule.state_dict(), "torch_rng": torch.get_rng_state()}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: _save(state, tmp))
 
 
 def load_checkpoint(path):
@@ -326,7 +333,7 @@ def pretrain(settings, out_dir, resume=False, log=print):
     summary = {"format": "aam-reference-encoder-run", "encoder_config": cfg.to_dict(), "settings": settings,
                "classes": data.classes, "history": history, "report": data.report}
     state = {"format": CHECKPOINT_FORMAT + "-final", "config": _json_text(summary), "model": model.state_dict()}
-    atomic_write(final, lambda tmp: torch.save(state, tmp))
+    atomic_write(final, lambda tmp: _save(state, tmp))
     log(f"wrote {final}")
     return final
 

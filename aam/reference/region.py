@@ -1,7 +1,7 @@
 """Does a study's sequences look like what a shipped encoder was trained on?
 
 Reads of an amplicon start right after the forward primer, and the first few nucleotides there are conserved:
-the 81,347 Greengenes V4 amplicons start with only ~500 distinct 8-mers (most with ``TACG``). A table of V4 reads
+the 81,347 Greengenes V4 amplicons start with only 514 distinct 8-mers (80% with ``TACG``). A table of V4 reads
 therefore has nearly all its sequences starting with one of those 8-mers, while reads of another region (or with
 the primer left on) almost never do. `region_report` measures that fraction, the read lengths against the
 lengths the encoder saw, and whether the forward primer is still at the start of the reads.
