@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # missing browser or Galaxy tool, say; under CI those tests fail instead).
 JOBS ?= 2
 
-.PHONY: setup demo test bench galaxy clean
+.PHONY: setup demo test bench galaxy encoder clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -24,6 +24,20 @@ bench: setup
 # the plugin as Galaxy tools in galaxy-tools/, linted (tests/test_galaxy.py checks the same in `make test`)
 galaxy: setup
 	@scripts/galaxy.sh
+
+# Rebuild the shipped reference encoder (aam/assets/encoders/$(ENCODER_NAME)) from Greengenes 13_8: pretraining on one
+# core (about 2 hours on a shared 2-core machine), held-out evaluation, export with checksums. Resumes an
+# interrupted run. qiime-default-reference (35 MB, CC BY-SA 3.0) is a build-time dependency only.
+ENCODER_NAME ?= gg13_8-v4-d64
+ENCODER_RUN ?= encoder-run/gg13_8-v4
+
+encoder: setup
+	@$(PY) -c 'import qiime_default_reference' 2>/dev/null || \
+		$(PY) -m pip install --disable-pip-version-check -q "qiime-default-reference>=0.1.3"
+	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m aam.reference.pretrain --out $(ENCODER_RUN) --threads 1 \
+		$$([ -f $(ENCODER_RUN)/checkpoint.pt ] && echo --resume)
+	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m aam.reference.evaluate --run $(ENCODER_RUN) --threads 1
+	$(PY) -m aam.reference.export --run $(ENCODER_RUN) --name $(ENCODER_NAME)
 
 clean:
 	rm -rf $(VENV) .venv-galaxy galaxy-tools demo-output build *.egg-info .pytest_cache

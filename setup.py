@@ -17,6 +17,8 @@ setup(
     packages=find_packages(include=["aam", "aam.*", "q2_aam", "q2_aam.*"]),
     package_data={
         "q2_aam": ["citations.bib", "assets/*", "assets/**/*"],
+        # the shipped reference encoders: weights, region signature, manifest, model card, metrics, hold-out
+        "aam": ["assets/encoders/*/*"],
     },
     python_requires=">=3.8",
     # Loose bounds on purpose: they must be met by Debian bookworm's QIIME 2 2022.11 packages and by current
@@ -37,7 +39,8 @@ setup(
         "tensorboard>=2.10",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
+    # "encoder": what rebuilding the shipped reference encoder needs (make encoder); never needed at run time
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"], "encoder": ["qiime-default-reference>=0.1.3"]},
     entry_points={
         "qiime2.plugins": ["q2-aam=q2_aam.plugin_setup:plugin"],
         "console_scripts": ["aam=aam.cli:main"],
