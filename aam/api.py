@@ -125,12 +125,12 @@ def _new_base(cfg, reference):
     return model
 
 
-def _check_region(prepared, reference):
-    """Warn when the table's sequences do not look like the reads the reference encoder was trained on."""
-    if reference is None:
+def _check_region(sequences, reference_name):
+    """Warn when sequences do not look like the reads the reference encoder was trained on."""
+    if reference_name is None:
         return
     from aam.reference import region_report
-    report = region_report(prepared.sequences, name=reference.name)
+    report = region_report(list(sequences), name=reference_name)
     if not report["matches"] or report["shorter_than_trained"] > 0.5:
         warn(report["message"], stacklevel=3)
 
@@ -197,7 +197,7 @@ def _pretrain(run_dir, opts, ctx, table, sequences, tree, distance_matrix, dista
                              distance_ids=distance_ids, taxonomy=taxonomy, taxonomy_level=opts.taxonomy_level,
                              objective=objective, max_bp=opts.max_bp, rarefy_depth=opts.rarefy_depth,
                              seed=opts.seed)
-    _check_region(prepared, reference)
+    _check_region(prepared.sequences, reference and reference.name)
     groups = group_labels(metadata, opts.group_column, prepared.sample_ids)
     train_ids, val_ids = split_samples(prepared.sample_ids, opts, groups=groups)
     prepared.report.append(f"split: {len(train_ids)} training, {len(val_ids)} validation samples"
@@ -318,7 +318,7 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
                              distance_matrix=distance_matrix if use_dist else None, distance_ids=distance_ids,
                              objective="unifrac" if use_dist else None, max_bp=opts.max_bp,
                              rarefy_depth=opts.rarefy_depth, seed=opts.seed)
-    _check_region(prepared, reference)
+    _check_region(prepared.sequences, reference and reference.name)
     md = select_samples(md, prepared.sample_ids, missing=opts.missing_samples)
     y, dropped = (categorical_target if classifier else numeric_target)(md, column)
     if dropped:
@@ -815,3 +815,57 @@ def embed(model, table, sequences=None, log=None, context=None, **options):
     frame = pd.DataFrame(emb.numpy(), index=ids, columns=[f"aam_{i + 1}" for i in range(emb.shape[1])])
     frame.index.name = "sample_id"
     return frame, skbio.DistanceMatrix(d, ids=ids)
+
+
+def embed_features(sequences, model=None, asv_encoder=None, log=None, context=None, **options):
+    """Per-feature embeddings: where each ASV sits in a model's (or a reference encoder's) sequence space.
+
+    Parameters
+    ----------
+    sequences : dict, pd.Series, FASTA path or list of str
+        The features' DNA sequences (IDs -> sequences).
+    model : str or Checkpoint, optional
+        Any AAM model: its nucleotide-level encoder embeds the sequences. Without a model, the reference encoder
+        `asv_encoder` does (default: the one `aam.options` names for pretraining).
+    asv_encoder : str, optional
+        A shipped reference encoder's name.
+    **options
+        'predict' options (device, batch_size, asv_chunk_size, num_threads, seed).
+
+    Returns
+    -------
+    pd.DataFrame
+        Features x embedding dimensions (``aam_1`` ...), indexed by feature ID.
+    """
+    import torch
+
+    from aam.data.sequences import as_mapping, read_fasta
+    from aam.data.tokenizer import SequenceTokenizer
+    opts = _resolve(O.PREDICT, options)
+    ctx = _context(opts, context)
+    mapping = read_fasta(sequences) if isinstance(sequences, str) else as_mapping(sequences)
+    if not mapping:
+        raise AAMInputError("no sequences to embed; pass the features' sequences ({input:sequences}).")
+    ids, seqs = list(mapping), [str(mapping[i]) for i in mapping]
+    if model is not None:
+        ckpt = _load_model(model)
+        net = ckpt.build_model()
+        encoder = getattr(net, "base", net).asv_encoder
+    else:
+        from aam.reference.shipped import build_encoder
+        name = asv_encoder or O.BY_NAME["asv_encoder"].default
+        if name == "none":
+            raise AAMInputError("embedding features needs a model or a reference encoder ({opt:asv_encoder}).")
+        encoder = build_encoder(name)
+        _check_region(seqs, name)
+    encoder = encoder.to(ctx.device).eval()
+    tokens = torch.as_tensor(SequenceTokenizer(encoder.cfg.max_bp).encode_many(seqs, ids))
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(ids), max(1, opts.batch_size * 16)):
+            emb, _ = encoder(tokens[start:start + opts.batch_size * 16].long().to(ctx.device))
+            out.append(emb.float().cpu())
+    values = torch.cat(out).numpy()
+    frame = pd.DataFrame(values, index=ids, columns=[f"aam_{i + 1}" for i in range(values.shape[1])])
+    frame.index.name = "feature_id"
+    return frame

@@ -130,10 +130,11 @@ OPTIONS = [
            "(the original AAM setting, 4, costs twice the compute).", FIT, "architecture", min=1),
     Option("dropout", float, 0.1, "Dropout rate inside the transformers.", FIT, "architecture",
            min=0.0, max=1.0, max_exclusive=True),
-    Option("asv_encoder", str, "none", "Nucleotide-level encoder to start from: a reference encoder shipped with "
-           "AAM (gg13_8-v4-d64: pretrained on Greengenes 13_8 V4 amplicons, see docs/encoder.md), whose architecture "
-           "then replaces {opt:max_bp}, {opt:embedding_dim}, {opt:attention_heads} and {opt:attention_layers}; or "
-           "none to train it from random weights on this study alone. Ignored when fine-tuning a pretrained base.",
+    Option("asv_encoder", str, "gg13_8-v4-d64", "Nucleotide-level encoder to start from: a reference encoder "
+           "shipped with AAM (gg13_8-v4-d64: pretrained on Greengenes 13_8 V4 amplicons, see docs/encoder.md), "
+           "whose architecture then replaces {opt:max_bp}, {opt:embedding_dim}, {opt:attention_heads} and "
+           "{opt:attention_layers}; or none to train it from random weights on this study alone. Ignored when "
+           "fine-tuning a pretrained base.",
            FIT, "architecture", choices=("gg13_8-v4-d64", "none")),
     Option("freeze_asv_encoder", bool, True, "Keep the reference encoder ({opt:asv_encoder}) fixed: each distinct "
            "ASV is encoded once per run and only the sample-level layers train (much faster; the masked-nucleotide "

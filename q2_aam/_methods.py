@@ -219,3 +219,18 @@ def embed(model: Checkpoint, table: biom.Table, sequences: pd.Series = None,
                                 "between samples, so at least 2 are needed.")
         result = ordination(frame)
     return result, distances
+
+
+# --- embed_features ---------------------------------------------------------------------------------------------
+
+def embed_features(sequences: pd.Series, model: Checkpoint = None, asv_encoder: str = None,
+                   **options) -> skbio.OrdinationResults:
+    from aam import api
+    from aam.evaluation.ordination import ordination
+
+    with _plugin_errors():
+        frame = api.embed_features(_sequences(sequences), model=model, asv_encoder=asv_encoder, log=_log,
+                                   **_options(options))
+        if len(frame) < 2:
+            raise AAMInputError("only one feature was given; an ordination of features needs at least 2.")
+        return ordination(frame, method_name="AAM feature embedding")

@@ -19,6 +19,8 @@ from q2_types.sample_data import SampleData
 from q2_types.tree import Phylogeny, Rooted
 from q2_sample_classifier import ClassifierPredictions, Probabilities, RegressorPredictions
 
+from aam import options as O
+
 import q2_aam
 from q2_aam import _methods, _visualizers
 from q2_aam._examples import EXAMPLES
@@ -293,6 +295,27 @@ _register_method(
     output_descriptions={"embedding": "Principal coordinates of the sample embeddings.",
                          "distance_matrix": "Pairwise distances between the samples' embeddings in the model's "
                                             "distance space."},
+    citations=[_C["cantrell2024aam"], _C["paszke2019pytorch"]],
+)
+
+_register_method(
+    _methods.embed_features, "predict",
+    inputs={"sequences": FeatureData[Sequence], "model": _MODEL_ANY},
+    parameters={"asv_encoder": Str % Choices([c for c in O.BY_NAME["asv_encoder"].choices if c != "none"])},
+    parameter_descriptions={"asv_encoder": "The reference encoder that embeds the sequences when no --i-model is "
+                                           "given (see `qiime aam pretrain --help`, --p-asv-encoder)."},
+    exclude_options=("rarefaction_draws", "asv_dedup", "seed"),
+    outputs=[("embedding", PCoAResults)],
+    name="Embed ASV sequences (per-feature embeddings)",
+    description=(
+        "Place each feature (ASV) in the sequence space of an AAM model's nucleotide-level encoder, or of the "
+        "reference encoder shipped with q2-aam when no model is given: similar sequences land near each other, "
+        "so an ordination colored by taxonomy (`qiime emperor plot` with the taxonomy as feature metadata) shows "
+        "what the encoder has learned. The embeddings are returned as principal coordinates of the features."),
+    input_descriptions={"sequences": "The DNA sequence of each feature to embed.",
+                        "model": "Optional: any model trained by q2-aam, whose own nucleotide-level encoder embeds "
+                                 "the sequences."},
+    output_descriptions={"embedding": "Principal coordinates of the feature embeddings (one point per feature)."},
     citations=[_C["cantrell2024aam"], _C["paszke2019pytorch"]],
 )
 

@@ -12,8 +12,9 @@ KB = os.path.join(DATA, "keyboard")
 SHARED = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data"))
 
 # tiny architecture for fast tests on 2 CPU cores
-TINY = dict(embedding_dim=16, attention_heads=2, attention_layers=1, token_limit=32, max_bp=48, batch_size=4,
-            asv_chunk_size=64, num_threads=1)
+# (asv_encoder none: the tiny architecture is trained from random weights, not taken from the reference encoder)
+TINY = dict(asv_encoder="none", embedding_dim=16, attention_heads=2, attention_layers=1, token_limit=32, max_bp=48,
+            batch_size=4, asv_chunk_size=64, num_threads=1)
 
 
 @pytest.fixture(autouse=True)

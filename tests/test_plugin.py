@@ -25,8 +25,8 @@ from aam import options as O
 from aam.errors import AAMInputError
 from tests.conftest import MP, locked, shared_dir
 
-TINY = dict(embedding_dim=16, attention_heads=2, attention_layers=1, token_limit=32, max_bp=48, batch_size=4,
-            epochs=2, num_threads=1)
+TINY = dict(asv_encoder="none", embedding_dim=16, attention_heads=2, attention_layers=1, token_limit=32, max_bp=48,
+            batch_size=4, epochs=2, num_threads=1)
 DAYS = "days-since-experiment-start"
 
 PM = PluginManager()
@@ -132,7 +132,7 @@ def test_types_formats_and_artifact_classes_are_registered():
 
 def test_actions_are_described_cited_and_have_examples():
     expected = {"pretrain", "fit_regressor", "fit_classifier", "predict_regression", "predict_classification",
-                "embed", "summarize", "evaluate"}
+                "embed", "embed_features", "summarize", "evaluate"}
     assert set(PLUGIN.actions) == expected
     for action_id, action in PLUGIN.actions.items():
         sig = action.signature

@@ -17,7 +17,8 @@ import qiime2
 
 from tests.conftest import MP, locked, shared_dir
 
-TINY = ["--p-embedding-dim", "16", "--p-attention-heads", "2", "--p-attention-layers", "1", "--p-token-limit", "32",
+TINY = ["--p-asv-encoder", "none", "--p-embedding-dim", "16", "--p-attention-heads", "2", "--p-attention-layers", "1",
+        "--p-token-limit", "32",
         "--p-max-bp", "48", "--p-batch-size", "4", "--p-epochs", "2", "--p-num-threads", "1"]
 TABLE = os.path.join(MP, "table.qza")
 SEQS = os.path.join(MP, "rep-seqs.qza")

@@ -26,8 +26,8 @@ from tests.conftest import KB, MP, TINY
 TABLE, SEQS, TREE = (os.path.join(MP, f) for f in ("table.biom", "rep-seqs.fasta", "tree.nwk"))
 METADATA = os.path.join(MP, "sample-metadata.tsv")
 DAYS = "days-since-experiment-start"
-FLAGS = ["--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1", "--max-bp", "48",
-         "--token-limit", "32", "--batch-size", "4", "--num-threads", "1"]
+FLAGS = ["--asv-encoder", "none", "--embedding-dim", "16", "--attention-heads", "2", "--attention-layers", "1",
+         "--max-bp", "48", "--token-limit", "32", "--batch-size", "4", "--num-threads", "1"]
 PRETRAIN = ["pretrain", "--table", TABLE, "--sequences", SEQS, "--tree", TREE, *FLAGS]
 ARCH = ("embedding_dim", "attention_heads", "attention_layers", "max_bp", "token_limit")
 
@@ -154,7 +154,8 @@ def test_resume_refuses_another_target_data_or_architecture(runs, tmp_path, caps
                           "--output-dir", tmp_path / "b")
     assert status == 2 and "training data" in one_error_line(err)
     last_pre = runs["root"] / "pre" / "checkpoints" / "last_checkpoint.pt"
-    status, err = cli_run(capsys, *PRETRAIN[:-len(FLAGS)], "--embedding-dim", 32, "--attention-heads", 2,
+    status, err = cli_run(capsys, *PRETRAIN[:-len(FLAGS)], "--asv-encoder", "none", "--embedding-dim", 32,
+                          "--attention-heads", 2,
                           "--attention-layers", 1, "--max-bp", 48, "--token-limit", 32, "--num-threads", 1,
                           "--epochs", 3, "--output-dir", tmp_path / "c", "--resume", last_pre)
     assert status == 2 and "architecture (embedding_dim: 16 vs 32" in one_error_line(err)
