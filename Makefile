@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # pytest workers: both cores by default; `make test JOBS=1` for a serial run.
 JOBS ?= 2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench heldout clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -18,6 +18,12 @@ test: setup
 
 bench: setup
 	@$(PY) -m benchmarks.run_all
+
+# held-out benchmark over the studies in ../shared/data -> benchmarks/results/heldout/, docs/science.md (the AAM
+# epoch budget and the rest: python -m benchmarks.heldout --help; e.g. make heldout HELDOUT_ARGS="--tasks ecam-month")
+HELDOUT_ARGS ?=
+heldout: setup
+	@$(PY) -m benchmarks.heldout $(HELDOUT_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info .pytest_cache

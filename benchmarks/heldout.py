@@ -1,0 +1,529 @@
+"""Held-out benchmark: every model scored on the same held-out samples of real studies, by grouped k-fold CV.
+
+``make heldout`` runs it in full; ``python -m benchmarks.heldout --help`` lists the options. For each task
+(`benchmarks.heldout_tasks`): folds fixed by a seed and written out (grouped by subject / house / sampling
+event where samples repeat), a rarefaction depth chosen on each fold's training samples only and one shared
+rarefied draw, then every model recipe (`benchmarks.heldout_models`) trained on the training side and asked for
+every held-out sample. Scores are computed on the held-out samples that every model of the task scored; a sample
+a model does not predict is counted against that model, never dropped silently.
+
+Outputs (``--out``, default benchmarks/results/heldout/): ``results.json`` (every figure per task, model, label
+fraction and fold, the runs that made them), ``folds/<task>.tsv`` (sample, group, fold, depth, whether it was
+scored), ``predictions/<task>.tsv`` (per sample and model); then ``docs/science.md`` and its figures
+(`benchmarks.heldout_report`). A run with a subset of tasks or models merges into the existing results: entries
+it re-ran are replaced, the others kept if their folds are the same.
+"""
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import heldout_models as M
+from benchmarks import heldout_tasks as T
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "heldout")
+DOCS = os.path.join(T.REPO, "docs", "science.md")
+SCHEMA = "aam-heldout/1"
+REFERENCE = "rf500"  # relative MAE is MAE / this model's MAE on the same fold and samples
+FRACTION_FMT = "{:g}"
+
+
+def log(msg):
+    print(f"[heldout {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+def regression_metrics(truth, pred):
+    """MAE and R^2 of predictions against the truth (same index)."""
+    from sklearn.metrics import mean_absolute_error, r2_score
+    y, p = truth.to_numpy(dtype=float), pred.to_numpy(dtype=float)
+    if len(y) == 0:
+        return {"mae": None, "r2": None}
+    return {"mae": float(mean_absolute_error(y, p)), "r2": float(r2_score(y, p)) if len(y) > 1 else None}
+
+
+def classification_metrics(truth, pred, prob, classes, positive=None):
+    """Accuracy, balanced accuracy and AUC (binary: of the positive class; multiclass: macro one-vs-rest over the
+    classes present among the held-out samples)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+    if len(truth) == 0:
+        return {"accuracy": None, "balanced_accuracy": None, "auc": None}
+    y, p = truth.astype(str).to_numpy(), pred.astype(str).to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # predicted classes absent from the truth of a fold
+        out = {"accuracy": float(accuracy_score(y, p)), "balanced_accuracy": float(balanced_accuracy_score(y, p))}
+    auc = None
+    if prob is not None:
+        if len(classes) == 2:
+            pos = positive or classes[1]
+            if len(set(y)) == 2:
+                auc = float(roc_auc_score(y == pos, prob[pos].to_numpy()))
+        else:
+            per_class = [roc_auc_score(y == c, prob[c].to_numpy()) for c in classes if 0 < (y == c).sum() < len(y)]
+            auc = float(np.mean(per_class)) if per_class else None
+    out["auc"] = auc
+    return out
+
+
+def metric_names(kind):
+    return ["mae", "r2", "mae_vs_" + REFERENCE] if kind == "regression" else ["accuracy", "balanced_accuracy", "auc"]
+
+
+def summarize(values):
+    """Mean, standard deviation (ddof 1), min and max of the defined values."""
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else None, "min": float(v.min()),
+            "max": float(v.max()), "n": int(v.size)}
+
+
+# ------------------------------------------------------------------------------------------------ storage
+
+def atomic_write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def load_results(out_dir):
+    path = os.path.join(out_dir, "results.json")
+    if not os.path.exists(path):
+        return {"schema": SCHEMA, "runs": {}, "tasks": {}}
+    with open(path) as fh:
+        res = json.load(fh)
+    if res.get("schema") != SCHEMA:
+        raise SystemExit(f"{path} was written by another version of the harness ({res.get('schema')!r}); "
+                         "move it away or rerun with --fresh.")
+    return res
+
+
+def predictions_path(out_dir, task):
+    return os.path.join(out_dir, "predictions", f"{task}.tsv")
+
+
+def folds_path(out_dir, task):
+    return os.path.join(out_dir, "folds", f"{task}.tsv")
+
+
+def read_predictions(out_dir, task, classes):
+    path = predictions_path(out_dir, task)
+    if not os.path.exists(path):
+        return pd.DataFrame()
+    dtype = {"sample_id": str, "model": str, "truth": str if classes else float,
+             "prediction": str if classes else float}
+    return pd.read_csv(path, sep="\t", dtype=dtype)
+
+
+def write_folds_file(out_dir, data, fold_of, splits):
+    """The folds of a task: one row per sample with its group, fold, the fold's depth and whether it is scored."""
+    rows = []
+    depth = {sp.index: sp.depth for sp in splits}
+    below = {s for sp in splits for s in sp.below_depth}
+    for s in data.sample_ids:
+        f = int(fold_of[s])
+        rows.append({"sample_id": s, "group": data.groups[s], "fold": f, "target": data.y[s],
+                     "reads": int(data.reads[s]), "fold_depth": depth[f],
+                     "scored": "no: below depth" if s in below else "yes"})
+    frame = pd.DataFrame(rows)
+    atomic_write(folds_path(out_dir, data.task.name), frame.to_csv(sep="\t", index=False))
+    return frame
+
+
+def fingerprint(frame):
+    """A short hash of a task's fold assignment and depths: results can only be merged when it is equal."""
+    import hashlib
+    text = frame[["sample_id", "group", "fold", "fold_depth", "scored"]].to_csv(sep="\t", index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+def run_model(rec, fold, seed, budget, strict):
+    """Call one recipe on one fold; returns (Prediction or None, seconds, error text or None)."""
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=FutureWarning)
+            pred = rec.fn(fold, seed, budget)
+    except Exception as err:  # a failing model is recorded and the run goes on (--strict re-raises)
+        if strict:
+            raise
+        log(f"{rec.name} failed on fold {fold.index}: {err}\n{traceback.format_exc()}")
+        return None, time.perf_counter() - t0, f"{type(err).__name__}: {err}"
+    seconds = time.perf_counter() - t0
+    if not isinstance(pred, M.Prediction):
+        raise TypeError(f"recipe {rec.name!r} returned {type(pred).__name__}, not a Prediction")
+    # work done once and shared (e.g. one pretraining for every label fraction) counts in every row that uses it
+    seconds += float(pred.info.get("reused_seconds", 0.0))
+    return pred, seconds, None
+
+
+def prediction_rows(rec_name, fraction, fold, pred, classes, truth):
+    """Rows of the predictions file for one model and fold; checks what the recipe returned."""
+    values = pred.values.copy()
+    values.index = values.index.astype(str)
+    unknown = sorted(set(values.index) - set(fold.test.ids))
+    if unknown:
+        raise ValueError(f"recipe {rec_name!r} predicted samples that are not held out in fold {fold.index}: "
+                         f"{unknown[:5]}")
+    values = values[~values.index.duplicated()]
+    if not classes:
+        values = pd.to_numeric(values, errors="coerce")
+    values = values[values.notna()]
+    rows = pd.DataFrame({"model": rec_name, "label_fraction": fraction, "fold": fold.index,
+                         "sample_id": list(values.index), "truth": truth.loc[values.index].to_numpy(),
+                         "prediction": values.to_numpy()})
+    if classes:
+        rows["prediction"] = rows["prediction"].astype(str)
+        prob = pred.probabilities
+        for c in classes:
+            col = f"p:{c}"
+            if prob is None:
+                rows[col] = np.nan
+            else:
+                prob = prob.copy()
+                prob.index = prob.index.astype(str)
+                # a class absent from the training fold gets probability 0 from that model
+                rows[col] = prob[c].reindex(values.index).fillna(0.0).to_numpy() if c in prob.columns else 0.0
+    return rows
+
+
+def run_task(task, models, args, budget, run_id, results, out_dir):
+    """All folds, fractions and models of one task; merges into `results` and the predictions file."""
+    t_task = time.perf_counter()
+    data = T.load_task(task, seed=args.seed)
+    for note in data.notes:
+        log(f"{task.name}: {note}")
+    fold_of = T.assign_folds(data, args.folds, args.seed)
+    log(f"{task.name}: {len(data.sample_ids)} samples, {data.groups.nunique()} groups, "
+        f"{data.table.shape[0]} features; {args.folds} folds")
+    splits = []
+    for i in range(args.folds):
+        splits.append(T.FoldSplit(data, fold_of, i, args.keep_fraction, args.seed))
+    frame = write_folds_file(out_dir, data, fold_of, splits)
+    fp = fingerprint(frame)
+    entry = results["tasks"].get(task.name)
+    if entry is not None and entry.get("fingerprint") != fp:
+        if entry.get("runs_by_model"):
+            log(f"{task.name}: folds differ from the stored results ({entry.get('fingerprint')} -> {fp}); the "
+                f"stored models of this task are dropped")
+        entry = None
+        old = predictions_path(out_dir, task.name)
+        if os.path.exists(old):
+            os.remove(old)
+    entry = entry or {"runs_by_model": {}, "timing": {}}
+    entry.update(task_info(data, splits, fp))
+    runnable = [m for m in models if task.kind in M.RECIPES[m].kinds]
+    need_dist = any(M.RECIPES[m].needs_distances for m in runnable)
+    new_rows, timing = [], {}
+    for sp in splits:
+        prep = 0.0
+        if need_dist:
+            t0 = time.perf_counter()
+            sp.distances()
+            prep = time.perf_counter() - t0
+        entry["folds"][sp.index]["distance_seconds"] = round(prep, 2) if need_dist else None
+        for fraction in args.label_fractions:
+            fold = sp.fold(fraction)
+            for name in runnable:
+                rec = M.RECIPES[name]
+                pred, seconds, error = run_model(rec, fold, args.seed, budget, args.strict)
+                key = f"{name}@{FRACTION_FMT.format(fraction)}"
+                rec_t = timing.setdefault(key, [])
+                item = {"fold": sp.index, "seconds": round(seconds, 2), "n_train": len(fold.train.ids),
+                        "n_train_groups": int(fold.train.groups.nunique()), "error": error,
+                        "info": json_safe(pred.info) if pred is not None else {}}
+                rec_t.append(item)
+                if pred is not None:
+                    rows = prediction_rows(name, fraction, fold, pred, data.classes, data.y)
+                    new_rows.append(rows)
+                    missing = len(fold.test.ids) - len(rows)
+                    log(f"{task.name} fold {sp.index + 1}/{args.folds} f={fraction:g} {name}: {seconds:.1f} s, "
+                        f"{len(rows)}/{len(fold.test.ids)} scored" + (f" ({missing} unscored)" if missing else ""))
+                else:
+                    log(f"{task.name} fold {sp.index + 1}/{args.folds} f={fraction:g} {name}: failed ({error})")
+    # merge: the (model, fraction) pairs run now replace what was stored for them
+    old = read_predictions(out_dir, task.name, data.classes)
+    ran = set(timing)
+    if len(old):
+        keys = old["model"] + "@" + old["label_fraction"].map(FRACTION_FMT.format)
+        old = old[~keys.isin(ran)]
+    preds = pd.concat([old] + new_rows, ignore_index=True) if new_rows or len(old) else pd.DataFrame()
+    if len(preds):
+        preds = preds.sort_values(["model", "label_fraction", "fold", "sample_id"], kind="stable")
+        atomic_write(predictions_path(out_dir, task.name),
+                     preds.to_csv(sep="\t", index=False, float_format="%.6g"))
+    for key, items in timing.items():
+        entry["timing"][key] = items
+        entry["runs_by_model"][key] = run_id
+    entry["results"] = score_task(entry, preds, data, frame)
+    entry["seconds_this_run"] = round(time.perf_counter() - t_task, 1)
+    results["tasks"][task.name] = entry
+    return entry
+
+
+def task_info(data, splits, fp):
+    t = data.task
+    return {"study": t.study, "column": t.column, "kind": t.kind, "description": t.description,
+            "group_columns": list(t.group) if t.group else None, "grouping": t.grouping, "beta": t.beta,
+            "tree": os.path.basename(t.tree) if t.tree else None, "classes": data.classes, "positive": t.positive,
+            "n_samples": len(data.sample_ids), "n_groups": int(data.groups.nunique()),
+            "n_features": int(data.table.shape[0]), "notes": data.notes, "fingerprint": fp,
+            "folds_file": os.path.relpath(folds_path("", t.name)),
+            "predictions_file": os.path.relpath(predictions_path("", t.name)),
+            "folds": [{"fold": sp.index, "depth": int(sp.depth), "n_train": len(sp.pool_ids),
+                       "n_train_below_depth": len(sp.train_below_depth), "n_test": len(sp.test_ids),
+                       "n_test_below_depth": len(sp.below_depth)} for sp in splits]}
+
+
+def json_safe(obj):
+    """A JSON-able copy of a recipe's info (numpy scalars to Python, anything else to str)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def score_task(entry, preds, data, folds_frame):
+    """Metrics per model, label fraction and fold, on the held-out samples every model of the task scored.
+
+    For each fold and label fraction, the scored set is the fold's held-out samples (reads >= depth) predicted by
+    every model that ran without error; each model's unscored samples (of the held-out ones) are listed.
+    """
+    kind = data.task.kind
+    out = {}
+    if not len(preds):
+        return out
+    heldout = {int(f): list(grp["sample_id"]) for f, grp in folds_frame[folds_frame["scored"] == "yes"].groupby("fold")}
+    truth = data.y
+    for fraction, by_fraction in preds.groupby("label_fraction"):
+        fkey = FRACTION_FMT.format(fraction)
+        models = sorted(by_fraction["model"].unique())
+        res_f = {m: {"folds": []} for m in models}
+        for fold in sorted(heldout):
+            test = heldout[fold]
+            sub = by_fraction[by_fraction["fold"] == fold]
+            scored = {m: set(sub.loc[sub["model"] == m, "sample_id"]) for m in models}
+            # a model that failed on this fold is reported as failed, not allowed to empty the common set
+            ok = [m for m in models if not _failed(entry, m, fkey, fold)]
+            common = [s for s in test if all(s in scored[m] for m in ok)]
+            per_model = {}
+            for m in models:
+                item = {"fold": fold, "n_heldout": len(test), "n_common": len(common),
+                        "unscored": sorted(set(test) - scored[m])}
+                t = _timing(entry, m, fkey, fold)
+                item["seconds"] = t.get("seconds")
+                item["error"] = t.get("error")
+                item["n_train"] = t.get("n_train")
+                if m in ok and common:
+                    rows = sub[sub["model"] == m].set_index("sample_id").loc[common]
+                    if kind == "regression":
+                        item.update(regression_metrics(truth.loc[common], rows["prediction"]))
+                    else:
+                        prob_cols = [f"p:{c}" for c in data.classes]
+                        prob = rows[prob_cols].rename(columns=lambda c: c[2:]) if rows[prob_cols].notna().all().all() \
+                            else None
+                        item.update(classification_metrics(truth.loc[common], rows["prediction"], prob,
+                                                           data.classes, data.task.positive))
+                per_model[m] = item
+            if kind == "regression" and REFERENCE in per_model:
+                ref = per_model[REFERENCE].get("mae")
+                for m, item in per_model.items():
+                    mae = item.get("mae")
+                    item["mae_vs_" + REFERENCE] = (mae / ref) if (mae is not None and ref) else None
+            for m in models:
+                res_f[m]["folds"].append(per_model[m])
+        for m in models:
+            folds = res_f[m]["folds"]
+            summary = {k: summarize([f.get(k) for f in folds]) for k in metric_names(kind)}
+            summary["seconds"] = summarize([f.get("seconds") for f in folds])
+            summary["unscored"] = int(sum(len(f["unscored"]) for f in folds))
+            summary["n_heldout"] = int(sum(f["n_heldout"] for f in folds))
+            summary["n_common"] = int(sum(f["n_common"] for f in folds))
+            summary["failed_folds"] = int(sum(1 for f in folds if f.get("error")))
+            summary["run"] = entry["runs_by_model"].get(f"{m}@{fkey}")
+            res_f[m]["summary"] = summary
+        out[fkey] = res_f
+    return out
+
+
+def _timing(entry, model, fkey, fold):
+    for item in entry["timing"].get(f"{model}@{fkey}", []):
+        if item["fold"] == fold:
+            return item
+    return {}
+
+
+def _failed(entry, model, fkey, fold):
+    return bool(_timing(entry, model, fkey, fold).get("error"))
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def machine():
+    from benchmarks.common import cpu_model
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return {"cpu": cpu_model(), "cores": cores, "python": sys.version.split()[0]}
+
+
+def git_commit():
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=T.REPO, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=T.REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (rev + ("+uncommitted" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.heldout", description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", help="tasks to run (default: all whose data are present); see --list")
+    ap.add_argument("--models", nargs="+", help="model recipes to run (default: every default recipe); see --list")
+    ap.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    ap.add_argument("--seed", type=int, default=42, help="seed of folds, rarefaction, label subsets and models")
+    ap.add_argument("--keep-fraction", type=float, default=0.9,
+                    help="rarefaction depth keeps this share of each fold's training samples (default 0.9)")
+    ap.add_argument("--label-fractions", type=float, nargs="+", default=[1.0],
+                    help="shares of training subjects whose labels models get (seeded, nested; the held-out fold "
+                         "stays fixed), e.g. 0.1 0.25 0.5 1.0 for a learning curve")
+    ap.add_argument("--pretrain-epochs", type=int, default=None, help="AAM pretraining epochs (budget)")
+    ap.add_argument("--train-epochs", type=int, default=None, help="AAM fine-tuning epochs (budget)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads per model (default 1)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small slices (tests/data; ecam slice when ../shared is present), 3 folds, tiny AAM: a "
+                         "smoke test of the harness; writes to a temporary folder unless --out is given")
+    ap.add_argument("--out", help=f"results folder (default {os.path.relpath(RESULTS, T.REPO)})")
+    ap.add_argument("--docs", help="markdown page to generate (default docs/science.md; figures beside it in "
+                                   "figures/heldout/)")
+    ap.add_argument("--no-docs", action="store_true", help="do not regenerate the docs page")
+    ap.add_argument("--report-only", action="store_true", help="only regenerate the docs from the stored results")
+    ap.add_argument("--fresh", action="store_true", help="discard stored results in --out first")
+    ap.add_argument("--strict", action="store_true", help="a failing model stops the run (default: recorded)")
+    ap.add_argument("--list", action="store_true", help="list tasks and models, then exit")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    tasks = T.task_table(args.quick)
+    if args.list:
+        for t in tasks.values():
+            print(f"task  {t.name:18s} {t.kind:14s} {t.description}" + ("" if T.available(t) else "  [data absent]"))
+        for r in M.RECIPES.values():
+            print(f"model {r.name:18s} {'(default) ' if r.default else ''}{r.description}")
+        return 0
+    if args.quick:
+        args.folds = min(args.folds, 3)
+        out_dir = args.out or os.path.join(tempfile.gettempdir(), "aam-heldout-quick")
+        docs = args.docs or os.path.join(out_dir, "science.md")
+    else:
+        out_dir = args.out or RESULTS
+        docs = args.docs or DOCS
+    out_dir = os.path.abspath(out_dir)
+    if args.report_only:
+        from benchmarks import heldout_report
+        results = load_results(out_dir)
+        heldout_report.write(results, out_dir, docs)
+        log(f"wrote {docs}")
+        _readme(results, out_dir, docs)
+        return 0
+    names = args.tasks or [n for n, t in tasks.items() if T.available(t)]
+    unknown = [n for n in names if n not in tasks]
+    if unknown:
+        raise SystemExit(f"unknown task(s) {unknown}; choose from {sorted(tasks)}")
+    missing = [n for n in names if not T.available(tasks[n])]
+    if missing:
+        log(f"skipping {missing}: data not found (expected under {T.SHARED_DATA})")
+        names = [n for n in names if n not in missing]
+    if not names:
+        log(f"no task has its data here (../shared/data is absent?); nothing to run.")
+        return 0
+    models = args.models or [n for n, r in M.RECIPES.items() if r.default]
+    bad = [m for m in models if m not in M.RECIPES]
+    if bad:
+        raise SystemExit(f"unknown model(s) {bad}; choose from {sorted(M.RECIPES)}")
+    budget = M.Budget(threads=args.threads, quick=args.quick)
+    if args.quick:
+        budget.pretrain_epochs, budget.train_epochs = 1, 2
+    if args.pretrain_epochs:
+        budget.pretrain_epochs = args.pretrain_epochs
+    if args.train_epochs:
+        budget.train_epochs = args.train_epochs
+    try:
+        import torch
+        torch.set_num_threads(max(1, args.threads))
+    except ImportError:
+        pass
+    if args.fresh and os.path.isdir(out_dir):
+        import shutil
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    results = load_results(out_dir)
+    run_id = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    results["runs"][run_id] = {
+        "command": "python -m benchmarks.heldout " + " ".join(shlex.quote(a) for a in argv),
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "git": git_commit(),
+        "budget": budget.to_dict(), "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
+        "label_fractions": args.label_fractions, "tasks": names, "models": models, "quick": args.quick}
+    log(f"run {run_id}: tasks {names}; models {models}; budget {budget.to_dict()}; results in {out_dir}")
+    t0 = time.perf_counter()
+    for name in names:
+        run_task(tasks[name], models, args, budget, run_id, results, out_dir)
+        _prune_runs(results)
+        atomic_write(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1, sort_keys=False) + "\n")
+    results["runs"][run_id]["seconds"] = round(time.perf_counter() - t0, 1)
+    atomic_write(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1) + "\n")
+    log(f"done in {time.perf_counter() - t0:.0f} s")
+    if not args.no_docs:
+        from benchmarks import heldout_report
+        heldout_report.write(results, out_dir, docs)
+        log(f"wrote {docs}")
+        _readme(results, out_dir, docs)
+    return 0
+
+
+def _readme(results, out_dir, docs):
+    """The README's summary table follows the project's own results (not quick runs or other folders)."""
+    from benchmarks import heldout_report
+    if os.path.abspath(out_dir) == os.path.abspath(RESULTS) and os.path.abspath(docs) == os.path.abspath(DOCS):
+        if heldout_report.update_readme(results, os.path.join(T.REPO, "README.md")):
+            log("updated the summary table in README.md")
+
+
+def _prune_runs(results):
+    """Keep only the run records some stored result still comes from."""
+    used = {r for t in results["tasks"].values() for r in t.get("runs_by_model", {}).values()}
+    latest = max(results["runs"]) if results["runs"] else None
+    results["runs"] = {k: v for k, v in results["runs"].items() if k in used or k == latest}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
