@@ -23,7 +23,7 @@ bench: setup
 # epoch budget and the rest: python -m benchmarks.heldout --help; e.g. make heldout HELDOUT_ARGS="--tasks ecam-month")
 HELDOUT_ARGS ?=
 heldout: setup
-	@$(PY) -m benchmarks.heldout $(HELDOUT_ARGS)
+	@$(PY) -m benchmarks.heldout --jobs 2 $(HELDOUT_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info .pytest_cache

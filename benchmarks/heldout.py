@@ -15,6 +15,7 @@ it re-ran are replaced, the others kept if their folds are the same.
 """
 import argparse
 import datetime
+import importlib
 import json
 import os
 import shlex
@@ -97,6 +98,9 @@ def atomic_write(path, text):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make committed results unreadable to others
     os.replace(tmp, path)
 
 
@@ -203,18 +207,22 @@ def prediction_rows(rec_name, fraction, fold, pred, classes, truth):
     return rows
 
 
-def run_task(task, models, args, budget, run_id, results, out_dir):
-    """All folds, fractions and models of one task; merges into `results` and the predictions file."""
-    t_task = time.perf_counter()
+def fold_key(task):
+    """Tasks with equal keys have the same samples' folds (same study, grouping and stratification): they run
+    together, fold by fold, so they share rarefied draws, distances and pretrained encoders."""
+    stratify = task.fold_stratify or (task.column if task.classifier else None)
+    return (task.folder, task.table, task.metadata, task.group, task.keep, stratify, task.max_groups)
+
+
+def prepare_task(task, args, results, out_dir):
+    """Load a task, fix its folds, write its folds file; returns (data, folds frame, stored entry)."""
     data = T.load_task(task, seed=args.seed)
     for note in data.notes:
         log(f"{task.name}: {note}")
     fold_of = T.assign_folds(data, args.folds, args.seed)
+    splits = [T.FoldSplit(data, fold_of, i, args.keep_fraction, args.seed) for i in range(args.folds)]
     log(f"{task.name}: {len(data.sample_ids)} samples, {data.groups.nunique()} groups, "
-        f"{data.table.shape[0]} features; {args.folds} folds")
-    splits = []
-    for i in range(args.folds):
-        splits.append(T.FoldSplit(data, fold_of, i, args.keep_fraction, args.seed))
+        f"{data.table.shape[0]} features; {args.folds} folds, depths {[sp.depth for sp in splits]}")
     frame = write_folds_file(out_dir, data, fold_of, splits)
     fp = fingerprint(frame)
     entry = results["tasks"].get(task.name)
@@ -228,53 +236,120 @@ def run_task(task, models, args, budget, run_id, results, out_dir):
             os.remove(old)
     entry = entry or {"runs_by_model": {}, "timing": {}}
     entry.update(task_info(data, splits, fp))
-    runnable = [m for m in models if task.kind in M.RECIPES[m].kinds]
-    need_dist = any(M.RECIPES[m].needs_distances for m in runnable)
-    new_rows, timing = [], {}
-    for sp in splits:
-        prep = 0.0
-        if need_dist:
+    return data, frame, entry
+
+
+def run_unit(task_names, fold_index, settings):
+    """Every model and label fraction of one fold of tasks that share folds (a unit of work; may run in a worker
+    process). Returns one dict per task: prediction rows, timings, distance seconds."""
+    import importlib
+    import torch
+    torch.set_num_threads(max(1, settings["threads"]))
+    for module in settings.get("recipe_modules") or []:
+        importlib.import_module(module)
+    tasks = T.task_table(settings["quick"])
+    budget = M.Budget(**settings["budget"])
+    out = []
+    for name in task_names:
+        task = tasks[name]
+        data = T.load_task(task, seed=settings["seed"])
+        fold_of = T.assign_folds(data, settings["folds"], settings["seed"])
+        sp = T.FoldSplit(data, fold_of, fold_index, settings["keep_fraction"], settings["seed"])
+        prev = out[-1]["_split"] if out else None
+        if prev is not None and (prev.pool_ids, prev.test_ids, prev.depth) == (sp.pool_ids, sp.test_ids, sp.depth):
+            sp._cache = prev._cache  # same samples and depth as the previous task: same draw, same distances
+        runnable = [m for m in settings["models"] if task.kind in M.RECIPES[m].kinds]
+        dist_seconds = None
+        if any(M.RECIPES[m].needs_distances for m in runnable) and "distances" not in sp._cache:
             t0 = time.perf_counter()
-            sp.distances()
-            prep = time.perf_counter() - t0
-        entry["folds"][sp.index]["distance_seconds"] = round(prep, 2) if need_dist else None
-        for fraction in args.label_fractions:
+            sp.fold(1.0).distances()
+            dist_seconds = round(time.perf_counter() - t0, 2)
+        rows, timing = [], {}
+        for fraction in settings["label_fractions"]:
             fold = sp.fold(fraction)
-            for name in runnable:
-                rec = M.RECIPES[name]
-                pred, seconds, error = run_model(rec, fold, args.seed, budget, args.strict)
-                key = f"{name}@{FRACTION_FMT.format(fraction)}"
-                rec_t = timing.setdefault(key, [])
-                item = {"fold": sp.index, "seconds": round(seconds, 2), "n_train": len(fold.train.ids),
+            for model in runnable:
+                rec = M.RECIPES[model]
+                pred, seconds, error = run_model(rec, fold, settings["seed"], budget, settings["strict"])
+                item = {"fold": fold_index, "seconds": round(seconds, 2), "n_train": len(fold.train.ids),
                         "n_train_groups": int(fold.train.groups.nunique()), "error": error,
                         "info": json_safe(pred.info) if pred is not None else {}}
-                rec_t.append(item)
-                if pred is not None:
-                    rows = prediction_rows(name, fraction, fold, pred, data.classes, data.y)
-                    new_rows.append(rows)
-                    missing = len(fold.test.ids) - len(rows)
-                    log(f"{task.name} fold {sp.index + 1}/{args.folds} f={fraction:g} {name}: {seconds:.1f} s, "
-                        f"{len(rows)}/{len(fold.test.ids)} scored" + (f" ({missing} unscored)" if missing else ""))
-                else:
-                    log(f"{task.name} fold {sp.index + 1}/{args.folds} f={fraction:g} {name}: failed ({error})")
-    # merge: the (model, fraction) pairs run now replace what was stored for them
-    old = read_predictions(out_dir, task.name, data.classes)
-    ran = set(timing)
+                timing[f"{model}@{FRACTION_FMT.format(fraction)}"] = item
+                where = f"{name} fold {fold_index + 1}/{settings['folds']} f={fraction:g} {model}"
+                if pred is None:
+                    log(f"{where}: failed ({error})")
+                    continue
+                r = prediction_rows(model, fraction, fold, pred, data.classes, data.y)
+                rows.append(r)
+                missing = len(fold.test.ids) - len(r)
+                log(f"{where}: {seconds:.1f} s, {len(r)}/{len(fold.test.ids)} scored"
+                    + (f" ({missing} unscored)" if missing else ""))
+        out.append({"task": name, "fold": fold_index, "rows": pd.concat(rows) if rows else pd.DataFrame(),
+                    "timing": timing, "distance_seconds": dist_seconds, "_split": sp})
+    for item in out:
+        item.pop("_split")
+    return out
+
+
+def merge_task(name, data, frame, entry, unit_results, run_id, out_dir):
+    """Merge a task's new rows and timings into its predictions file and entry, and score it again."""
+    new_rows = [u["rows"] for u in unit_results if len(u["rows"])]
+    timing = {}
+    for u in sorted(unit_results, key=lambda u: u["fold"]):
+        for key, item in u["timing"].items():
+            timing.setdefault(key, []).append(item)
+        if u["distance_seconds"] is not None:
+            entry["folds"][u["fold"]]["distance_seconds"] = u["distance_seconds"]
+    # the (model, fraction) pairs run now replace what was stored for them
+    old = read_predictions(out_dir, name, data.classes)
     if len(old):
         keys = old["model"] + "@" + old["label_fraction"].map(FRACTION_FMT.format)
-        old = old[~keys.isin(ran)]
+        old = old[~keys.isin(set(timing))]
     preds = pd.concat([old] + new_rows, ignore_index=True) if new_rows or len(old) else pd.DataFrame()
     if len(preds):
         preds = preds.sort_values(["model", "label_fraction", "fold", "sample_id"], kind="stable")
-        atomic_write(predictions_path(out_dir, task.name),
-                     preds.to_csv(sep="\t", index=False, float_format="%.6g"))
+        atomic_write(predictions_path(out_dir, name), preds.to_csv(sep="\t", index=False, float_format="%.6g"))
     for key, items in timing.items():
         entry["timing"][key] = items
         entry["runs_by_model"][key] = run_id
     entry["results"] = score_task(entry, preds, data, frame)
-    entry["seconds_this_run"] = round(time.perf_counter() - t_task, 1)
-    results["tasks"][task.name] = entry
     return entry
+
+
+def run_all(names, tasks, settings, results, out_dir, run_id, jobs):
+    """Run every (tasks sharing folds, fold) unit, in `jobs` processes; merge each task when its folds are done."""
+    import concurrent.futures as cf
+    import multiprocessing
+    prepared = {}
+    for name in names:
+        prepared[name] = prepare_task(tasks[name], argparse.Namespace(**settings), results, out_dir)
+    groups = {}
+    for name in names:
+        groups.setdefault(fold_key(tasks[name]), []).append(name)
+    # largest tables first, so that the longest units do not start last
+    order = sorted(groups.values(), key=lambda g: -prepared[g[0]][0].table.nnz)
+    units = [(g, i) for g in order for i in range(settings["folds"])]
+    done = {name: [] for name in names}
+
+    def collect(unit_out):
+        for item in unit_out:
+            done[item["task"]].append(item)
+            if len(done[item["task"]]) == settings["folds"]:
+                name = item["task"]
+                data, frame, entry = prepared[name]
+                results["tasks"][name] = merge_task(name, data, frame, entry, done[name], run_id, out_dir)
+                _prune_runs(results)
+                atomic_write(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1) + "\n")
+                log(f"{name}: all folds done; results written")
+
+    if jobs <= 1:
+        for g, i in units:
+            collect(run_unit(g, i, settings))
+        return
+    ctx = multiprocessing.get_context("spawn")  # no forked copies of torch's or BLAS's thread pools
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = [pool.submit(run_unit, g, i, settings) for g, i in units]
+        for fut in cf.as_completed(futures):
+            collect(fut.result())
 
 
 def task_info(data, splits, fp):
@@ -416,6 +491,10 @@ def parse_args(argv):
     ap.add_argument("--pretrain-epochs", type=int, default=None, help="AAM pretraining epochs (budget)")
     ap.add_argument("--train-epochs", type=int, default=None, help="AAM fine-tuning epochs (budget)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per model (default 1)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="worker processes, each running one fold of a task at a time (default 1: in this process)")
+    ap.add_argument("--recipes", nargs="+", metavar="MODULE",
+                    help="modules to import that register more recipes (e.g. benchmarks.my_variants)")
     ap.add_argument("--quick", action="store_true",
                     help="small slices (tests/data; ecam slice when ../shared is present), 3 folds, tiny AAM: a "
                          "smoke test of the harness; writes to a temporary folder unless --out is given")
@@ -434,6 +513,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     tasks = T.task_table(args.quick)
+    for module in args.recipes or []:
+        importlib.import_module(module)
     if args.list:
         for t in tasks.values():
             print(f"task  {t.name:18s} {t.kind:14s} {t.description}" + ("" if T.available(t) else "  [data absent]"))
@@ -477,11 +558,6 @@ def main(argv=None):
         budget.pretrain_epochs = args.pretrain_epochs
     if args.train_epochs:
         budget.train_epochs = args.train_epochs
-    try:
-        import torch
-        torch.set_num_threads(max(1, args.threads))
-    except ImportError:
-        pass
     if args.fresh and os.path.isdir(out_dir):
         import shutil
         shutil.rmtree(out_dir)
@@ -492,13 +568,15 @@ def main(argv=None):
         "command": "python -m benchmarks.heldout " + " ".join(shlex.quote(a) for a in argv),
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "git": git_commit(),
         "budget": budget.to_dict(), "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
-        "label_fractions": args.label_fractions, "tasks": names, "models": models, "quick": args.quick}
-    log(f"run {run_id}: tasks {names}; models {models}; budget {budget.to_dict()}; results in {out_dir}")
+        "label_fractions": args.label_fractions, "tasks": names, "models": models, "jobs": args.jobs,
+        "quick": args.quick}
+    log(f"run {run_id}: tasks {names}; models {models}; budget {budget.to_dict()}; {args.jobs} process(es); "
+        f"results in {out_dir}")
+    settings = {"quick": args.quick, "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
+                "label_fractions": list(args.label_fractions), "models": models, "budget": budget.to_dict(),
+                "threads": args.threads, "strict": args.strict, "recipe_modules": list(args.recipes or [])}
     t0 = time.perf_counter()
-    for name in names:
-        run_task(tasks[name], models, args, budget, run_id, results, out_dir)
-        _prune_runs(results)
-        atomic_write(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1, sort_keys=False) + "\n")
+    run_all(names, tasks, settings, results, out_dir, run_id, args.jobs)
     results["runs"][run_id]["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1) + "\n")
     log(f"done in {time.perf_counter() - t0:.0f} s")

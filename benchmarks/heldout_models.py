@@ -34,16 +34,17 @@ class Budget:
     Attributes
     ----------
     pretrain_epochs, train_epochs : int
-        Epoch limits for AAM pretraining and fine-tuning (the engine's default for both is 100, with early
-        stopping after 10 epochs without improvement).
+        Epoch limits for AAM pretraining and fine-tuning. The engine's default for both is 100 (with early
+        stopping after 10 epochs without improvement); the defaults here are what lets `make heldout` finish
+        in about an hour on 2 CPU cores (see docs/science.md for the measured cost per epoch).
     threads : int
         CPU threads per model (torch and BLAS; forests use n_jobs=1 as q2-sample-classifier does).
     quick : bool
         Smoke-test mode: recipes use tiny architectures.
     """
 
-    pretrain_epochs: int = 10
-    train_epochs: int = 20
+    pretrain_epochs: int = 2
+    train_epochs: int = 10
     threads: int = 1
     quick: bool = False
 

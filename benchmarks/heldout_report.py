@@ -220,7 +220,12 @@ def write(results, out_dir, docs_path):
     lines += ["", "The forests are q2-sample-classifier's estimator as `fit-classifier` / `fit-regressor` build it "
               "(`Pipeline([DictVectorizer(), RandomForest*(n_estimators, n_jobs=1)])` on the table's counts, "
               "scikit-learn defaults otherwise: `max_features='sqrt'` for classifiers, all features for "
-              "regressors; no feature selection, no tuning), with `random_state` set to the seed.", ""]
+              "regressors; no feature selection, no tuning), with `random_state` set to the seed.", "",
+              "Adding a model: register a recipe in `benchmarks/heldout_models.py`, "
+              "`@recipe(\"name\", \"one line\")` on `def fn(fold, seed, budget) -> Prediction` (train on "
+              "`fold.train`, optionally pretrain on `fold.pool`, predict every sample of `fold.test`; choose "
+              "hyperparameters inside the training samples only), then `python -m benchmarks.heldout --models name` "
+              "adds its rows to these tables next to the stored ones (same folds, same samples).", ""]
     for name, task in results["tasks"].items():
         lines += [f"## {name}", "", f"{task['description']}. Target `{task['column']}` ({task['kind']}"
                   + (f", classes {', '.join(task['classes'])}" if task.get("classes") else "") + "); "

@@ -101,7 +101,8 @@ class Task:
 _MP_GROUPING = ("2 subjects only, so grouping by subject would allow 2 folds; samples are grouped by sampling event "
                 "(subject + day): the 4 body sites swabbed from one person on one day are held out together, so "
                 "no sibling sample of the same person and day is in training. Other days of the same two people "
-                "are (unavoidable with 2 subjects).")
+                "are (unavoidable with 2 subjects). Both Moving Pictures tasks use the same folds (balanced by "
+                "body site).")
 
 TASKS = [
     Task("ecam-month", "ecam", "month", "regression", "table.qza", "metadata.tsv", "rep-seqs.qza",
@@ -133,7 +134,7 @@ TASKS = [
     Task("mp-days", "moving-pictures", "days-since-experiment-start", "regression", "table.qza",
          "sample-metadata.tsv", "rep-seqs.qza", "rooted-tree.qza", "unweighted_unifrac",
          ("subject", "days-since-experiment-start"), _MP_GROUPING,
-         description="Moving Pictures, days since the start of the experiment (0-168)"),
+         description="Moving Pictures, days since the start of the experiment (0-168)", fold_stratify="body-site"),
 ]
 
 # quick mode: the repository's own slices (always present) and a small slice of ecam (when ../shared is there)
@@ -146,7 +147,7 @@ QUICK_TASKS = [
          "sample-metadata.tsv", "rep-seqs.fasta", "tree.nwk", "unweighted_unifrac",
          ("subject", "days-since-experiment-start"), _MP_GROUPING,
          description="Moving Pictures slice (tests/data), days since the start",
-         root=os.path.join(TEST_DATA, "moving-pictures")),
+         root=os.path.join(TEST_DATA, "moving-pictures"), fold_stratify="body-site"),
     Task("keyboard-subject", "keyboard", "Subject", "classification", "table.biom", "sample-metadata.tsv",
          "rep-seqs.fasta", None, "braycurtis", None, TASKS[4].grouping,
          description="keyboard slice (tests/data), whose keyboard or fingertips",
@@ -432,7 +433,7 @@ class FoldSplit:
     `Fold` is cut."""
 
     def __init__(self, data, fold_of, index, keep_fraction, seed):
-        from aam.data.table import rarefy, suggest_depth
+        from aam.data.table import suggest_depth
         self.data, self.index, self.seed = data, index, seed
         pool_all = [s for s in data.sample_ids if fold_of[s] != index]
         test_all = [s for s in data.sample_ids if fold_of[s] == index]
@@ -443,10 +444,17 @@ class FoldSplit:
         self.test_ids = [s for s in test_all if deep[s]]
         self.below_depth = [s for s in test_all if not deep[s]]
         self.train_below_depth = [s for s in pool_all if not deep[s]]
-        raw = data.table.filter(self.pool_ids + self.test_ids, axis="sample", inplace=False)
-        # one draw shared by every model (biom's subsample, seeded by aam.data.table.rarefy)
-        self.rarefied, _ = rarefy(raw, self.depth, seed + 1000 * index)
-        self._cache = {"rarefied": self.rarefied}
+        self._cache = {}
+
+    @property
+    def rarefied(self):
+        """The fold's one rarefied draw of its training and held-out samples, shared by every model (made on first
+        use: biom's subsample, seeded by `aam.data.table.rarefy`)."""
+        from aam.data.table import rarefy
+        if "rarefied" not in self._cache:
+            raw = self.data.table.filter(self.pool_ids + self.test_ids, axis="sample", inplace=False)
+            self._cache["rarefied"], _ = rarefy(raw, self.depth, self.seed + 1000 * self.index)
+        return self._cache["rarefied"]
 
     def _samples(self, ids, with_target):
         from aam.data.table import drop_empty
