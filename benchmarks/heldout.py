@@ -14,6 +14,7 @@ scored), ``predictions/<task>.tsv`` (per sample and model); then ``docs/science.
 it re-ran are replaced, the others kept if their folds are the same.
 """
 import argparse
+import contextlib
 import datetime
 import importlib
 import json
@@ -214,8 +215,8 @@ def fold_key(task):
     return (task.folder, task.table, task.metadata, task.group, task.keep, stratify, task.max_groups)
 
 
-def prepare_task(task, args, results, out_dir):
-    """Load a task, fix its folds, write its folds file; returns (data, folds frame, stored entry)."""
+def prepare_task(task, args, out_dir):
+    """Load a task, fix its folds, write its folds file; returns (data, folds frame, task info)."""
     data = T.load_task(task, seed=args.seed)
     for note in data.notes:
         log(f"{task.name}: {note}")
@@ -224,19 +225,26 @@ def prepare_task(task, args, results, out_dir):
     log(f"{task.name}: {len(data.sample_ids)} samples, {data.groups.nunique()} groups, "
         f"{data.table.shape[0]} features; {args.folds} folds, depths {[sp.depth for sp in splits]}")
     frame = write_folds_file(out_dir, data, fold_of, splits)
-    fp = fingerprint(frame)
-    entry = results["tasks"].get(task.name)
-    if entry is not None and entry.get("fingerprint") != fp:
-        if entry.get("runs_by_model"):
-            log(f"{task.name}: folds differ from the stored results ({entry.get('fingerprint')} -> {fp}); the "
-                f"stored models of this task are dropped")
-        entry = None
-        old = predictions_path(out_dir, task.name)
-        if os.path.exists(old):
-            os.remove(old)
-    entry = entry or {"runs_by_model": {}, "timing": {}}
-    entry.update(task_info(data, splits, fp))
-    return data, frame, entry
+    return data, frame, task_info(data, splits, fingerprint(frame))
+
+
+@contextlib.contextmanager
+def locked_results(out_dir):
+    """The stored results, read and written back under an exclusive lock: runs on other tasks or models may
+    write to the same folder at the same time."""
+    import fcntl
+    import hashlib
+    os.makedirs(out_dir, exist_ok=True)
+    # the lock file lives outside the results folder, which is committed
+    tag = hashlib.sha256(os.path.abspath(out_dir).encode()).hexdigest()[:12]
+    with open(os.path.join(tempfile.gettempdir(), f"aam-heldout-{tag}.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            results = load_results(out_dir)
+            yield results
+            atomic_write(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1) + "\n")
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def run_unit(task_names, fold_index, settings):
@@ -290,8 +298,22 @@ def run_unit(task_names, fold_index, settings):
     return out
 
 
-def merge_task(name, data, frame, entry, unit_results, run_id, out_dir):
-    """Merge a task's new rows and timings into its predictions file and entry, and score it again."""
+def merge_task(results, name, data, frame, info, unit_results, run_id, out_dir):
+    """Merge a task's new rows and timings into its predictions file and stored entry, and score it again.
+
+    Call under `locked_results`. Stored models of the task are kept if their folds are the ones used now
+    (same fingerprint), dropped otherwise.
+    """
+    entry = results["tasks"].get(name)
+    if entry is not None and entry.get("fingerprint") != info["fingerprint"]:
+        if entry.get("runs_by_model"):
+            log(f"{name}: folds differ from the stored results ({entry.get('fingerprint')} -> "
+                f"{info['fingerprint']}); the stored models of this task are dropped")
+        entry = None
+        if os.path.exists(predictions_path(out_dir, name)):
+            os.remove(predictions_path(out_dir, name))
+    entry = entry or {"runs_by_model": {}, "timing": {}}
+    entry.update(info)
     new_rows = [u["rows"] for u in unit_results if len(u["rows"])]
     timing = {}
     for u in sorted(unit_results, key=lambda u: u["fold"]):
@@ -312,16 +334,15 @@ def merge_task(name, data, frame, entry, unit_results, run_id, out_dir):
         entry["timing"][key] = items
         entry["runs_by_model"][key] = run_id
     entry["results"] = score_task(entry, preds, data, frame)
-    return entry
+    results["tasks"][name] = entry
+    _prune_runs(results, keep=run_id)
 
 
-def run_all(names, tasks, settings, results, out_dir, run_id, jobs):
+def run_all(names, tasks, settings, run_record, out_dir, run_id, jobs):
     """Run every (tasks sharing folds, fold) unit, in `jobs` processes; merge each task when its folds are done."""
     import concurrent.futures as cf
     import multiprocessing
-    prepared = {}
-    for name in names:
-        prepared[name] = prepare_task(tasks[name], argparse.Namespace(**settings), results, out_dir)
+    prepared = {name: prepare_task(tasks[name], argparse.Namespace(**settings), out_dir) for name in names}
     groups = {}
     for name in names:
         groups.setdefault(fold_key(tasks[name]), []).append(name)
@@ -332,13 +353,13 @@ def run_all(names, tasks, settings, results, out_dir, run_id, jobs):
 
     def collect(unit_out):
         for item in unit_out:
-            done[item["task"]].append(item)
-            if len(done[item["task"]]) == settings["folds"]:
-                name = item["task"]
-                data, frame, entry = prepared[name]
-                results["tasks"][name] = merge_task(name, data, frame, entry, done[name], run_id, out_dir)
-                _prune_runs(results)
-                atomic_write(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1) + "\n")
+            name = item["task"]
+            done[name].append(item)
+            if len(done[name]) == settings["folds"]:
+                data, frame, info = prepared[name]
+                with locked_results(out_dir) as results:
+                    results["runs"][run_id] = run_record
+                    merge_task(results, name, data, frame, info, done[name], run_id, out_dir)
                 log(f"{name}: all folds done; results written")
 
     if jobs <= 1:
@@ -562,26 +583,28 @@ def main(argv=None):
         import shutil
         shutil.rmtree(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    results = load_results(out_dir)
+    load_results(out_dir)  # fails early on results of another harness version
     run_id = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    results["runs"][run_id] = {
+    run_record = {
         "command": "python -m benchmarks.heldout " + " ".join(shlex.quote(a) for a in argv),
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "git": git_commit(),
         "budget": budget.to_dict(), "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
         "label_fractions": args.label_fractions, "tasks": names, "models": models, "jobs": args.jobs,
-        "quick": args.quick}
+        "threads": args.threads, "quick": args.quick}
     log(f"run {run_id}: tasks {names}; models {models}; budget {budget.to_dict()}; {args.jobs} process(es); "
         f"results in {out_dir}")
     settings = {"quick": args.quick, "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
                 "label_fractions": list(args.label_fractions), "models": models, "budget": budget.to_dict(),
                 "threads": args.threads, "strict": args.strict, "recipe_modules": list(args.recipes or [])}
     t0 = time.perf_counter()
-    run_all(names, tasks, settings, results, out_dir, run_id, args.jobs)
-    results["runs"][run_id]["seconds"] = round(time.perf_counter() - t0, 1)
-    atomic_write(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1) + "\n")
+    run_all(names, tasks, settings, run_record, out_dir, run_id, args.jobs)
+    run_record["seconds"] = round(time.perf_counter() - t0, 1)
+    with locked_results(out_dir) as results:
+        results["runs"][run_id] = run_record
     log(f"done in {time.perf_counter() - t0:.0f} s")
     if not args.no_docs:
         from benchmarks import heldout_report
+        results = load_results(out_dir)
         heldout_report.write(results, out_dir, docs)
         log(f"wrote {docs}")
         _readme(results, out_dir, docs)
@@ -596,11 +619,10 @@ def _readme(results, out_dir, docs):
             log("updated the summary table in README.md")
 
 
-def _prune_runs(results):
-    """Keep only the run records some stored result still comes from."""
+def _prune_runs(results, keep=None):
+    """Keep only the run records some stored result still comes from (and `keep`)."""
     used = {r for t in results["tasks"].values() for r in t.get("runs_by_model", {}).values()}
-    latest = max(results["runs"]) if results["runs"] else None
-    results["runs"] = {k: v for k, v in results["runs"].items() if k in used or k == latest}
+    results["runs"] = {k: v for k, v in results["runs"].items() if k in used or k == keep}
 
 
 if __name__ == "__main__":
