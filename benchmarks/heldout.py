@@ -548,7 +548,9 @@ def main(argv=None):
         docs = args.docs or os.path.join(out_dir, "science.md")
     else:
         out_dir = args.out or RESULTS
-        docs = args.docs or DOCS
+        # results elsewhere get their page beside them, never over the project's docs
+        docs = args.docs or (DOCS if os.path.abspath(out_dir) == os.path.abspath(RESULTS)
+                             else os.path.join(out_dir, "science.md"))
     out_dir = os.path.abspath(out_dir)
     if args.report_only:
         from benchmarks import heldout_report

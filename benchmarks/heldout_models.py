@@ -27,6 +27,15 @@ import numpy as np
 import pandas as pd
 
 
+def progress(prefix):
+    """A log function for a recipe's long steps (an engine's per-epoch lines): timestamped lines on stderr."""
+    import sys
+
+    def say(line):
+        print(f"[heldout {time.strftime('%H:%M:%S')}] {prefix}: {line}", file=sys.stderr, flush=True)
+    return say
+
+
 @dataclass
 class Budget:
     """Compute a run may spend on the models that train for epochs, and what else a recipe needs to know.
@@ -315,8 +324,7 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     if budget.quick:
         common.update(QUICK_AAM)
     group = data.group_column
-    log_lines = []
-    log = log_lines.append
+    log = progress(f"{data.task.name} fold {fold.index + 1} f={fold.label_fraction:g} aam")
     pre_kw = {**common, "epochs": budget.pretrain_epochs, "group_column": group, **(pretrain_options or {})}
     t0 = time.perf_counter()
     pre, reused = pretrained_encoder(fold, pre_kw, log)
@@ -395,3 +403,9 @@ def _history_summary(history, prefix):
         "predict (epochs set by the budget)")
 def aam_default(fold, seed, budget):
     return aam_fit_predict(fold, seed, budget)
+
+
+@recipe("aam-unfrozen", "as aam, but fine-tuning also updates the pretrained base (freeze_base=False); slower",
+        default=False)
+def aam_unfrozen(fold, seed, budget):
+    return aam_fit_predict(fold, seed, budget, train_options={"freeze_base": False})

@@ -180,6 +180,29 @@ def curve_table(task):
         "\n".join(lines)
 
 
+def cost_table(results):
+    """Seconds per AAM epoch by task, from the recipes' own timings: what a budget of epochs costs."""
+    lines = []
+    for name, task in results["tasks"].items():
+        for key, items in sorted(task.get("timing", {}).items()):
+            model, fraction = key.split("@")
+            infos = [i["info"] for i in items if i.get("info", {}).get("pretrain_epochs_run") and
+                     not i["info"].get("pretrain_reused")]
+            if not infos:
+                continue
+            pre = [i["pretrain_seconds"] / i["pretrain_epochs_run"] for i in infos]
+            done = [i["info"] for i in items if i.get("info", {}).get("train_epochs_run")]
+            fine = [i["train_seconds"] / i["train_epochs_run"] for i in done]
+            pred = [i["predict_seconds"] for i in done]
+            runs = [f"{i['pretrain_epochs_run']}/{i['train_epochs_run']}" for i in done]
+            lines.append(f"| {name} | {model} | {fraction} | {np.mean(pre):.0f} | {np.mean(fine):.1f} | "
+                         f"{np.mean(pred):.1f} | {', '.join(runs)} | {task['runs_by_model'].get(key, '')} |")
+    if not lines:
+        return ""
+    return ("| task | model | labels | s / pretraining epoch | s / fine-tuning epoch | s to predict | epochs run "
+            "per fold (pretraining/fine-tuning) | run |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(lines))
+
+
 def write(results, out_dir, docs_path):
     """Write the docs page and its figures from `results` (and the predictions files in `out_dir`)."""
     from benchmarks.heldout import atomic_write, read_predictions
@@ -226,6 +249,13 @@ def write(results, out_dir, docs_path):
               "`fold.train`, optionally pretrain on `fold.pool`, predict every sample of `fold.test`; choose "
               "hyperparameters inside the training samples only), then `python -m benchmarks.heldout --models name` "
               "adds its rows to these tables next to the stored ones (same folds, same samples).", ""]
+    costs = cost_table(results)
+    if costs:
+        lines += ["## What AAM's epochs cost", "",
+                  "Mean over folds, measured inside each run (wall-clock seconds on the machine named above; the "
+                  "engine's defaults are 100 pretraining and 100 fine-tuning epochs with early stopping after 10 "
+                  "without improvement, so a budget of fewer epochs is what a run trades for time). Fine-tuning "
+                  "seconds include building the frozen base's ASV cache and validation.", "", costs, ""]
     for name, task in results["tasks"].items():
         lines += [f"## {name}", "", f"{task['description']}. Target `{task['column']}` ({task['kind']}"
                   + (f", classes {', '.join(task['classes'])}" if task.get("classes") else "") + "); "
