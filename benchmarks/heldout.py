@@ -410,16 +410,22 @@ def score_task(entry, preds, data, folds_frame):
     """
     kind = data.task.kind
     out = {}
-    if not len(preds):
-        return out
-    heldout = {int(f): list(grp["sample_id"]) for f, grp in folds_frame[folds_frame["scored"] == "yes"].groupby("fold")}
+    scored_rows = folds_frame[folds_frame["scored"] == "yes"]
+    heldout = {int(f): list(grp["sample_id"]) for f, grp in scored_rows.groupby("fold")}
+    folds_all = sorted(set(folds_frame["fold"].astype(int)))
     truth = data.y
-    for fraction, by_fraction in preds.groupby("label_fraction"):
-        fkey = FRACTION_FMT.format(fraction)
-        models = sorted(by_fraction["model"].unique())
+    # every (model, fraction) that ran is listed, even one that failed everywhere and predicted nothing
+    ran = {}
+    for key in entry["timing"]:
+        model, fkey = key.rsplit("@", 1)
+        ran.setdefault(fkey, set()).add(model)
+    for fkey in sorted(ran, key=float):
+        by_fraction = preds[preds["label_fraction"].map(FRACTION_FMT.format) == fkey] if len(preds) else \
+            pd.DataFrame(columns=["model", "fold", "sample_id", "prediction"])
+        models = sorted(ran[fkey])
         res_f = {m: {"folds": []} for m in models}
-        for fold in sorted(heldout):
-            test = heldout[fold]
+        for fold in folds_all:
+            test = heldout.get(fold, [])
             sub = by_fraction[by_fraction["fold"] == fold]
             scored = {m: set(sub.loc[sub["model"] == m, "sample_id"]) for m in models}
             # a model that failed on this fold is reported as failed, not allowed to empty the common set
@@ -509,8 +515,10 @@ def parse_args(argv):
     ap.add_argument("--label-fractions", type=float, nargs="+", default=[1.0],
                     help="shares of training subjects whose labels models get (seeded, nested; the held-out fold "
                          "stays fixed), e.g. 0.1 0.25 0.5 1.0 for a learning curve")
-    ap.add_argument("--pretrain-epochs", type=int, default=None, help="AAM pretraining epochs (budget)")
-    ap.add_argument("--train-epochs", type=int, default=None, help="AAM fine-tuning epochs (budget)")
+    ap.add_argument("--pretrain-epochs", type=int, default=None,
+                    help=f"AAM pretraining epochs (budget; default {M.Budget.pretrain_epochs}, the engine's is 100)")
+    ap.add_argument("--train-epochs", type=int, default=None,
+                    help=f"AAM fine-tuning epochs (budget; default {M.Budget.train_epochs}, the engine's is 100)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per model (default 1)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="worker processes, each running one fold of a task at a time (default 1: in this process)")

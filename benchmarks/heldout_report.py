@@ -141,6 +141,7 @@ def figure_curve(name, task, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 (matplotlib.ticker below)
     fractions = sorted(task["results"], key=float)
     metric = _headline(task)[0]
     models = _order({m for f in fractions for m in task["results"][f]})
@@ -156,9 +157,10 @@ def figure_curve(name, task, path):
         if xs:
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xticks([float(f) for f in fractions])
     ax.set_xticklabels([f"{float(f):g}" for f in fractions])
-    ax.set_xlabel("share of training subjects with labels")
+    ax.set_xlabel("share of training groups (subjects) with labels")
     ax.set_ylabel(METRIC_LABELS[metric] + " (mean ± sd over folds)")
     ax.set_title(f"{name}: label efficiency", fontsize=10)
     ax.legend(fontsize=8)
@@ -176,7 +178,7 @@ def curve_table(task):
     for m in models:
         cells = [_fmt(task["results"][f].get(m, {}).get("summary", {}).get(metric)) for f in fractions]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return f"{METRIC_LABELS[metric]} (mean ± sd over folds) by share of labelled training subjects:\n\n" + \
+    return f"{METRIC_LABELS[metric]} (mean ± sd over folds) by share of training groups (subjects) with labels:\n\n" + \
         "\n".join(lines)
 
 

@@ -5,7 +5,6 @@ samples, that a sample a model does not predict is reported against it, that the
 later runs, that the docs and figures are written, and that the forest is q2-sample-classifier's.
 """
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -189,3 +188,25 @@ def test_shared_ecam_slice_grouped_by_infant(tmp_path):
     with open(tmp_path / "results.json") as fh:
         res = json.load(fh)["tasks"]["ecam-month"]
     assert res["n_groups"] == 9 and res["results"]["1"]["pcoa"]["summary"]["mae"]["mean"] > 0
+
+
+def test_failing_model_is_reported_not_fatal(tmp_path):
+    @M.recipe("test-fails", "test only: fails on the second fold", default=False)
+    def fails(fold, seed, budget):
+        if fold.index == 1:
+            raise RuntimeError("out of memory (simulated)")
+        return M.forest(fold, seed, 10)
+    try:
+        heldout.main(["--quick", "--tasks", "keyboard-subject", "--models", "rf100", "test-fails", "--out",
+                      str(tmp_path), "--no-docs"])
+    finally:
+        M.RECIPES.pop("test-fails", None)
+    with open(tmp_path / "results.json") as fh:
+        res = json.load(fh)["tasks"]["keyboard-subject"]["results"]["1"]
+    failed = res["test-fails"]
+    assert failed["summary"]["failed_folds"] == 1
+    assert "out of memory" in failed["folds"][1]["error"] and failed["folds"][1].get("accuracy") is None
+    # the failure does not shrink the samples the other model is scored on
+    assert res["rf100"]["summary"]["unscored"] == 0
+    assert res["rf100"]["summary"]["n_common"] == res["rf100"]["summary"]["n_heldout"]
+    assert failed["summary"]["accuracy"]["n"] == 2
