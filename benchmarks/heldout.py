@@ -275,8 +275,10 @@ def run_unit(task_names, fold_index, settings):
         rows, timing = [], {}
         for fraction in settings["label_fractions"]:
             fold = sp.fold(fraction)
-            for model in runnable:
-                rec = M.RECIPES[model]
+            for recipe_name in runnable:
+                rec = M.RECIPES[recipe_name]
+                # stored under the tag as well, so one recipe under two budgets gives two rows
+                model = recipe_name + (f":{settings['tag']}" if settings.get("tag") else "")
                 pred, seconds, error = run_model(rec, fold, settings["seed"], budget, settings["strict"])
                 item = {"fold": fold_index, "seconds": round(seconds, 2), "n_train": len(fold.train.ids),
                         "n_train_groups": int(fold.train.groups.nunique()), "error": error,
@@ -522,6 +524,8 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per model (default 1)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="worker processes, each running one fold of a task at a time (default 1: in this process)")
+    ap.add_argument("--tag", help="store this run's models as <model>:<tag> (e.g. a budget: --tag p20), beside "
+                                  "the untagged rows instead of replacing them")
     ap.add_argument("--recipes", nargs="+", metavar="MODULE",
                     help="modules to import that register more recipes (e.g. benchmarks.my_variants)")
     ap.add_argument("--quick", action="store_true",
@@ -582,6 +586,8 @@ def main(argv=None):
     bad = [m for m in models if m not in M.RECIPES]
     if bad:
         raise SystemExit(f"unknown model(s) {bad}; choose from {sorted(M.RECIPES)}")
+    if args.tag and not all(c.isalnum() or c in "-_." for c in args.tag):
+        raise SystemExit(f"--tag {args.tag!r}: use letters, digits, '-', '_' or '.'")
     budget = M.Budget(threads=args.threads, quick=args.quick)
     if args.quick:
         budget.pretrain_epochs, budget.train_epochs = 1, 2
@@ -599,13 +605,14 @@ def main(argv=None):
         "command": "python -m benchmarks.heldout " + " ".join(shlex.quote(a) for a in argv),
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "git": git_commit(),
         "budget": budget.to_dict(), "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
-        "label_fractions": args.label_fractions, "tasks": names, "models": models, "jobs": args.jobs,
+        "label_fractions": args.label_fractions, "tasks": names, "models": models, "tag": args.tag, "jobs": args.jobs,
         "threads": args.threads, "quick": args.quick}
     log(f"run {run_id}: tasks {names}; models {models}; budget {budget.to_dict()}; {args.jobs} process(es); "
         f"results in {out_dir}")
     settings = {"quick": args.quick, "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
                 "label_fractions": list(args.label_fractions), "models": models, "budget": budget.to_dict(),
-                "threads": args.threads, "strict": args.strict, "recipe_modules": list(args.recipes or [])}
+                "threads": args.threads, "strict": args.strict, "recipe_modules": list(args.recipes or []),
+                "tag": args.tag}
     t0 = time.perf_counter()
     run_all(names, tasks, settings, run_record, out_dir, run_id, args.jobs)
     run_record["seconds"] = round(time.perf_counter() - t0, 1)

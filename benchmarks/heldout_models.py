@@ -90,12 +90,14 @@ class Recipe:
     needs_distances: bool = False
     kinds: Tuple[str, ...] = ("regression", "classification")
     default: bool = True
+    uses_budget: bool = False
 
 
 RECIPES: Dict[str, Recipe] = {}
 
 
-def recipe(name, description, needs_distances=False, kinds=("regression", "classification"), default=True):
+def recipe(name, description, needs_distances=False, kinds=("regression", "classification"), default=True,
+           uses_budget=False):
     """Register ``fn(fold, seed, budget) -> Prediction`` under `name`.
 
     Parameters
@@ -109,9 +111,11 @@ def recipe(name, description, needs_distances=False, kinds=("regression", "class
         Task kinds the recipe handles.
     default : bool
         Part of a run when ``--models`` is not given.
+    uses_budget : bool
+        Its cost depends on the `Budget` (epochs): the docs then state the run's budget.
     """
     def register(fn):
-        RECIPES[name] = Recipe(name, fn, description, needs_distances, tuple(kinds), default)
+        RECIPES[name] = Recipe(name, fn, description, needs_distances, tuple(kinds), default, uses_budget)
         return fn
     return register
 
@@ -400,12 +404,12 @@ def _history_summary(history, prefix):
 
 
 @recipe("aam", "AAM with the engine's defaults: pretrain on the training samples, fine-tune with the frozen base, "
-        "predict (epochs set by the budget)")
+        "predict (epochs set by the budget)", uses_budget=True)
 def aam_default(fold, seed, budget):
     return aam_fit_predict(fold, seed, budget)
 
 
 @recipe("aam-unfrozen", "as aam, but fine-tuning also updates the pretrained base (freeze_base=False); slower",
-        default=False)
+        default=False, uses_budget=True)
 def aam_unfrozen(fold, seed, budget):
     return aam_fit_predict(fold, seed, budget, train_options={"freeze_base": False})

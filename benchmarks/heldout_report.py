@@ -24,8 +24,9 @@ def _fmt(stat, digits=2):
 
 
 def _order(models):
-    known = [m for m in M.RECIPES if m in models]
-    return known + sorted(m for m in models if m not in M.RECIPES)
+    """Registry order (tagged rows after their recipe), then names no longer registered."""
+    known = [m for r in M.RECIPES for m in sorted(models, key=lambda x: (":" in x, x)) if m.split(":")[0] == r]
+    return known + sorted(m for m in models if m not in known)
 
 
 def _headline(task):
@@ -35,11 +36,17 @@ def _headline(task):
 def _describe_run(run):
     b = run.get("budget", {})
     m = run.get("machine", {})
-    return (f"`{run['command']}` — {run['date']}, {m.get('cpu', '?')} ({m.get('cores', '?')} cores), git "
-            f"{run.get('git') or '?'}, seed {run.get('seed')}, {run.get('folds')} folds; budget: AAM "
-            f"{b.get('pretrain_epochs')} pretraining + {b.get('train_epochs')} fine-tuning epochs (engine default "
-            f"100 each, early stopping after 10), {b.get('threads')} thread(s) per model"
-            + (f"; took {run['seconds'] / 60:.1f} min" if run.get("seconds") else ""))
+    text = (f"`{run['command']}` — {run['date']}, {m.get('cpu', '?')} ({m.get('cores', '?')} cores), git "
+            f"{run.get('git') or '?'}, seed {run.get('seed')}, {run.get('folds')} folds, {run.get('jobs', 1)} "
+            f"process(es) x {b.get('threads')} thread(s)")
+    budgeted = [x for x in run.get("models", []) if getattr(M.RECIPES.get(x), "uses_budget", False)]
+    if budgeted:
+        text += (f"; budget of {', '.join(budgeted)}: {b.get('pretrain_epochs')} pretraining + "
+                 f"{b.get('train_epochs')} fine-tuning epochs (the engine's defaults: 100 + 100, early stopping "
+                 "after 10 without improvement)")
+        if run.get("quick"):
+            text += ", tiny architecture (--quick)"
+    return text + (f"; took {run['seconds'] / 60:.1f} min" if run.get("seconds") else "")
 
 
 def summary_table(results, fraction="1"):
@@ -178,8 +185,8 @@ def curve_table(task):
     for m in models:
         cells = [_fmt(task["results"][f].get(m, {}).get("summary", {}).get(metric)) for f in fractions]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return f"{METRIC_LABELS[metric]} (mean ± sd over folds) by share of training groups (subjects) with labels:\n\n" + \
-        "\n".join(lines)
+    intro = f"{METRIC_LABELS[metric]} (mean ± sd over folds) by share of training groups (subjects) with labels:"
+    return intro + "\n\n" + "\n".join(lines)
 
 
 def cost_table(results):
@@ -240,8 +247,9 @@ def write(results, out_dir, docs_path):
               "", "Models:", ""]
     seen = {m for t in results["tasks"].values() for f in t.get("results", {}).values() for m in f}
     for m in _order(seen):
-        rec = M.RECIPES.get(m)
-        lines.append(f"- `{m}`: " + (rec.description if rec else "(recipe no longer registered)"))
+        rec = M.RECIPES.get(m.split(":")[0])
+        tag = f" (tagged run `{m.split(':', 1)[1]}`)" if ":" in m else ""
+        lines.append(f"- `{m}`: " + (rec.description if rec else "(recipe no longer registered)") + tag)
     lines += ["", "The forests are q2-sample-classifier's estimator as `fit-classifier` / `fit-regressor` build it "
               "(`Pipeline([DictVectorizer(), RandomForest*(n_estimators, n_jobs=1)])` on the table's counts, "
               "scikit-learn defaults otherwise: `max_features='sqrt'` for classifiers, all features for "
