@@ -80,7 +80,10 @@ def classification_metrics(truth, pred, prob, classes, positive=None):
 
 
 def metric_names(kind):
-    return ["mae", "r2", "mae_vs_" + REFERENCE] if kind == "regression" else ["accuracy", "balanced_accuracy", "auc"]
+    """Metrics of a task kind; the last compares with the reference forest on the same fold (paired)."""
+    if kind == "regression":
+        return ["mae", "r2", "mae_vs_" + REFERENCE]
+    return ["accuracy", "balanced_accuracy", "auc", "accuracy_vs_" + REFERENCE]
 
 
 def summarize(values):
@@ -452,11 +455,19 @@ def score_task(entry, preds, data, folds_frame):
                         item.update(classification_metrics(truth.loc[common], rows["prediction"], prob,
                                                            data.classes, data.task.positive))
                 per_model[m] = item
-            if kind == "regression" and REFERENCE in per_model:
-                ref = per_model[REFERENCE].get("mae")
-                for m, item in per_model.items():
-                    mae = item.get("mae")
-                    item["mae_vs_" + REFERENCE] = (mae / ref) if (mae is not None and ref) else None
+            if REFERENCE in per_model:
+                # paired with the forest on the same samples: MAE ratio, accuracy difference
+                if kind == "regression":
+                    ref = per_model[REFERENCE].get("mae")
+                    for m, item in per_model.items():
+                        mae = item.get("mae")
+                        item["mae_vs_" + REFERENCE] = (mae / ref) if (mae is not None and ref) else None
+                else:
+                    ref = per_model[REFERENCE].get("accuracy")
+                    for m, item in per_model.items():
+                        acc = item.get("accuracy")
+                        item["accuracy_vs_" + REFERENCE] = (acc - ref) if (acc is not None and ref is not None) \
+                            else None
             for m in models:
                 res_f[m]["folds"].append(per_model[m])
         for m in models:
