@@ -75,8 +75,13 @@ def task_table(task, fraction="1"):
         scored = f"{s['n_heldout'] - s['unscored']} / {s['n_heldout']}"
         if s.get("failed_folds"):
             scored += f" (failed in {s['failed_folds']} folds)"
+        run = s.get("run") or ""
+        info = next((i.get("info", {}) for i in task.get("timing", {}).get(f"{m}@{fraction}", []) if i.get("info")),
+                    {})
+        if "pretrain_epochs" in info:
+            run += f" ({info['pretrain_epochs']} + {info['train_epochs']} epochs)"
         cells = [m] + [_fmt(s.get(k), 3 if kind == "classification" else 2) for k in metrics] + \
-                [_fmt(s.get("seconds"), 1), scored, s.get("run") or ""]
+                [_fmt(s.get("seconds"), 1), scored, run]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
