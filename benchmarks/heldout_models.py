@@ -14,9 +14,14 @@ Adding a model::
         ...
         return Prediction(values, probabilities, info={"what it did": ...})
 
+then ``python -m benchmarks.heldout --models my-model`` (a recipe in another module: ``--recipes that.module``,
+which worker processes of ``--jobs`` import too). AAM variants can call `aam_fit_predict` with their own
+pretraining / fine-tuning options.
+
 The recipes here: the random forest as q2-sample-classifier trains it (``rf100``, ``rf500``), PCoA of the
 study's distances + ridge / logistic regression (``pcoa``, and ``pcoa-all`` whose ordination also sees the
-held-out samples' tables), and AAM with the engine's defaults (``aam``).
+held-out samples' tables), AAM with the engine's defaults (``aam``) and with its base fine-tuned too
+(``aam-unfrozen``, not run by default).
 """
 import time
 from collections import OrderedDict
