@@ -335,6 +335,8 @@ def merge_task(results, name, data, frame, info, unit_results, run_id, out_dir):
     if len(preds):
         preds = preds.sort_values(["model", "label_fraction", "fold", "sample_id"], kind="stable")
         atomic_write(predictions_path(out_dir, name), preds.to_csv(sep="\t", index=False, float_format="%.6g"))
+        # scores come from the file as written, so that scoring it again (--report-only) gives the same figures
+        preds = read_predictions(out_dir, name, data.classes)
     for key, items in timing.items():
         entry["timing"][key] = items
         entry["runs_by_model"][key] = run_id
@@ -484,6 +486,21 @@ def score_task(entry, preds, data, folds_frame):
     return out
 
 
+def rescore(results, out_dir):
+    """Score every stored task again from its folds and predictions files (no data or models needed), e.g. after
+    a change of the metrics."""
+    import types
+    for name, entry in results["tasks"].items():
+        frame = pd.read_csv(os.path.join(out_dir, entry["folds_file"]), sep="\t",
+                            dtype={"sample_id": str, "group": str, "target": str})
+        y = frame.set_index("sample_id")["target"]
+        if entry["kind"] == "regression":
+            y = y.astype(float)
+        data = types.SimpleNamespace(task=types.SimpleNamespace(kind=entry["kind"], positive=entry.get("positive")),
+                                     y=y, classes=entry.get("classes"))
+        entry["results"] = score_task(entry, read_predictions(out_dir, name, entry.get("classes")), data, frame)
+
+
 def _timing(entry, model, fkey, fold):
     for item in entry["timing"].get(f"{model}@{fkey}", []):
         if item["fold"] == fold:
@@ -546,7 +563,8 @@ def parse_args(argv):
     ap.add_argument("--docs", help="markdown page to generate (default docs/science.md; figures beside it in "
                                    "figures/heldout/)")
     ap.add_argument("--no-docs", action="store_true", help="do not regenerate the docs page")
-    ap.add_argument("--report-only", action="store_true", help="only regenerate the docs from the stored results")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only score the stored predictions again and regenerate the docs")
     ap.add_argument("--fresh", action="store_true", help="discard stored results in --out first")
     ap.add_argument("--strict", action="store_true", help="a failing model stops the run (default: recorded)")
     ap.add_argument("--list", action="store_true", help="list tasks and models, then exit")
@@ -577,7 +595,8 @@ def main(argv=None):
     out_dir = os.path.abspath(out_dir)
     if args.report_only:
         from benchmarks import heldout_report
-        results = load_results(out_dir)
+        with locked_results(out_dir) as results:
+            rescore(results, out_dir)
         heldout_report.write(results, out_dir, docs)
         log(f"wrote {docs}")
         _readme(results, out_dir, docs)

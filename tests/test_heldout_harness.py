@@ -215,3 +215,16 @@ def test_failing_model_is_reported_not_fatal(tmp_path):
     assert res["rf100"]["summary"]["unscored"] == 0
     assert res["rf100"]["summary"]["n_common"] == res["rf100"]["summary"]["n_heldout"]
     assert failed["summary"]["accuracy"]["n"] == 2
+
+
+def test_report_only_scores_the_files_again_identically(quick_run, tmp_path):
+    out, _, results = quick_run
+    import shutil
+    work = tmp_path / "again"
+    shutil.copytree(out, work)
+    heldout.main(["--report-only", "--out", str(work), "--docs", str(work / "page.md")])
+    with open(work / "results.json") as fh:
+        again = json.load(fh)
+    for name, task in results["tasks"].items():
+        assert again["tasks"][name]["results"] == task["results"], name
+    assert "## keyboard-subject" in (work / "page.md").read_text()
