@@ -59,6 +59,8 @@ def summary_table(results, fraction="1"):
         res = task.get("results", {}).get(fraction, {})
         for metric in _headline(task):
             cells = [_fmt(res[m]["summary"].get(metric)) if m in res else "" for m in models]
+            if all(c in ("", "–") for c in cells):
+                continue  # e.g. no 500-tree forest to compare with
             lines.append(f"| {name} | {METRIC_LABELS[metric]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -253,6 +255,13 @@ def write(results, out_dir, docs_path):
               "epoch); never on the held-out fold.",
               "- **Label fractions** (learning curves) give models the labels of a seeded, nested subset of the "
               "training subjects; the held-out fold is unchanged, and pretraining may use every training table.",
+              f"- **Budget.** AAM trains for epochs, and the engine's defaults (100 pretraining + 100 fine-tuning "
+              f"epochs, early stopping after 10) take hours per fold on a CPU. A run gives it an epoch budget, "
+              f"stated in the run list and in each AAM row; `make heldout` uses the harness default "
+              f"({M.Budget.pretrain_epochs} + {M.Budget.train_epochs} epochs) with two folds at a time "
+              "(`--jobs 2`, one thread each) to finish in about an hour on 2 cores: what that costs per task is in "
+              "'What AAM's epochs cost' below. Fewer epochs is what it trades, so its AAM rows show AAM "
+              "under-trained; compare budgets with `--tag`.",
               "", "Models:", ""]
     seen = {m for t in results["tasks"].values() for f in t.get("results", {}).values() for m in f}
     for m in _order(seen):
