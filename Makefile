@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # missing browser or Galaxy tool, say; under CI those tests fail instead).
 JOBS ?= 2
 
-.PHONY: setup demo test bench galaxy encoder clean
+.PHONY: setup demo test bench heldout galaxy encoder clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -20,6 +20,12 @@ test: setup
 
 bench: setup
 	@$(PY) -m benchmarks.run_all
+
+# held-out benchmark over the studies in ../shared/data -> benchmarks/results/heldout/, docs/science.md (the AAM
+# epoch budget and the rest: python -m benchmarks.heldout --help; e.g. make heldout HELDOUT_ARGS="--tasks ecam-month")
+HELDOUT_ARGS ?=
+heldout: setup
+	@$(PY) -m benchmarks.heldout --jobs 2 $(HELDOUT_ARGS)
 
 # the plugin as Galaxy tools in galaxy-tools/, linted (tests/test_galaxy.py checks the same in `make test`)
 galaxy: setup

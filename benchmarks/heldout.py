@@ -1,0 +1,676 @@
+"""Held-out benchmark: every model scored on the same held-out samples of real studies, by grouped k-fold CV.
+
+``make heldout`` runs it in full; ``python -m benchmarks.heldout --help`` lists the options. For each task
+(`benchmarks.heldout_tasks`): folds fixed by a seed and written out (grouped by subject / house / sampling
+event where samples repeat), a rarefaction depth chosen on each fold's training samples only and one shared
+rarefied draw, then every model recipe (`benchmarks.heldout_models`) trained on the training side and asked for
+every held-out sample. Scores are computed on the held-out samples that every model of the task scored; a sample
+a model does not predict is counted against that model, never dropped silently.
+
+Outputs (``--out``, default benchmarks/results/heldout/): ``results.json`` (every figure per task, model, label
+fraction and fold, the runs that made them), ``folds/<task>.tsv`` (sample, group, fold, depth, whether it was
+scored), ``predictions/<task>.tsv`` (per sample and model); then ``docs/science.md`` and its figures
+(`benchmarks.heldout_report`). A run with a subset of tasks or models merges into the existing results: entries
+it re-ran are replaced, the others kept if their folds are the same.
+"""
+import argparse
+import contextlib
+import datetime
+import importlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import heldout_models as M
+from benchmarks import heldout_tasks as T
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "heldout")
+DOCS = os.path.join(T.REPO, "docs", "science.md")
+SCHEMA = "aam-heldout/1"
+REFERENCE = "rf500"  # relative MAE is MAE / this model's MAE on the same fold and samples
+FRACTION_FMT = "{:g}"
+
+
+def log(msg):
+    print(f"[heldout {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+def regression_metrics(truth, pred):
+    """MAE and R^2 of predictions against the truth (same index)."""
+    from sklearn.metrics import mean_absolute_error, r2_score
+    y, p = truth.to_numpy(dtype=float), pred.to_numpy(dtype=float)
+    if len(y) == 0:
+        return {"mae": None, "r2": None}
+    return {"mae": float(mean_absolute_error(y, p)), "r2": float(r2_score(y, p)) if len(y) > 1 else None}
+
+
+def classification_metrics(truth, pred, prob, classes, positive=None):
+    """Accuracy, balanced accuracy and AUC (binary: of the positive class; multiclass: macro one-vs-rest over the
+    classes present among the held-out samples)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+    if len(truth) == 0:
+        return {"accuracy": None, "balanced_accuracy": None, "auc": None}
+    y, p = truth.astype(str).to_numpy(), pred.astype(str).to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # predicted classes absent from the truth of a fold
+        out = {"accuracy": float(accuracy_score(y, p)), "balanced_accuracy": float(balanced_accuracy_score(y, p))}
+    auc = None
+    if prob is not None:
+        if len(classes) == 2:
+            pos = positive or classes[1]
+            if len(set(y)) == 2:
+                auc = float(roc_auc_score(y == pos, prob[pos].to_numpy()))
+        else:
+            per_class = [roc_auc_score(y == c, prob[c].to_numpy()) for c in classes if 0 < (y == c).sum() < len(y)]
+            auc = float(np.mean(per_class)) if per_class else None
+    out["auc"] = auc
+    return out
+
+
+def metric_names(kind):
+    """Metrics of a task kind; the last compares with the reference forest on the same fold (paired)."""
+    if kind == "regression":
+        return ["mae", "r2", "mae_vs_" + REFERENCE]
+    return ["accuracy", "balanced_accuracy", "auc", "accuracy_vs_" + REFERENCE]
+
+
+def summarize(values):
+    """Mean, standard deviation (ddof 1), min and max of the defined values."""
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else None, "min": float(v.min()),
+            "max": float(v.max()), "n": int(v.size)}
+
+
+# ------------------------------------------------------------------------------------------------ storage
+
+def atomic_write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make committed results unreadable to others
+    os.replace(tmp, path)
+
+
+def load_results(out_dir):
+    path = os.path.join(out_dir, "results.json")
+    if not os.path.exists(path):
+        return {"schema": SCHEMA, "runs": {}, "tasks": {}}
+    with open(path) as fh:
+        res = json.load(fh)
+    if res.get("schema") != SCHEMA:
+        raise SystemExit(f"{path} was written by another version of the harness ({res.get('schema')!r}); "
+                         "move it away or rerun with --fresh.")
+    return res
+
+
+def predictions_path(out_dir, task):
+    return os.path.join(out_dir, "predictions", f"{task}.tsv")
+
+
+def folds_path(out_dir, task):
+    return os.path.join(out_dir, "folds", f"{task}.tsv")
+
+
+def read_predictions(out_dir, task, classes):
+    path = predictions_path(out_dir, task)
+    if not os.path.exists(path):
+        return pd.DataFrame()
+    dtype = {"sample_id": str, "model": str, "truth": str if classes else float,
+             "prediction": str if classes else float}
+    return pd.read_csv(path, sep="\t", dtype=dtype)
+
+
+def write_folds_file(out_dir, data, fold_of, splits):
+    """The folds of a task: one row per sample with its group, fold, the fold's depth and whether it is scored."""
+    rows = []
+    depth = {sp.index: sp.depth for sp in splits}
+    below = {s for sp in splits for s in sp.below_depth}
+    for s in data.sample_ids:
+        f = int(fold_of[s])
+        rows.append({"sample_id": s, "group": data.groups[s], "fold": f, "target": data.y[s],
+                     "reads": int(data.reads[s]), "fold_depth": depth[f],
+                     "scored": "no: below depth" if s in below else "yes"})
+    frame = pd.DataFrame(rows)
+    atomic_write(folds_path(out_dir, data.task.name), frame.to_csv(sep="\t", index=False))
+    return frame
+
+
+def fingerprint(frame):
+    """A short hash of a task's fold assignment and depths: results can only be merged when it is equal."""
+    import hashlib
+    text = frame[["sample_id", "group", "fold", "fold_depth", "scored"]].to_csv(sep="\t", index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+def run_model(rec, fold, seed, budget, strict):
+    """Call one recipe on one fold; returns (Prediction or None, seconds, error text or None)."""
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=FutureWarning)
+            pred = rec.fn(fold, seed, budget)
+    except Exception as err:  # a failing model is recorded and the run goes on (--strict re-raises)
+        if strict:
+            raise
+        log(f"{rec.name} failed on fold {fold.index}: {err}\n{traceback.format_exc()}")
+        return None, time.perf_counter() - t0, f"{type(err).__name__}: {err}"
+    seconds = time.perf_counter() - t0
+    if not isinstance(pred, M.Prediction):
+        raise TypeError(f"recipe {rec.name!r} returned {type(pred).__name__}, not a Prediction")
+    # work done once and shared (e.g. one pretraining for every label fraction) counts in every row that uses it
+    seconds += float(pred.info.get("reused_seconds", 0.0))
+    return pred, seconds, None
+
+
+def prediction_rows(rec_name, fraction, fold, pred, classes, truth):
+    """Rows of the predictions file for one model and fold; checks what the recipe returned."""
+    values = pred.values.copy()
+    values.index = values.index.astype(str)
+    unknown = sorted(set(values.index) - set(fold.test.ids))
+    if unknown:
+        raise ValueError(f"recipe {rec_name!r} predicted samples that are not held out in fold {fold.index}: "
+                         f"{unknown[:5]}")
+    values = values[~values.index.duplicated()]
+    if not classes:
+        values = pd.to_numeric(values, errors="coerce")
+    values = values[values.notna()]
+    rows = pd.DataFrame({"model": rec_name, "label_fraction": fraction, "fold": fold.index,
+                         "sample_id": list(values.index), "truth": truth.loc[values.index].to_numpy(),
+                         "prediction": values.to_numpy()})
+    if classes:
+        rows["prediction"] = rows["prediction"].astype(str)
+        prob = pred.probabilities
+        for c in classes:
+            col = f"p:{c}"
+            if prob is None:
+                rows[col] = np.nan
+            else:
+                prob = prob.copy()
+                prob.index = prob.index.astype(str)
+                # a class absent from the training fold gets probability 0 from that model
+                rows[col] = prob[c].reindex(values.index).fillna(0.0).to_numpy() if c in prob.columns else 0.0
+    return rows
+
+
+def fold_key(task):
+    """Tasks with equal keys have the same samples' folds (same study, grouping and stratification): they run
+    together, fold by fold, so they share rarefied draws, distances and pretrained encoders."""
+    stratify = task.fold_stratify or (task.column if task.classifier else None)
+    return (task.folder, task.table, task.metadata, task.group, task.keep, stratify, task.max_groups)
+
+
+def prepare_task(task, args, out_dir):
+    """Load a task, fix its folds, write its folds file; returns (data, folds frame, task info)."""
+    data = T.load_task(task, seed=args.seed)
+    for note in data.notes:
+        log(f"{task.name}: {note}")
+    fold_of = T.assign_folds(data, args.folds, args.seed)
+    splits = [T.FoldSplit(data, fold_of, i, args.keep_fraction, args.seed) for i in range(args.folds)]
+    log(f"{task.name}: {len(data.sample_ids)} samples, {data.groups.nunique()} groups, "
+        f"{data.table.shape[0]} features; {args.folds} folds, depths {[sp.depth for sp in splits]}")
+    frame = write_folds_file(out_dir, data, fold_of, splits)
+    return data, frame, task_info(data, splits, fingerprint(frame))
+
+
+@contextlib.contextmanager
+def locked_results(out_dir):
+    """The stored results, read and written back under an exclusive lock: runs on other tasks or models may
+    write to the same folder at the same time."""
+    import fcntl
+    import hashlib
+    os.makedirs(out_dir, exist_ok=True)
+    # the lock file lives outside the results folder, which is committed
+    tag = hashlib.sha256(os.path.abspath(out_dir).encode()).hexdigest()[:12]
+    with open(os.path.join(tempfile.gettempdir(), f"aam-heldout-{tag}.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            results = load_results(out_dir)
+            yield results
+            atomic_write(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1) + "\n")
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_unit(task_names, fold_index, settings):
+    """Every model and label fraction of one fold of tasks that share folds (a unit of work; may run in a worker
+    process). Returns one dict per task: prediction rows, timings, distance seconds."""
+    import importlib
+    import torch
+    torch.set_num_threads(max(1, settings["threads"]))
+    for module in settings.get("recipe_modules") or []:
+        importlib.import_module(module)
+    tasks = T.task_table(settings["quick"])
+    budget = M.Budget(**settings["budget"])
+    out = []
+    for name in task_names:
+        task = tasks[name]
+        data = T.load_task(task, seed=settings["seed"])
+        fold_of = T.assign_folds(data, settings["folds"], settings["seed"])
+        sp = T.FoldSplit(data, fold_of, fold_index, settings["keep_fraction"], settings["seed"])
+        prev = out[-1]["_split"] if out else None
+        if prev is not None and (prev.pool_ids, prev.test_ids, prev.depth) == (sp.pool_ids, sp.test_ids, sp.depth):
+            sp._cache = prev._cache  # same samples and depth as the previous task: same draw, same distances
+        runnable = [m for m in settings["models"] if task.kind in M.RECIPES[m].kinds]
+        dist_seconds = None
+        if any(M.RECIPES[m].needs_distances for m in runnable) and "distances" not in sp._cache:
+            t0 = time.perf_counter()
+            sp.fold(1.0).distances()
+            dist_seconds = round(time.perf_counter() - t0, 2)
+        rows, timing = [], {}
+        for fraction in settings["label_fractions"]:
+            fold = sp.fold(fraction)
+            for recipe_name in runnable:
+                rec = M.RECIPES[recipe_name]
+                # stored under the tag as well, so one recipe under two budgets gives two rows
+                model = recipe_name + (f":{settings['tag']}" if settings.get("tag") else "")
+                pred, seconds, error = run_model(rec, fold, settings["seed"], budget, settings["strict"])
+                item = {"fold": fold_index, "seconds": round(seconds, 2), "n_train": len(fold.train.ids),
+                        "n_train_groups": int(fold.train.groups.nunique()), "error": error,
+                        "info": json_safe(pred.info) if pred is not None else {}}
+                timing[f"{model}@{FRACTION_FMT.format(fraction)}"] = item
+                where = f"{name} fold {fold_index + 1}/{settings['folds']} f={fraction:g} {model}"
+                if pred is None:
+                    log(f"{where}: failed ({error})")
+                    continue
+                r = prediction_rows(model, fraction, fold, pred, data.classes, data.y)
+                rows.append(r)
+                missing = len(fold.test.ids) - len(r)
+                log(f"{where}: {seconds:.1f} s, {len(r)}/{len(fold.test.ids)} scored"
+                    + (f" ({missing} unscored)" if missing else ""))
+        out.append({"task": name, "fold": fold_index, "rows": pd.concat(rows) if rows else pd.DataFrame(),
+                    "timing": timing, "distance_seconds": dist_seconds, "_split": sp})
+    for item in out:
+        item.pop("_split")
+    return out
+
+
+def merge_task(results, name, data, frame, info, unit_results, run_id, out_dir):
+    """Merge a task's new rows and timings into its predictions file and stored entry, and score it again.
+
+    Call under `locked_results`. Stored models of the task are kept if their folds are the ones used now
+    (same fingerprint), dropped otherwise.
+    """
+    entry = results["tasks"].get(name)
+    if entry is not None and entry.get("fingerprint") != info["fingerprint"]:
+        if entry.get("runs_by_model"):
+            log(f"{name}: folds differ from the stored results ({entry.get('fingerprint')} -> "
+                f"{info['fingerprint']}); the stored models of this task are dropped")
+        entry = None
+        if os.path.exists(predictions_path(out_dir, name)):
+            os.remove(predictions_path(out_dir, name))
+    entry = entry or {"runs_by_model": {}, "timing": {}}
+    entry.update(info)
+    new_rows = [u["rows"] for u in unit_results if len(u["rows"])]
+    timing = {}
+    for u in sorted(unit_results, key=lambda u: u["fold"]):
+        for key, item in u["timing"].items():
+            timing.setdefault(key, []).append(item)
+        if u["distance_seconds"] is not None:
+            entry["folds"][u["fold"]]["distance_seconds"] = u["distance_seconds"]
+    # the (model, fraction) pairs run now replace what was stored for them
+    old = read_predictions(out_dir, name, data.classes)
+    if len(old):
+        keys = old["model"] + "@" + old["label_fraction"].map(FRACTION_FMT.format)
+        old = old[~keys.isin(set(timing))]
+    preds = pd.concat([old] + new_rows, ignore_index=True) if new_rows or len(old) else pd.DataFrame()
+    if len(preds):
+        preds = preds.sort_values(["model", "label_fraction", "fold", "sample_id"], kind="stable")
+        atomic_write(predictions_path(out_dir, name), preds.to_csv(sep="\t", index=False, float_format="%.6g"))
+        # scores come from the file as written, so that scoring it again (--report-only) gives the same figures
+        preds = read_predictions(out_dir, name, data.classes)
+    for key, items in timing.items():
+        entry["timing"][key] = items
+        entry["runs_by_model"][key] = run_id
+    entry["results"] = score_task(entry, preds, data, frame)
+    results["tasks"][name] = entry
+    _prune_runs(results, keep=run_id)
+
+
+def run_all(names, tasks, settings, run_record, out_dir, run_id, jobs):
+    """Run every (tasks sharing folds, fold) unit, in `jobs` processes; merge each task when its folds are done."""
+    import concurrent.futures as cf
+    import multiprocessing
+    prepared = {name: prepare_task(tasks[name], argparse.Namespace(**settings), out_dir) for name in names}
+    groups = {}
+    for name in names:
+        groups.setdefault(fold_key(tasks[name]), []).append(name)
+    # largest tables first, so that the longest units do not start last
+    order = sorted(groups.values(), key=lambda g: -prepared[g[0]][0].table.nnz)
+    units = [(g, i) for g in order for i in range(settings["folds"])]
+    done = {name: [] for name in names}
+
+    def collect(unit_out):
+        for item in unit_out:
+            name = item["task"]
+            done[name].append(item)
+            if len(done[name]) == settings["folds"]:
+                data, frame, info = prepared[name]
+                with locked_results(out_dir) as results:
+                    results["runs"][run_id] = run_record
+                    merge_task(results, name, data, frame, info, done[name], run_id, out_dir)
+                log(f"{name}: all folds done; results written")
+
+    if jobs <= 1:
+        for g, i in units:
+            collect(run_unit(g, i, settings))
+        return
+    ctx = multiprocessing.get_context("spawn")  # no forked copies of torch's or BLAS's thread pools
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = [pool.submit(run_unit, g, i, settings) for g, i in units]
+        for fut in cf.as_completed(futures):
+            collect(fut.result())
+
+
+def task_info(data, splits, fp):
+    t = data.task
+    return {"study": t.study, "column": t.column, "kind": t.kind, "description": t.description,
+            "group_columns": list(t.group) if t.group else None, "grouping": t.grouping, "beta": t.beta,
+            "tree": os.path.basename(t.tree) if t.tree else None, "classes": data.classes, "positive": t.positive,
+            "n_samples": len(data.sample_ids), "n_groups": int(data.groups.nunique()),
+            "n_features": int(data.table.shape[0]), "notes": data.notes, "fingerprint": fp,
+            "folds_file": os.path.relpath(folds_path("", t.name)),
+            "predictions_file": os.path.relpath(predictions_path("", t.name)),
+            "folds": [{"fold": sp.index, "depth": int(sp.depth), "n_train": len(sp.pool_ids),
+                       "n_train_below_depth": len(sp.train_below_depth), "n_test": len(sp.test_ids),
+                       "n_test_below_depth": len(sp.below_depth)} for sp in splits]}
+
+
+def json_safe(obj):
+    """A JSON-able copy of a recipe's info (numpy scalars to Python, anything else to str)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def score_task(entry, preds, data, folds_frame):
+    """Metrics per model, label fraction and fold, on the held-out samples every model of the task scored.
+
+    For each fold and label fraction, the scored set is the fold's held-out samples (reads >= depth) predicted by
+    every model that ran without error; each model's unscored samples (of the held-out ones) are listed.
+    """
+    kind = data.task.kind
+    out = {}
+    scored_rows = folds_frame[folds_frame["scored"] == "yes"]
+    heldout = {int(f): list(grp["sample_id"]) for f, grp in scored_rows.groupby("fold")}
+    folds_all = sorted(set(folds_frame["fold"].astype(int)))
+    truth = data.y
+    # every (model, fraction) that ran is listed, even one that failed everywhere and predicted nothing
+    ran = {}
+    for key in entry["timing"]:
+        model, fkey = key.rsplit("@", 1)
+        ran.setdefault(fkey, set()).add(model)
+    for fkey in sorted(ran, key=float):
+        by_fraction = preds[preds["label_fraction"].map(FRACTION_FMT.format) == fkey] if len(preds) else \
+            pd.DataFrame(columns=["model", "fold", "sample_id", "prediction"])
+        models = sorted(ran[fkey])
+        res_f = {m: {"folds": []} for m in models}
+        for fold in folds_all:
+            test = heldout.get(fold, [])
+            sub = by_fraction[by_fraction["fold"] == fold]
+            scored = {m: set(sub.loc[sub["model"] == m, "sample_id"]) for m in models}
+            # a model that failed on this fold is reported as failed, not allowed to empty the common set
+            ok = [m for m in models if not _failed(entry, m, fkey, fold)]
+            common = [s for s in test if all(s in scored[m] for m in ok)]
+            per_model = {}
+            for m in models:
+                item = {"fold": fold, "n_heldout": len(test), "n_common": len(common),
+                        "unscored": sorted(set(test) - scored[m])}
+                t = _timing(entry, m, fkey, fold)
+                item["seconds"] = t.get("seconds")
+                item["error"] = t.get("error")
+                item["n_train"] = t.get("n_train")
+                if m in ok and common:
+                    rows = sub[sub["model"] == m].set_index("sample_id").loc[common]
+                    if kind == "regression":
+                        item.update(regression_metrics(truth.loc[common], rows["prediction"]))
+                    else:
+                        prob_cols = [f"p:{c}" for c in data.classes]
+                        prob = rows[prob_cols].rename(columns=lambda c: c[2:]) if rows[prob_cols].notna().all().all() \
+                            else None
+                        item.update(classification_metrics(truth.loc[common], rows["prediction"], prob,
+                                                           data.classes, data.task.positive))
+                per_model[m] = item
+            if REFERENCE in per_model:
+                # paired with the forest on the same samples: MAE ratio, accuracy difference
+                if kind == "regression":
+                    ref = per_model[REFERENCE].get("mae")
+                    for m, item in per_model.items():
+                        mae = item.get("mae")
+                        item["mae_vs_" + REFERENCE] = (mae / ref) if (mae is not None and ref) else None
+                else:
+                    ref = per_model[REFERENCE].get("accuracy")
+                    for m, item in per_model.items():
+                        acc = item.get("accuracy")
+                        item["accuracy_vs_" + REFERENCE] = (acc - ref) if (acc is not None and ref is not None) \
+                            else None
+            for m in models:
+                res_f[m]["folds"].append(per_model[m])
+        for m in models:
+            folds = res_f[m]["folds"]
+            summary = {k: summarize([f.get(k) for f in folds]) for k in metric_names(kind)}
+            summary["seconds"] = summarize([f.get("seconds") for f in folds])
+            summary["unscored"] = int(sum(len(f["unscored"]) for f in folds))
+            summary["n_heldout"] = int(sum(f["n_heldout"] for f in folds))
+            summary["n_common"] = int(sum(f["n_common"] for f in folds))
+            summary["failed_folds"] = int(sum(1 for f in folds if f.get("error")))
+            summary["run"] = entry["runs_by_model"].get(f"{m}@{fkey}")
+            res_f[m]["summary"] = summary
+        out[fkey] = res_f
+    return out
+
+
+def rescore(results, out_dir):
+    """Score every stored task again from its folds and predictions files (no data or models needed), e.g. after
+    a change of the metrics."""
+    import types
+    for name, entry in results["tasks"].items():
+        frame = pd.read_csv(os.path.join(out_dir, entry["folds_file"]), sep="\t",
+                            dtype={"sample_id": str, "group": str, "target": str})
+        y = frame.set_index("sample_id")["target"]
+        if entry["kind"] == "regression":
+            y = y.astype(float)
+        data = types.SimpleNamespace(task=types.SimpleNamespace(kind=entry["kind"], positive=entry.get("positive")),
+                                     y=y, classes=entry.get("classes"))
+        entry["results"] = score_task(entry, read_predictions(out_dir, name, entry.get("classes")), data, frame)
+
+
+def _timing(entry, model, fkey, fold):
+    for item in entry["timing"].get(f"{model}@{fkey}", []):
+        if item["fold"] == fold:
+            return item
+    return {}
+
+
+def _failed(entry, model, fkey, fold):
+    return bool(_timing(entry, model, fkey, fold).get("error"))
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def machine():
+    from benchmarks.common import cpu_model
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return {"cpu": cpu_model(), "cores": cores, "python": sys.version.split()[0]}
+
+
+def git_commit():
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=T.REPO, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=T.REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (rev + ("+uncommitted" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.heldout", description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", nargs="+", help="tasks to run (default: all whose data are present); see --list")
+    ap.add_argument("--models", nargs="+", help="model recipes to run (default: every default recipe); see --list")
+    ap.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    ap.add_argument("--seed", type=int, default=42, help="seed of folds, rarefaction, label subsets and models")
+    ap.add_argument("--keep-fraction", type=float, default=0.9,
+                    help="rarefaction depth keeps this share of each fold's training samples (default 0.9)")
+    ap.add_argument("--label-fractions", type=float, nargs="+", default=[1.0],
+                    help="shares of training subjects whose labels models get (seeded, nested; the held-out fold "
+                         "stays fixed), e.g. 0.1 0.25 0.5 1.0 for a learning curve")
+    ap.add_argument("--pretrain-epochs", type=int, default=None,
+                    help=f"AAM pretraining epochs (budget; default {M.Budget.pretrain_epochs}, the engine's is 100)")
+    ap.add_argument("--train-epochs", type=int, default=None,
+                    help=f"AAM fine-tuning epochs (budget; default {M.Budget.train_epochs}, the engine's is 100)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads per model (default 1)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="worker processes, each running one fold of a task at a time (default 1: in this process)")
+    ap.add_argument("--tag", help="store this run's models as <model>:<tag> (e.g. a budget: --tag p20), beside "
+                                  "the untagged rows instead of replacing them")
+    ap.add_argument("--recipes", nargs="+", metavar="MODULE",
+                    help="modules to import that register more recipes (e.g. benchmarks.my_variants)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small slices (tests/data; ecam slice when ../shared is present), 3 folds, tiny AAM: a "
+                         "smoke test of the harness; writes to a temporary folder unless --out is given")
+    ap.add_argument("--out", help=f"results folder (default {os.path.relpath(RESULTS, T.REPO)})")
+    ap.add_argument("--docs", help="markdown page to generate (default docs/science.md; figures beside it in "
+                                   "figures/heldout/)")
+    ap.add_argument("--no-docs", action="store_true", help="do not regenerate the docs page")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only score the stored predictions again and regenerate the docs")
+    ap.add_argument("--fresh", action="store_true", help="discard stored results in --out first")
+    ap.add_argument("--strict", action="store_true", help="a failing model stops the run (default: recorded)")
+    ap.add_argument("--list", action="store_true", help="list tasks and models, then exit")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    tasks = T.task_table(args.quick)
+    for module in args.recipes or []:
+        importlib.import_module(module)
+    if args.list:
+        for t in tasks.values():
+            print(f"task  {t.name:18s} {t.kind:14s} {t.description}" + ("" if T.available(t) else "  [data absent]"))
+        for r in M.RECIPES.values():
+            print(f"model {r.name:18s} {'(default) ' if r.default else ''}{r.description}")
+        return 0
+    if args.quick:
+        args.folds = min(args.folds, 3)
+        out_dir = args.out or os.path.join(tempfile.gettempdir(), "aam-heldout-quick")
+        docs = args.docs or os.path.join(out_dir, "science.md")
+    else:
+        out_dir = args.out or RESULTS
+        # results elsewhere get their page beside them, never over the project's docs
+        docs = args.docs or (DOCS if os.path.abspath(out_dir) == os.path.abspath(RESULTS)
+                             else os.path.join(out_dir, "science.md"))
+    out_dir = os.path.abspath(out_dir)
+    if args.report_only:
+        from benchmarks import heldout_report
+        with locked_results(out_dir) as results:
+            rescore(results, out_dir)
+        heldout_report.write(results, out_dir, docs)
+        log(f"wrote {docs}")
+        _readme(results, out_dir, docs)
+        return 0
+    names = args.tasks or [n for n, t in tasks.items() if T.available(t)]
+    unknown = [n for n in names if n not in tasks]
+    if unknown:
+        raise SystemExit(f"unknown task(s) {unknown}; choose from {sorted(tasks)}")
+    missing = [n for n in names if not T.available(tasks[n])]
+    if missing:
+        log(f"skipping {missing}: data not found (expected under {T.SHARED_DATA})")
+        names = [n for n in names if n not in missing]
+    if not names:
+        log(f"no task has its data here (../shared/data is absent?); nothing to run.")
+        return 0
+    models = args.models or [n for n, r in M.RECIPES.items() if r.default]
+    bad = [m for m in models if m not in M.RECIPES]
+    if bad:
+        raise SystemExit(f"unknown model(s) {bad}; choose from {sorted(M.RECIPES)}")
+    if args.tag and not all(c.isalnum() or c in "-_." for c in args.tag):
+        raise SystemExit(f"--tag {args.tag!r}: use letters, digits, '-', '_' or '.'")
+    budget = M.Budget(threads=args.threads, quick=args.quick)
+    if args.quick:
+        budget.pretrain_epochs, budget.train_epochs = 1, 2
+    if args.pretrain_epochs:
+        budget.pretrain_epochs = args.pretrain_epochs
+    if args.train_epochs:
+        budget.train_epochs = args.train_epochs
+    if args.fresh and os.path.isdir(out_dir):
+        import shutil
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    load_results(out_dir)  # fails early on results of another harness version
+    run_id = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_record = {
+        "command": "python -m benchmarks.heldout " + " ".join(shlex.quote(a) for a in argv),
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "git": git_commit(),
+        "budget": budget.to_dict(), "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
+        "label_fractions": args.label_fractions, "tasks": names, "models": models, "tag": args.tag, "jobs": args.jobs,
+        "threads": args.threads, "quick": args.quick}
+    log(f"run {run_id}: tasks {names}; models {models}; budget {budget.to_dict()}; {args.jobs} process(es); "
+        f"results in {out_dir}")
+    settings = {"quick": args.quick, "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
+                "label_fractions": list(args.label_fractions), "models": models, "budget": budget.to_dict(),
+                "threads": args.threads, "strict": args.strict, "recipe_modules": list(args.recipes or []),
+                "tag": args.tag}
+    t0 = time.perf_counter()
+    run_all(names, tasks, settings, run_record, out_dir, run_id, args.jobs)
+    run_record["seconds"] = round(time.perf_counter() - t0, 1)
+    with locked_results(out_dir) as results:
+        results["runs"][run_id] = run_record
+    log(f"done in {time.perf_counter() - t0:.0f} s")
+    if not args.no_docs:
+        from benchmarks import heldout_report
+        results = load_results(out_dir)
+        heldout_report.write(results, out_dir, docs)
+        log(f"wrote {docs}")
+        _readme(results, out_dir, docs)
+    return 0
+
+
+def _readme(results, out_dir, docs):
+    """The README's summary table follows the project's own results (not quick runs or other folders)."""
+    from benchmarks import heldout_report
+    if os.path.abspath(out_dir) == os.path.abspath(RESULTS) and os.path.abspath(docs) == os.path.abspath(DOCS):
+        if heldout_report.update_readme(results, os.path.join(T.REPO, "README.md")):
+            log("updated the summary table in README.md")
+
+
+def _prune_runs(results, keep=None):
+    """Keep only the run records some stored result still comes from (and `keep`)."""
+    used = {r for t in results["tasks"].values() for r in t.get("runs_by_model", {}).values()}
+    results["runs"] = {k: v for k, v in results["runs"].items() if k in used or k == keep}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,342 @@
+"""docs/science.md and its figures, generated from the held-out benchmark's results (never edited by hand).
+
+``python -m benchmarks.heldout --report-only`` rewrites them from ``benchmarks/results/heldout/``.
+"""
+import os
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import heldout_models as M
+
+FIGURE_DIR = os.path.join("figures", "heldout")  # relative to the docs page
+METRIC_LABELS = {"mae": "MAE", "r2": "R²", "mae_vs_rf500": "MAE / rf500", "accuracy": "accuracy",
+                 "balanced_accuracy": "balanced accuracy", "auc": "AUC", "accuracy_vs_rf500": "accuracy − rf500"}
+
+
+def _fmt(stat, digits=2):
+    if not stat or stat.get("mean") is None:
+        return "–"
+    text = f"{stat['mean']:.{digits}f}"
+    if stat.get("sd") is not None:
+        text += f" ± {stat['sd']:.{digits}f}"
+    return text
+
+
+def _order(models):
+    """Registry order (tagged rows after their recipe), then names no longer registered."""
+    known = [m for r in M.RECIPES for m in sorted(models, key=lambda x: (":" in x, x)) if m.split(":")[0] == r]
+    return known + sorted(m for m in models if m not in known)
+
+
+def _headline(task):
+    return ("mae", "mae_vs_rf500") if task["kind"] == "regression" else ("accuracy", "accuracy_vs_rf500")
+
+
+def _describe_run(run):
+    b = run.get("budget", {})
+    m = run.get("machine", {})
+    text = (f"`{run['command']}` — {run['date']}, {m.get('cpu', '?')} ({m.get('cores', '?')} cores), git "
+            f"{run.get('git') or '?'}, seed {run.get('seed')}, {run.get('folds')} folds, {run.get('jobs', 1)} "
+            f"process(es) x {b.get('threads')} thread(s)")
+    budgeted = [x for x in run.get("models", []) if getattr(M.RECIPES.get(x), "uses_budget", False)]
+    if budgeted:
+        text += (f"; budget of {', '.join(budgeted)}: {b.get('pretrain_epochs')} pretraining + "
+                 f"{b.get('train_epochs')} fine-tuning epochs (the engine's defaults: 100 + 100, early stopping "
+                 "after 10 without improvement)")
+        if run.get("quick"):
+            text += ", tiny architecture (--quick)"
+    return text + (f"; took {run['seconds'] / 60:.1f} min" if run.get("seconds") else "")
+
+
+def summary_table(results, fraction="1"):
+    """Markdown table: one row per task, one column per model, the headline metric (mean ± sd over folds)."""
+    models = _order({m for t in results["tasks"].values() for m in t.get("results", {}).get(fraction, {})})
+    if not models:
+        return ""
+    lines = ["| task | metric | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for name, task in results["tasks"].items():
+        res = task.get("results", {}).get(fraction, {})
+        for metric in _headline(task):
+            cells = [_fmt(res[m]["summary"].get(metric)) if m in res else "" for m in models]
+            if all(c in ("", "–") for c in cells):
+                continue  # e.g. no 500-tree forest to compare with
+            lines.append(f"| {name} | {METRIC_LABELS[metric]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def task_table(task, fraction="1"):
+    res = task.get("results", {}).get(fraction, {})
+    kind = task["kind"]
+    metrics = ["mae", "r2", "mae_vs_rf500"] if kind == "regression" else \
+        ["accuracy", "balanced_accuracy", "auc", "accuracy_vs_rf500"]
+    head = ["model"] + [METRIC_LABELS[m] for m in metrics] + ["seconds / fold", "scored / held-out", "run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in _order(res):
+        s = res[m]["summary"]
+        scored = f"{s['n_heldout'] - s['unscored']} / {s['n_heldout']}"
+        if s.get("failed_folds"):
+            scored += f" (failed in {s['failed_folds']} folds)"
+        run = s.get("run") or ""
+        info = next((i.get("info", {}) for i in task.get("timing", {}).get(f"{m}@{fraction}", []) if i.get("info")),
+                    {})
+        if "pretrain_epochs" in info:
+            run += f" ({info['pretrain_epochs']} + {info['train_epochs']} epochs)"
+        cells = [m] + [_fmt(s.get(k), 3 if kind == "classification" else 2) for k in metrics] + \
+                [_fmt(s.get("seconds"), 1), scored, run]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _common(preds):
+    """Rows of samples that every model with predictions in the (fraction, fold) predicted."""
+    keep = []
+    for _, grp in preds.groupby(["label_fraction", "fold"]):
+        models = grp["model"].unique()
+        counts = grp.groupby("sample_id")["model"].nunique()
+        ids = set(counts.index[counts == len(models)])
+        keep.append(grp[grp["sample_id"].isin(ids)])
+    return pd.concat(keep) if keep else preds
+
+
+def figure_task(name, task, preds, path):
+    """Predicted vs actual per model (regression) or per-fold accuracy bars (classification)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    res = task.get("results", {}).get("1", {})
+    models = _order(res)
+    preds = preds[preds["label_fraction"] == 1.0] if len(preds) else preds
+    if not models or not len(preds):
+        return False
+    preds = _common(preds)
+    if task["kind"] == "regression":
+        n = len(models)
+        cols = min(n, 3)
+        rows = int(np.ceil(n / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.8 * rows), squeeze=False)
+        lo = min(preds["truth"].min(), preds["prediction"].min())
+        hi = max(preds["truth"].max(), preds["prediction"].max())
+        for ax, m in zip(axes.ravel(), models):
+            sub = preds[preds["model"] == m]
+            sc = ax.scatter(sub["truth"], sub["prediction"], c=sub["fold"], cmap="tab10", vmin=0, vmax=9, s=10,
+                            alpha=0.7)
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
+            s = res[m]["summary"]
+            ax.set_title(f"{m}: MAE {_fmt(s['mae'])}\nR² {_fmt(s['r2'])}", fontsize=9)
+            ax.set_xlabel(f"actual {task['column']}")
+            ax.set_ylabel("predicted")
+        for ax in axes.ravel()[n:]:
+            ax.axis("off")
+        fig.suptitle(f"{name}: held-out predictions (colour = fold)", fontsize=10)
+    else:
+        folds = sorted(preds["fold"].unique())
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(folds) * max(1, len(models)) / 2.5), 3.6))
+        width = 0.8 / len(models)
+        for i, m in enumerate(models):
+            acc = [f.get("accuracy") for f in res[m]["folds"]]
+            acc = [np.nan if a is None else a for a in acc]
+            ax.bar(np.arange(len(acc)) + i * width - 0.4 + width / 2, acc, width, label=m)
+        ax.set_xticks(range(len(folds)))
+        ax.set_xticklabels([f"fold {f + 1}" for f in folds])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("held-out accuracy")
+        ax.legend(fontsize=8, ncol=min(len(models), 6), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                  frameon=False)
+        ax.set_title(f"{name}: accuracy per fold", fontsize=10, pad=22)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def figure_curve(name, task, path):
+    """Learning curve: headline metric against the share of labelled training subjects, per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 (matplotlib.ticker below)
+    fractions = sorted(task["results"], key=float)
+    metric = _headline(task)[0]
+    models = _order({m for f in fractions for m in task["results"][f]})
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for m in models:
+        xs, ys, es = [], [], []
+        for f in fractions:
+            s = task["results"][f].get(m, {}).get("summary", {}).get(metric)
+            if s and s.get("mean") is not None:
+                xs.append(float(f))
+                ys.append(s["mean"])
+                es.append(s.get("sd") or 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xticks([float(f) for f in fractions])
+    ax.set_xticklabels([f"{float(f):g}" for f in fractions])
+    ax.set_xlabel("share of training groups (subjects) with labels")
+    ax.set_ylabel(METRIC_LABELS[metric] + " (mean ± sd over folds)")
+    ax.set_title(f"{name}: label efficiency", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def curve_table(task):
+    fractions = sorted(task["results"], key=float)
+    metric = _headline(task)[0]
+    models = _order({m for f in fractions for m in task["results"][f]})
+    lines = ["| model | " + " | ".join(f"{float(f):g}" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]
+    for m in models:
+        cells = [_fmt(task["results"][f].get(m, {}).get("summary", {}).get(metric)) for f in fractions]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    intro = f"{METRIC_LABELS[metric]} (mean ± sd over folds) by share of training groups (subjects) with labels:"
+    return intro + "\n\n" + "\n".join(lines)
+
+
+def cost_table(results):
+    """Seconds per AAM epoch by task, from the recipes' own timings: what a budget of epochs costs."""
+    lines = []
+    for name, task in results["tasks"].items():
+        for key, items in sorted(task.get("timing", {}).items()):
+            model, fraction = key.split("@")
+            infos = [i["info"] for i in items if i.get("info", {}).get("pretrain_epochs_run") and
+                     not i["info"].get("pretrain_reused")]
+            if not infos:
+                continue
+            pre = [i["pretrain_seconds"] / i["pretrain_epochs_run"] for i in infos]
+            done = [i["info"] for i in items if i.get("info", {}).get("train_epochs_run")]
+            fine = [i["train_seconds"] / i["train_epochs_run"] for i in done]
+            pred = [i["predict_seconds"] for i in done]
+            runs = [f"{i['pretrain_epochs_run']}/{i['train_epochs_run']}" for i in done]
+            lines.append(f"| {name} | {model} | {fraction} | {np.mean(pre):.0f} | {np.mean(fine):.1f} | "
+                         f"{np.mean(pred):.1f} | {', '.join(runs)} | {task['runs_by_model'].get(key, '')} |")
+    if not lines:
+        return ""
+    return ("| task | model | labels | s / pretraining epoch | s / fine-tuning epoch | s to predict | epochs run "
+            "per fold (pretraining/fine-tuning) | run |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(lines))
+
+
+def write(results, out_dir, docs_path):
+    """Write the docs page and its figures from `results` (and the predictions files in `out_dir`)."""
+    from benchmarks.heldout import atomic_write, read_predictions
+    docs_dir = os.path.dirname(os.path.abspath(docs_path))
+    rel_results = os.path.relpath(out_dir, docs_dir)
+    lines = ["# How well does AAM predict held-out samples? (the held-out benchmark)", "",
+             f"Generated by `benchmarks/heldout_report.py` from `{rel_results}/results.json`; do not edit by hand. "
+             "Rebuild with `make heldout` (runs everything) or `python -m benchmarks.heldout --report-only`.", "",
+             "## Runs behind these figures", ""]
+    for run_id, run in sorted(results["runs"].items()):
+        lines.append(f"- `{run_id}`: " + _describe_run(run))
+    lines += ["", "## Summary", "",
+              "Mean ± standard deviation over the held-out folds. Regression: MAE in the target's units and MAE "
+              "relative to the 500-tree forest on the same folds (below 1 beats it); classification: accuracy, and "
+              "accuracy minus the 500-tree forest's on the same folds (above 0 beats it). The paired rows compare "
+              "models fold by fold, which is steadier than comparing means: which houses or subjects land in a "
+              "held-out fold moves every model's score together.", "",
+              summary_table(results), "",
+              "## Method", "",
+              "- **Folds.** k-fold cross-validation, fold assignment fixed by the seed and written to "
+              f"`{rel_results}/folds/<task>.tsv` (sample, group, fold, fold depth, scored or not). Grouped by "
+              "subject (house, sampling event) where samples repeat, so no group is on both sides; each task says "
+              "why below.",
+              "- **Rarefaction.** Each fold's depth is chosen on its training samples only (the depth that keeps 90% "
+              "of them); one seeded rarefied draw of the fold is given to every model. Held-out samples with fewer "
+              "reads than the depth are given to no model (listed in the folds file as not scored). AAM receives "
+              "the raw counts with that depth and rarefies them itself (anew each epoch; predictions average 5 "
+              "draws), as it does for a user.",
+              "- **Same samples for every model.** Metrics are computed on the held-out samples every model of the "
+              "task predicted; a sample a model did not predict is counted in its 'scored / held-out' column.",
+              "- **Hyperparameters** are chosen inside the training folds only (grouped inner CV for the linear "
+              "baseline; AAM's grouped validation split of the training samples for early stopping and the best "
+              "epoch); never on the held-out fold.",
+              "- **Label fractions** (learning curves) give models the labels of a seeded, nested subset of the "
+              "training subjects; the held-out fold is unchanged, and pretraining may use every training table.",
+              f"- **Budget.** AAM trains for epochs, and the engine's defaults (100 pretraining + 100 fine-tuning "
+              f"epochs, early stopping after 10) take hours per fold on a CPU. A run gives it an epoch budget, "
+              f"stated in the run list and in each AAM row; `make heldout` uses the harness default "
+              f"({M.Budget.pretrain_epochs} + {M.Budget.train_epochs} epochs) with two folds at a time "
+              "(`--jobs 2`, one thread each) to finish in about an hour on 2 cores: what that costs per task is in "
+              "'What AAM's epochs cost' below. Fewer epochs is what it trades, so its AAM rows show AAM "
+              "under-trained; compare budgets with `--tag`.",
+              "", "Models:", ""]
+    seen = {m for t in results["tasks"].values() for f in t.get("results", {}).values() for m in f}
+    for m in _order(seen):
+        rec = M.RECIPES.get(m.split(":")[0])
+        tag = f" (tagged run `{m.split(':', 1)[1]}`)" if ":" in m else ""
+        lines.append(f"- `{m}`: " + (rec.description if rec else "(recipe no longer registered)") + tag)
+    lines += ["", "The forests are q2-sample-classifier's estimator as `fit-classifier` / `fit-regressor` build it "
+              "(`Pipeline([DictVectorizer(), RandomForest*(n_estimators, n_jobs=1)])` on the table's counts, "
+              "scikit-learn defaults otherwise: `max_features='sqrt'` for classifiers, all features for "
+              "regressors; no feature selection, no tuning), with `random_state` set to the seed.", "",
+              "Adding a model: register a recipe in `benchmarks/heldout_models.py`, "
+              "`@recipe(\"name\", \"one line\")` on `def fn(fold, seed, budget) -> Prediction` (train on "
+              "`fold.train`, optionally pretrain on `fold.pool`, predict every sample of `fold.test`; choose "
+              "hyperparameters inside the training samples only), then `python -m benchmarks.heldout --models name` "
+              "adds its rows to these tables next to the stored ones (same folds, same samples).", ""]
+    costs = cost_table(results)
+    if costs:
+        lines += ["## What AAM's epochs cost", "",
+                  "Mean over folds, measured inside each run (wall-clock seconds on the machine named above; the "
+                  "engine's defaults are 100 pretraining and 100 fine-tuning epochs with early stopping after 10 "
+                  "without improvement, so a budget of fewer epochs is what a run trades for time). Fine-tuning "
+                  "seconds include building the frozen base's ASV cache and validation.", "", costs, ""]
+    for name, task in results["tasks"].items():
+        lines += [f"## {name}", "", f"{task['description']}. Target `{task['column']}` ({task['kind']}"
+                  + (f", classes {', '.join(task['classes'])}" if task.get("classes") else "") + "); "
+                  f"{task['n_samples']} samples, {task['n_groups']} groups, {task['n_features']} features; "
+                  f"distances: {task['beta'].replace('_', ' ')}" + (f" ({task['tree']})" if task.get("tree") else "")
+                  + ".", "", f"Grouping: {task['grouping']}", ""]
+        if task.get("notes"):
+            lines += ["Data: " + "; ".join(task["notes"]) + ".", ""]
+        depths = ", ".join(str(f["depth"]) for f in task["folds"])
+        below = sum(f["n_test_below_depth"] for f in task["folds"])
+        heldout = sum(f["n_test"] for f in task["folds"])
+        lines += [f"Rarefaction depth per fold: {depths}; {heldout} held-out samples scored, {below} below the "
+                  f"depth (not given to any model). Folds: `{rel_results}/{task['folds_file']}`; predictions: "
+                  f"`{rel_results}/{task['predictions_file']}`.", ""]
+        if "1" in task.get("results", {}):
+            lines += [task_table(task), ""]
+        preds = read_predictions(out_dir, name, task.get("classes"))
+        fig = os.path.join(FIGURE_DIR, f"{name}.png")
+        if figure_task(name, task, preds, os.path.join(docs_dir, fig)):
+            lines += [f"![{name}]({fig})", ""]
+    curves = {n: t for n, t in results["tasks"].items() if len(t.get("results", {})) > 1}
+    if curves:
+        lines += ["## Label efficiency", ""]
+        for name, task in curves.items():
+            fig = os.path.join(FIGURE_DIR, f"{name}-labels.png")
+            figure_curve(name, task, os.path.join(docs_dir, fig))
+            lines += [f"### {name}", "", curve_table(task), "", f"![{name} label efficiency]({fig})", ""]
+    atomic_write(docs_path, "\n".join(lines).rstrip() + "\n")
+
+
+README_START = "<!-- heldout-summary:start"
+README_END = "<!-- heldout-summary:end -->"
+
+
+def update_readme(results, readme_path, docs_link="docs/science.md"):
+    """Replace the summary table between the README's heldout-summary markers (if it has them) with the measured
+    one, so the README shows what the last run measured. Returns whether the README changed."""
+    from benchmarks.heldout import atomic_write
+    if not os.path.exists(readme_path):
+        return False
+    with open(readme_path) as fh:
+        text = fh.read()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    head_end = text.index("\n", start) + 1
+    runs = sorted(results["runs"].values(), key=lambda r: r["date"])
+    dates = ", ".join(sorted({r["date"].split()[0] for r in runs}))
+    block = (f"Measured {dates} (commands, machine and budget in [{docs_link}]({docs_link})); mean ± sd over "
+             "5 held-out folds. Regression: MAE, and MAE relative to the 500-tree forest's on the same folds "
+             "(below 1 beats it); classification: accuracy, and accuracy minus the forest's on the same folds "
+             "(above 0 beats it).\n\n" + summary_table(results) + "\n")
+    new = text[:head_end] + block + text[end:]
+    if new != text:
+        atomic_write(readme_path, new)
+    return new != text
