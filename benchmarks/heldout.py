@@ -610,7 +610,7 @@ def main(argv=None):
         log(f"skipping {missing}: data not found (expected under {T.SHARED_DATA})")
         names = [n for n in names if n not in missing]
     if not names:
-        log(f"no task has its data here (../shared/data is absent?); nothing to run.")
+        log("no task has its data here (../shared/data is absent?); nothing to run.")
         return 0
     models = args.models or [n for n, r in M.RECIPES.items() if r.default]
     bad = [m for m in models if m not in M.RECIPES]

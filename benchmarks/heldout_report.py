@@ -119,7 +119,7 @@ def figure_task(name, task, preds, path):
         hi = max(preds["truth"].max(), preds["prediction"].max())
         for ax, m in zip(axes.ravel(), models):
             sub = preds[preds["model"] == m]
-            sc = ax.scatter(sub["truth"], sub["prediction"], c=sub["fold"], cmap="tab10", vmin=0, vmax=9, s=10,
+            ax.scatter(sub["truth"], sub["prediction"], c=sub["fold"], cmap="tab10", vmin=0, vmax=9, s=10,
                             alpha=0.7)
             ax.plot([lo, hi], [lo, hi], color="grey", lw=1)
             s = res[m]["summary"]
