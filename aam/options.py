@@ -195,16 +195,16 @@ OPTIONS = [
            "(concatenate, then project) or add (project, then add).", (TRAIN,), "target",
            choices=("concat", "add")),
     # --- optimization -----------------------------------------------------------------------------------------
-    Option("epochs", int, 100, "Maximum number of passes over the training samples.", FIT, "optimization",
-           min=1),
+    Option("epochs", int, 30, "Maximum number of passes over the training samples (training stops earlier after "
+           "{opt:patience} epochs without improvement).", FIT, "optimization", min=1),
     Option("batch_size", int, 8, "Samples per batch. The pairwise UniFrac loss compares all samples of a "
            "batch, so larger batches give it more pairs (prediction: samples per forward pass, which bounds "
-           "memory only).", ALL, "optimization", min=1, command_defaults=((PREDICT, 32),)),
+           "memory only).", ALL, "optimization", min=1, command_defaults=((PRETRAIN, 32), (TRAIN, 16), (PREDICT, 32))),
     Option("drop_last", bool, False, "Leave out the last, incomplete training batch of each epoch (which batch "
            "that is changes with the shuffle; validation always scores every sample).", FIT, "optimization"),
     Option("patience", int, 10, "Stop after this many epochs without improvement of the validation score.",
            FIT, "optimization", min=1),
-    Option("lr", float, 1e-4, "Peak learning rate; the scheduler ({opt:scheduler}) warms up to it and decays from "
+    Option("lr", float, 1e-3, "Peak learning rate; the scheduler ({opt:scheduler}) warms up to it and decays from "
            "it.", FIT, "optimization", min=0.0),
     Option("weight_decay", float, 0.01, "Decoupled weight decay (adamw) or L2 penalty (adam, sgd).", FIT,
            "optimization", min=0.0),

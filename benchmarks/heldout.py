@@ -546,9 +546,9 @@ def parse_args(argv):
                     help="shares of training subjects whose labels models get (seeded, nested; the held-out fold "
                          "stays fixed), e.g. 0.1 0.25 0.5 1.0 for a learning curve")
     ap.add_argument("--pretrain-epochs", type=int, default=None,
-                    help=f"AAM pretraining epochs (budget; default {M.Budget.pretrain_epochs}, the engine's is 100)")
+                    help="AAM pretraining epochs (a budget; default: the engine's default)")
     ap.add_argument("--train-epochs", type=int, default=None,
-                    help=f"AAM fine-tuning epochs (budget; default {M.Budget.train_epochs}, the engine's is 100)")
+                    help="AAM fine-tuning epochs (a budget; default: the engine's default)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per model (default 1)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="worker processes, each running one fold of a task at a time (default 1: in this process)")

@@ -14,6 +14,13 @@ METRIC_LABELS = {"mae": "MAE", "r2": "R²", "mae_vs_rf500": "MAE / rf500", "accu
                  "balanced_accuracy": "balanced accuracy", "auc": "AUC", "accuracy_vs_rf500": "accuracy − rf500"}
 
 
+def _engine_epochs():
+    from aam import options as O
+    pre, fit = O.resolve("pretrain"), O.resolve("train")
+    return (f"{pre.epochs} pretraining + {fit.epochs} fine-tuning epochs at most, early stopping after "
+            f"{fit.patience} without improvement")
+
+
 def _fmt(stat, digits=2):
     if not stat or stat.get("mean") is None:
         return "–"
@@ -40,10 +47,11 @@ def _describe_run(run):
             f"{run.get('git') or '?'}, seed {run.get('seed')}, {run.get('folds')} folds, {run.get('jobs', 1)} "
             f"process(es) x {b.get('threads')} thread(s)")
     budgeted = [x for x in run.get("models", []) if getattr(M.RECIPES.get(x), "uses_budget", False)]
-    if budgeted:
-        text += (f"; budget of {', '.join(budgeted)}: {b.get('pretrain_epochs')} pretraining + "
-                 f"{b.get('train_epochs')} fine-tuning epochs (the engine's defaults: 100 + 100, early stopping "
-                 "after 10 without improvement)")
+    if budgeted and (b.get("pretrain_epochs") or b.get("train_epochs")):
+        text += (f"; budget of {', '.join(budgeted)}: {b.get('pretrain_epochs') or 'default'} pretraining + "
+                 f"{b.get('train_epochs') or 'default'} fine-tuning epochs")
+    elif budgeted:
+        text += f"; {', '.join(budgeted)} at the engine's default epochs"
         if run.get("quick"):
             text += ", tiny architecture (--quick)"
     return text + (f"; took {run['seconds'] / 60:.1f} min" if run.get("seconds") else "")
@@ -255,13 +263,10 @@ def write(results, out_dir, docs_path):
               "epoch); never on the held-out fold.",
               "- **Label fractions** (learning curves) give models the labels of a seeded, nested subset of the "
               "training subjects; the held-out fold is unchanged, and pretraining may use every training table.",
-              f"- **Budget.** AAM trains for epochs, and the engine's defaults (100 pretraining + 100 fine-tuning "
-              f"epochs, early stopping after 10) take hours per fold on a CPU. A run gives it an epoch budget, "
-              f"stated in the run list and in each AAM row; `make heldout` uses the harness default "
-              f"({M.Budget.pretrain_epochs} + {M.Budget.train_epochs} epochs) with two folds at a time "
-              "(`--jobs 2`, one thread each) to finish in about an hour on 2 cores: what that costs per task is in "
-              "'What AAM's epochs cost' below. Fewer epochs is what it trades, so its AAM rows show AAM "
-              "under-trained; compare budgets with `--tag`.",
+              f"- **Budget.** AAM rows run the engine's defaults ({_engine_epochs()}) unless a run states an "
+              "epoch budget (in the run list and in each AAM row; compare budgets with `--tag`). `make heldout` "
+              "runs two folds at a time (`--jobs 2`, one thread each); what AAM's epochs cost per task is in "
+              "'What AAM's epochs cost' below.",
               "", "Models:", ""]
     seen = {m for t in results["tasks"].values() for f in t.get("results", {}).values() for m in f}
     for m in _order(seen):
