@@ -839,11 +839,11 @@ def embed_features(sequences, model=None, asv_encoder=None, log=None, context=No
     """
     import torch
 
-    from aam.data.sequences import as_mapping, read_fasta
+    from aam.data.sequences import as_mapping
     from aam.data.tokenizer import SequenceTokenizer
     opts = _resolve(O.PREDICT, options)
     ctx = _context(opts, context)
-    mapping = read_fasta(sequences) if isinstance(sequences, str) else as_mapping(sequences)
+    mapping = as_mapping(sequences)
     if not mapping:
         raise AAMInputError("no sequences to embed; pass the features' sequences ({input:sequences}).")
     ids, seqs = list(mapping), [str(mapping[i]) for i in mapping]

@@ -12,7 +12,7 @@ import time
 import torch
 
 from aam.training.device import set_threads
-from benchmarks import finetune, memory, pretrain
+from benchmarks import encoder_speed, finetune, memory, pretrain
 from benchmarks.common import MODEL, describe_model, machine_info
 from benchmarks.data import load_benchmark_table
 
@@ -58,6 +58,9 @@ def run(quick=False):
     res["precision"] = pretrain.precision_comparison(prepared, steps=2 if quick else 6)
     log("memory (subprocesses)")
     res["memory"] = memory.memory_table(token_limits=(256, 512) if quick else memory.TOKEN_LIMITS)
+    if encoder_speed.available():
+        log("reference encoder vs from scratch on ecam")
+        res["encoder"] = encoder_speed.run(quick, log=log)
     res["seconds"] = time.time() - t0
     log("done")
     return res
@@ -136,6 +139,10 @@ def to_markdown(res):
                     [[f"{pr['fp32_s']:.2f}", f"{pr['bf16_s']:.2f}", f"{pr['bf16_speedup']:.2f}x",
                       f"{pr['heldout_loss_fp32']:.4f}", f"{pr['heldout_loss_bf16']:.4f}",
                       f"{100 * pr['heldout_loss_rel_diff']:.2f}%"]])
+    if "encoder" in res:
+        lines += ["", "## 7. The shipped reference encoder (frozen) vs a nucleotide level trained from scratch "
+                  "(pretraining with the engine's defaults; `python -m benchmarks.encoder_speed`)", ""]
+        lines += encoder_speed.to_markdown(res["encoder"]).rstrip("\n").split("\n")
     lines += ["", "## Targets", ""]
     for p_ in res["pretrain"]:
         ok = p_["speedup"] >= TARGETS["dedup_speedup"]
