@@ -99,9 +99,11 @@ OPTIONS = [
     # --- data -----------------------------------------------------------------------------------------------
     Option("max_bp", int, 150, "Nucleotides read from each ASV sequence; longer sequences are truncated at the 3' "
            "end and shorter ones padded.", FIT, "data", min=1),
-    Option("token_limit", int, 1024, "Maximum number of ASVs per sample (the most abundant are kept, or a random "
-           "subset with {opt:asv_selection} random). The main memory knob: 256-512 for GPUs with 24 GB.",
-           FIT, "data", min=1),
+    Option("token_limit", int, 256, "Maximum number of ASVs per sample (the most abundant are kept, or a random "
+           "subset with {opt:asv_selection} random). The main memory and speed knob: the sample-level attention "
+           "grows with its square. 256 keeps the ASVs that hold most reads of a gut or soil sample and trains a few "
+           "hundred samples in minutes on a CPU; up to 1024 (the original AAM setting) for very rich samples on a "
+           "GPU.", FIT, "data", min=1),
     Option("asv_selection", str, "abundance", "How ASVs are chosen when a sample has more than {opt:token_limit}: "
            "the most abundant (ties broken by feature order) or a seeded random subset.", FIT, "data",
            choices=("abundance", "random")),

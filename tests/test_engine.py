@@ -129,4 +129,4 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert res.returncode == 2
     assert "error:" in res.stderr and "--sequences" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run([sys.executable, "-m", "aam.cli", "train", "--help"], capture_output=True, text=True)
-    assert res.returncode == 0 and "--freeze-base" in res.stdout and "(default: 0.0001)" in res.stdout
+    assert res.returncode == 0 and "--freeze-base" in res.stdout and "(default: 0.001)" in res.stdout
