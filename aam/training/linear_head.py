@@ -41,18 +41,23 @@ class LinearFit:
 
 
 def _splits(n, y, groups, classifier, seed, k=5):
+    """Cross-validation folds over the training samples: grouped when there are groups, stratified by class when
+    the classes allow it (every class in every fold), and never more folds than groups or samples."""
     from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+    rs = seed % (2 ** 32)
+    x = np.zeros(n)
     if groups is not None:
-        k = min(k, len(set(groups)))
+        k = max(2, min(k, len(set(groups))))
         if classifier:
-            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed % (2 ** 32))
-            return list(splitter.split(np.zeros(n), y, groups))
-        return list(GroupKFold(n_splits=k).split(np.zeros(n), y, groups))
+            smallest = int(np.bincount(y).min()) if len(np.unique(y)) > 1 else 0
+            if smallest >= k:
+                return list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=rs).split(x, y, groups))
+        return list(GroupKFold(n_splits=k).split(x, y, groups))
     if classifier:
-        k = min(k, int(np.bincount(y).min()) if np.bincount(y).min() > 1 else 2)
-        return list(StratifiedKFold(n_splits=max(2, k), shuffle=True, random_state=seed % (2 ** 32)).split(
-            np.zeros(n), y))
-    return list(KFold(n_splits=min(k, n), shuffle=True, random_state=seed % (2 ** 32)).split(np.zeros(n)))
+        smallest = int(np.bincount(y)[np.unique(y)].min())
+        if smallest >= 2:
+            return list(StratifiedKFold(n_splits=min(k, smallest), shuffle=True, random_state=rs).split(x, y))
+    return list(KFold(n_splits=max(2, min(k, n)), shuffle=True, random_state=rs).split(x))
 
 
 def _standardize(x):
