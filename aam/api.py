@@ -431,7 +431,9 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
                             classifier=classifier, class_weights=weights)
     result = _fit(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, prepared, tr,
                   target_transform=transform)
-    return _with_forest(result, prepared, y, record, opts, ctx) if opts.ensemble == "forest" else result
+    if opts.ensemble == "forest":
+        return _with_forest(result, prepared, y, record, opts, ctx, val_ids=val_ids, categorical=categorical)
+    return result
 
 
 def _embedding_features(model, prepared, record, opts, ctx, categorical):
@@ -504,8 +506,25 @@ def _fit_linear(model, record, opts, ctx, run_dir, prepared, targets, categorica
     return TrainResult(checkpoint, [row], run_dir, list(prepared.report))
 
 
-def _with_forest(result, prepared, y, record, opts, ctx):
-    """Add the random forest of an ensemble to a trained model (fit on every labeled sample)."""
+#: shares of the network the ensemble's blend may take; chosen on the validation samples
+ENSEMBLE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _blend_loss(pred, truth, classifier):
+    """Validation loss of a blend: log loss of class probabilities, or mean absolute error."""
+    if classifier:
+        return float(-np.mean(np.log(np.clip(pred[np.arange(len(truth)), truth], 1e-15, 1.0))))
+    return float(np.mean(np.abs(pred[:, 0] - truth)))
+
+
+def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical=None):
+    """Add the random forest of an ensemble to a trained model.
+
+    The blend weight is chosen on the validation samples: a forest fit on the training samples alone predicts them,
+    and the share of the network (`ENSEMBLE_WEIGHTS`) that gives the lowest validation loss (log loss, or MAE) is
+    kept, so a network that adds nothing to the forest gets no weight. Without validation samples (a linear head
+    cross-validates instead) the two are averaged. The forest kept in the model is then fit on every labeled sample.
+    """
     from aam.forest import aligned_features, feature_keys, fit_forest
     checkpoint = result.checkpoint
     classifier = record.is_classifier
@@ -513,12 +532,27 @@ def _with_forest(result, prepared, y, record, opts, ctx):
     x = aligned_features(keys, prepared.sequences, prepared.counts, record.max_bp)         # [N, F]
     target = (y.map({c: i for i, c in enumerate(record.target.class_labels)}).to_numpy(np.int64) if classifier
               else y.to_numpy(np.float64))
+    weight, choice = 0.5, "equal weights (no validation samples)"
+    if val_ids:
+        index = {s: i for i, s in enumerate(prepared.sample_ids)}
+        val = np.array([index[s] for s in val_ids])
+        train = np.setdiff1d(np.arange(len(target)), val)
+        forest_val = fit_forest(x[train], target[train], classifier, opts.forest_trees, opts.seed,
+                                threads=ctx.threads).predict(x[val])                     # [V, K]
+        cat_val = None if categorical is None else categorical[val]
+        network_val = _network_outputs(checkpoint, prepared.subset(list(val_ids)), cat_val, opts, ctx)
+        losses = {w: _blend_loss(w * network_val + (1 - w) * forest_val, target[val], classifier)
+                  for w in ENSEMBLE_WEIGHTS}
+        weight = min(ENSEMBLE_WEIGHTS, key=lambda w: (losses[w], abs(w - 0.5)))
+        name = "log loss" if classifier else "MAE"
+        choice = (f"validation {name} {losses[weight]:.4g} on {len(val)} samples (network alone "
+                  f"{losses[1.0]:.4g}, forest alone {losses[0.0]:.4g})")
     checkpoint.forest = fit_forest(x, target, classifier, opts.forest_trees, opts.seed, threads=ctx.threads)
-    checkpoint.record.ensemble = {"method": "average", "aam_weight": 0.5, "forest_trees": opts.forest_trees,
-                                  "features": keys, "forest_samples": len(target)}
-    checkpoint.record.data.report.append(f"ensemble: a {opts.forest_trees}-tree random forest on the relative "
-                                         f"abundances of {len(keys)} features and {len(target)} samples, averaged "
-                                         "with the network")
+    checkpoint.record.ensemble = {"method": "weighted average", "aam_weight": weight, "weight_choice": choice,
+                                  "forest_trees": opts.forest_trees, "features": keys, "forest_samples": len(target)}
+    checkpoint.record.data.report.append(
+        f"ensemble: a {opts.forest_trees}-tree random forest on the relative abundances of {len(keys)} features and "
+        f"{len(target)} samples; the network's share {weight:g}, chosen by {choice}")
     if ctx.is_main:
         result.run_dir.write_model(checkpoint)
     return result
@@ -708,14 +742,6 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
         Indexed by sample ID: ``prediction`` in the target's units (regression) or the predicted class, plus one
         ``probability_<class>`` column per class for classifiers.
     """
-    import torch
-
-    from aam.data.loaders import inference_loader, mean_over_draws
-    from aam.training.cache import ASVEmbeddingCache
-    from aam.training.device import autocast_context
-    from aam.training.forward import cached_forward, forward_batch, move_batch
-    from aam.training.targets import TargetTransform
-
     log = log or (lambda s: print(s, flush=True))
     opts = _resolve(O.PREDICT, options)
     ctx = _context(opts, context)
@@ -723,6 +749,42 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
     record = ckpt.record
     prepared = _prepare_new_table(ckpt, table, sequences, opts)
     categorical = _covariates(ckpt, metadata, prepared.sample_ids, log)
+    network = _network_outputs(ckpt, prepared, categorical, opts, ctx)          # [N, K], table order
+    ids = list(prepared.sample_ids)
+    forest = None
+    if record.ensemble is not None:
+        forest = _forest_outputs(ckpt, prepared)                                 # [N, K]
+        w = float(record.ensemble["aam_weight"])
+    if record.is_classifier:
+        labels = record.target.class_labels
+        prob = network if forest is None else w * network + (1 - w) * forest
+        df = pd.DataFrame(prob, index=ids, columns=[f"probability_{c}" for c in labels])
+        df.insert(0, "prediction", [labels[i] for i in prob.argmax(1)])
+        if forest is not None:
+            # what each part said, for users who want to look (the plugin returns prediction and probabilities)
+            for name, part in (("network", network), ("forest", forest)):
+                for j, c in enumerate(labels):
+                    df[f"{name}_probability_{c}"] = part[:, j]
+    else:
+        df = pd.DataFrame({"prediction": network[:, 0]}, index=ids)
+        if forest is not None:
+            df["prediction"] = w * network[:, 0] + (1 - w) * forest[:, 0]
+            df["network"], df["forest"] = network[:, 0], forest[:, 0]
+    df.index.name = "sample_id"
+    return df
+
+
+def _network_outputs(ckpt, prepared, categorical, opts, ctx):
+    """The network's class probabilities, or its regression predictions in the target's units: [N, K] in the order
+    of ``prepared.sample_ids``, averaged over ``opts.rarefaction_draws`` rarefactions of each deep sample."""
+    import torch
+
+    from aam.data.loaders import inference_loader, mean_over_draws
+    from aam.training.cache import ASVEmbeddingCache
+    from aam.training.device import autocast_context
+    from aam.training.forward import cached_forward, forward_batch, move_batch
+    from aam.training.targets import TargetTransform
+    record = ckpt.record
     net = ckpt.build_model().to(ctx.device).eval()
     loader = inference_loader(prepared, record, opts, categorical)
     # inference: the ASV encoder is a fixed function of the sequence, so each distinct ASV is encoded once for
@@ -739,36 +801,23 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
 
     with torch.no_grad():
         pred, ids = mean_over_draws(loader, opts.rarefaction_draws, run)
-    pred = pred.numpy()
-    bad = [s for s, ok in zip(ids, np.isfinite(pred.reshape(len(ids), -1)).all(axis=1)) if not ok]
+    pred = pred.numpy().reshape(len(ids), -1)
+    bad = [s for s, ok in zip(ids, np.isfinite(pred).all(axis=1)) if not ok]
     if bad:
         raise AAMTrainingError(f"the model gave no finite prediction for {len(bad)} sample(s) ({preview(bad)}); its "
                                "outputs overflow on these samples. Retrain it (e.g. without an exp output "
                                "activation, or with a lower learning rate).")
-    forest = None
-    if record.ensemble is not None:
-        from aam.forest import aligned_features
-        x = aligned_features(record.ensemble["features"], prepared.sequences, prepared.counts, record.max_bp)
-        forest = ckpt.forest.predict(x)                                         # [N, K], rows in table order
-        order = {s: i for i, s in enumerate(prepared.sample_ids)}
-        forest = forest[[order[s] for s in ids]]
-        w = float(record.ensemble["aam_weight"])
-    if record.is_classifier:
-        labels = record.target.class_labels
-        prob = pred.reshape(len(ids), len(labels))
-        if forest is not None:
-            prob = w * prob + (1 - w) * forest
-        df = pd.DataFrame(prob, index=ids, columns=[f"probability_{c}" for c in labels])
-        df.insert(0, "prediction", [labels[i] for i in prob.argmax(1)])
-    else:
-        transform = TargetTransform.from_dict(record.target.transform)
-        network = transform.inverse(pred)
-        df = pd.DataFrame({"prediction": network}, index=ids)
-        if forest is not None:
-            df["prediction"] = w * network + (1 - w) * forest[:, 0]
-            df["network"], df["forest"] = network, forest[:, 0]
-    df.index.name = "sample_id"
-    return df
+    if not record.is_classifier:
+        pred = TargetTransform.from_dict(record.target.transform).inverse(pred)
+    order = {s: i for i, s in enumerate(ids)}
+    return pred[[order[s] for s in prepared.sample_ids]]
+
+
+def _forest_outputs(ckpt, prepared):
+    """An ensemble's forest on the samples of `prepared`: [N, K] (class probabilities or predictions)."""
+    from aam.forest import aligned_features
+    x = aligned_features(ckpt.record.ensemble["features"], prepared.sequences, prepared.counts, ckpt.record.max_bp)
+    return ckpt.forest.predict(x)
 
 
 def embed(model, table, sequences=None, log=None, context=None, **options):

@@ -363,9 +363,19 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     info.update(_history_summary(pre.history, "pretrain"))
     info.update(_history_summary(res.history, "train"))
     result = Prediction(out["prediction"], prob, info)
-    _NETWORKS[_network_key(fold, pretrain_options, train_options)] = (result, pretrain_seconds + t3 - t1)
-    while len(_NETWORKS) > _PRETRAINED_KEEP:
-        _NETWORKS.popitem(last=False)
+    if (train_options or {}).get("ensemble") == "forest":
+        # the network inside the ensemble is the model its row without the forest trains (same seed, same data):
+        # keep its own predictions for that row
+        base_options = {k: v for k, v in train_options.items() if k != "ensemble"} or None
+        if data.task.classifier:
+            cols = [c for c in out.columns if c.startswith("network_probability_")]
+            net_prob = out[cols].rename(columns=lambda c: c[len("network_probability_"):])
+            network = Prediction(net_prob.idxmax(axis=1), net_prob, dict(info))
+        else:
+            network = Prediction(out["network"], None, dict(info))
+        _NETWORKS[_network_key(fold, pretrain_options, base_options)] = (network, pretrain_seconds + t2 - t1)
+        while len(_NETWORKS) > _PRETRAINED_KEEP:
+            _NETWORKS.popitem(last=False)
     return result
 
 
@@ -376,50 +386,6 @@ def _network_key(fold, pretrain_options, train_options):
     import json
     return (fold.data.task.name, fold.index, fold.label_fraction, tuple(fold.test.ids),
             json.dumps([pretrain_options, train_options], sort_keys=True, default=str))
-
-
-def aam_with_forest(fold, seed, budget, pretrain_options=None, train_options=None):
-    """An AAM network averaged with the engine's random forest, as ``train(..., ensemble='forest')`` builds it.
-
-    The network is the one the matching row without the forest trained on this fold (reused when that row ran
-    first in this process, and its seconds are counted here too); the forest is `aam.forest.fit_forest` (500 trees,
-    q2-sample-classifier's settings) on the relative abundances of the training samples, columns matched by
-    sequence, and the blend is the engine's: the mean of the two predictions (class probabilities). The unit tests
-    check that the engine's ensemble model predicts exactly this average.
-    """
-    from aam.data.pipeline import prepare_table
-    from aam.forest import aligned_features, feature_keys, fit_forest
-    key = _network_key(fold, pretrain_options, train_options)
-    if key in _NETWORKS:
-        network, reused = _NETWORKS[key]
-    else:
-        network, reused = aam_fit_predict(fold, seed, budget, pretrain_options, train_options), None
-    t0 = time.perf_counter()
-    data = fold.data
-    train = prepare_table(fold.train.table, sequences=data.sequences, max_bp=150, rarefy_depth=0, seed=seed)
-    test = prepare_table(fold.test.table, sequences=data.sequences, max_bp=150, rarefy_depth=0, seed=seed)
-    keys = list(dict.fromkeys(feature_keys(train.sequences, 150)))
-    x_train = aligned_features(keys, train.sequences, train.counts, 150)
-    x_test = aligned_features(keys, test.sequences, test.counts, 150)
-    y = fold.train.y.loc[train.sample_ids]
-    n_trees = 500
-    if data.task.classifier:
-        classes = sorted(y.astype(str).unique())
-        target = y.astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
-        forest = fit_forest(x_train, target, True, n_trees, seed, threads=budget.threads).predict(x_test)
-        forest = pd.DataFrame(forest, index=test.sample_ids, columns=classes)
-        net = network.probabilities.reindex(index=test.sample_ids, columns=classes).fillna(0.0)
-        prob = 0.5 * net + 0.5 * forest
-        values = prob.idxmax(axis=1)
-    else:
-        forest = fit_forest(x_train, y.to_numpy(np.float64), False, n_trees, seed, threads=budget.threads)
-        values = 0.5 * network.values.loc[test.sample_ids] + 0.5 * pd.Series(forest.predict(x_test)[:, 0],
-                                                                            index=test.sample_ids)
-        prob = None
-    info = dict(network.info, forest_trees=n_trees, forest_seconds=round(time.perf_counter() - t0, 1))
-    if reused is not None:
-        info["reused_seconds"] = round(reused, 1)
-    return Prediction(values, prob, info)
 
 
 _PRETRAINED = OrderedDict()  # pretraining inputs -> (TrainResult, seconds it took); a few recent ones
@@ -466,10 +432,21 @@ def _history_summary(history, prefix):
     return {f"{prefix}_best_epoch": best + 1, f"{prefix}_best_val_loss": float(losses[best]) if best >= 0 else None}
 
 
+def aam_network(fold, seed, budget, pretrain_options=None, train_options=None):
+    """`aam_fit_predict`, or the network part of the matching ensemble row when that ran first on this fold in this
+    process (its training seconds are counted here as well)."""
+    key = _network_key(fold, pretrain_options, train_options)
+    if key in _NETWORKS:
+        network, seconds = _NETWORKS.pop(key)
+        network.info["reused_seconds"] = round(seconds, 1)
+        return network
+    return aam_fit_predict(fold, seed, budget, pretrain_options, train_options)
+
+
 @recipe("aam", "AAM with the engine's defaults: pretrain on the training samples, fine-tune with the frozen base, "
         "predict (epochs set by the budget)", uses_budget=True)
 def aam_default(fold, seed, budget):
-    return aam_fit_predict(fold, seed, budget)
+    return aam_network(fold, seed, budget)
 
 
 @recipe("aam-unfrozen", "as aam, but fine-tuning also updates the pretrained base (freeze_base=False); slower",
@@ -493,16 +470,16 @@ def aam_scratch(fold, seed, budget):
         "embeddings, penalty by grouped CV on the training samples) instead of the transformer head",
         default=False, uses_budget=True)
 def aam_linear(fold, seed, budget):
-    return aam_fit_predict(fold, seed, budget, train_options={"head": "linear"})
+    return aam_network(fold, seed, budget, train_options={"head": "linear"})
 
 
-@recipe("aam+rf", "as aam, averaged with a 500-tree random forest on relative abundances (ensemble forest), in "
-        "one model", default=False, uses_budget=True)
+@recipe("aam+rf", "as aam, blended with a 500-tree random forest on relative abundances in one model (ensemble "
+        "forest: the network's share chosen on the validation samples)", default=False, uses_budget=True)
 def aam_ensemble(fold, seed, budget):
-    return aam_with_forest(fold, seed, budget)
+    return aam_fit_predict(fold, seed, budget, train_options={"ensemble": "forest"})
 
 
-@recipe("aam-linear+rf", "as aam-linear, averaged with a 500-tree random forest (ensemble forest)", default=False,
-        uses_budget=True)
+@recipe("aam-linear+rf", "as aam-linear, averaged with a 500-tree random forest (ensemble forest; equal shares: a "
+        "linear head keeps no validation samples)", default=False, uses_budget=True)
 def aam_linear_ensemble(fold, seed, budget):
-    return aam_with_forest(fold, seed, budget, train_options={"head": "linear"})
+    return aam_fit_predict(fold, seed, budget, train_options={"head": "linear", "ensemble": "forest"})

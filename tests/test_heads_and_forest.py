@@ -131,3 +131,24 @@ def test_fit_forest_matches_q2_sample_classifier_defaults():
     want = RandomForestRegressor(n_estimators=10, random_state=7).fit(x, y).predict(x)
     got = fit_forest(x, y, classifier=False, n_trees=10, seed=7).predict(x)[:, 0]
     np.testing.assert_allclose(got, want)
+
+
+def test_the_blend_weight_is_chosen_on_the_validation_samples(base, tmp_path):
+    from aam.api import ENSEMBLE_WEIGHTS
+    res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="transformer", freeze_base=True,
+                    ensemble="forest", forest_trees=20, epochs=2, output_dir=str(tmp_path / "w"), progress=False,
+                    **FIT)
+    ensemble = res.checkpoint.record.ensemble
+    assert ensemble["aam_weight"] in ENSEMBLE_WEIGHTS and ensemble["weight_choice"].startswith("validation MAE")
+    pred = api.predict(res.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
+    w = ensemble["aam_weight"]
+    np.testing.assert_allclose(pred["prediction"], w * pred["network"] + (1 - w) * pred["forest"])
+    clf = api.train(TABLE, METADATA, "body-site", classifier=True, sequences=SEQS, pretrained=base,
+                    head="transformer", freeze_base=True, ensemble="forest", forest_trees=20, epochs=2,
+                    progress=False, **FIT)
+    assert clf.checkpoint.record.ensemble["weight_choice"].startswith("validation log loss")
+    out = api.predict(clf.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
+    w = clf.checkpoint.record.ensemble["aam_weight"]
+    for c in clf.checkpoint.record.target.class_labels:
+        np.testing.assert_allclose(out[f"probability_{c}"], w * out[f"network_probability_{c}"]
+                                   + (1 - w) * out[f"forest_probability_{c}"], atol=1e-6)
