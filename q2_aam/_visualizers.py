@@ -134,6 +134,14 @@ def _model_rows(record):
                      f"{pre.get('objective')} objective, {(pre.get('data') or {}).get('n_samples')} samples, "
                      f"aam {pre.get('aam_version')}"))
         rows.append(("base frozen", _fmt(bool(options.get("freeze_base")))))
+    ref = record.asv_encoder
+    rows.append(("nucleotide level", "trained from random weights on this study" if not ref else
+                 f"reference encoder {ref.get('name')} ({'frozen' if ref.get('frozen') else 'fine-tuned'}; "
+                 "pretrained on Greengenes 13_8, CC BY-SA 3.0: the weights carry that license)"))
+    if record.ensemble:
+        rows.append(("ensemble", f"{record.ensemble.get('forest_trees')}-tree random forest; the network's share "
+                                 f"{record.ensemble.get('aam_weight')}, chosen by "
+                                 f"{record.ensemble.get('weight_choice', 'equal weights')}"))
     enc = record.encoder
     layers, heads = enc.attention_layers, enc.attention_heads
     rows += [("architecture", f"{layers} transformer layer{'' if layers == 1 else 's'} × {heads} heads, "

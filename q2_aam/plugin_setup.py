@@ -161,9 +161,11 @@ def _register_method(function, command, inputs, outputs, name, description, inpu
     )
 
 
+# the shipped reference encoder (the default start of every fit) was trained on Greengenes 13_8
+_GREENGENES = [_C["mcdonald2012greengenes"], _C["desantis2006greengenes"]]
 _FIT_CITATIONS = [_C["cantrell2024aam"], _C["vaswani2017attention"], _C["devlin2019bert"],
                   _C["paszke2019pytorch"], _C["lozupone2005unifrac"], _C["mcdonald2018striped"],
-                  _C["mcdonald2012biom"]]
+                  _C["mcdonald2012biom"]] + _GREENGENES
 
 # --- methods ---------------------------------------------------------------------------------------------------------
 _register_method(
@@ -316,7 +318,7 @@ _register_method(
                         "model": "Optional: any model trained by q2-aam, whose own nucleotide-level encoder embeds "
                                  "the sequences."},
     output_descriptions={"embedding": "Principal coordinates of the feature embeddings (one point per feature)."},
-    citations=[_C["cantrell2024aam"], _C["paszke2019pytorch"]],
+    citations=[_C["cantrell2024aam"], _C["paszke2019pytorch"]] + _GREENGENES,
 )
 
 # --- visualizers -----------------------------------------------------------------------------------------------------
