@@ -14,6 +14,10 @@ METRIC_LABELS = {"mae": "MAE", "r2": "R²", "mae_vs_rf500": "MAE / rf500", "accu
                  "balanced_accuracy": "balanced accuracy", "auc": "AUC", "accuracy_vs_rf500": "accuracy − rf500"}
 
 
+#: hand-written findings included after the summary (beside the generated page)
+NOTES = "science-notes.md"
+
+
 def _engine_epochs():
     from aam import options as O
     pre, fit = O.resolve("pretrain"), O.resolve("train")
@@ -245,8 +249,13 @@ def write(results, out_dir, docs_path):
               "accuracy minus the 500-tree forest's on the same folds (above 0 beats it). The paired rows compare "
               "models fold by fold, which is steadier than comparing means: which houses or subjects land in a "
               "held-out fold moves every model's score together.", "",
-              summary_table(results), "",
-              "## Method", "",
+              summary_table(results), ""]
+    notes = os.path.join(docs_dir, NOTES)
+    if os.path.exists(notes):
+        # the method work's reading of these tables (hand-written; every figure it quotes is in the tables below)
+        with open(notes) as fh:
+            lines += [fh.read().rstrip("\n"), ""]
+    lines += ["## Method", "",
               "- **Folds.** k-fold cross-validation, fold assignment fixed by the seed and written to "
               f"`{rel_results}/folds/<task>.tsv` (sample, group, fold, fold depth, scored or not). Grouped by "
               "subject (house, sampling event) where samples repeat, so no group is on both sides; each task says "
