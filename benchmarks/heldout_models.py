@@ -172,6 +172,32 @@ def rf500(fold, seed, budget):
     return forest(fold, seed, 500)
 
 
+def _relative(table, features):
+    """Relative abundances of a biom table in the column order of `features` (absent features are 0): [N, F]."""
+    counts = table.to_dataframe(dense=True).T.reindex(columns=features, fill_value=0).to_numpy(np.float64)
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
+@recipe("rf500-rel", "random forest, 500 trees, on the inputs of AAM's ensemble forest: relative abundances of the "
+        "rarefied training samples; held-out samples at full depth (all their reads)")
+def rf500_relative(fold, seed, budget):
+    # the +rf ensembles' forest sees held-out samples unrarefied (prediction reads every read), which alone moves
+    # some tasks a lot; this row is that forest without the network, so a +rf row is compared with its own forest
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    features = list(fold.train.rarefied.ids("observation"))
+    x_train = _relative(fold.train.rarefied, features)
+    y = fold.train.y.loc[[str(s) for s in fold.train.rarefied.ids()]]
+    est = (RandomForestClassifier if fold.task.classifier else RandomForestRegressor)(
+        n_jobs=1, n_estimators=500, random_state=seed).fit(x_train, y.to_numpy())
+    x_test = _relative(fold.test.table, features)
+    ids = [str(s) for s in fold.test.table.ids()]
+    values = pd.Series(est.predict(x_test), index=ids)
+    prob = (pd.DataFrame(est.predict_proba(x_test), index=ids, columns=list(est.classes_))
+            if fold.task.classifier else None)
+    return Prediction(values, prob, {"n_estimators": 500, "n_jobs": 1, "random_state": seed,
+                                     "features": len(features)})
+
+
 # ------------------------------------------------------------------------------------------ PCoA + linear
 
 def pcoa_project(train_d, cross_d):
