@@ -178,15 +178,16 @@ def _relative(table, features):
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
-@recipe("rf500-rel", "random forest, 500 trees, on the inputs of AAM's ensemble forest: relative abundances of the "
-        "rarefied training samples; held-out samples at full depth (all their reads)")
+@recipe("rf500-rel", "random forest, 500 trees, on the inputs of AAM's ensemble forest: relative abundances of "
+        "every read (no rarefaction) of the training and the held-out samples")
 def rf500_relative(fold, seed, budget):
-    # the +rf ensembles' forest sees held-out samples unrarefied (prediction reads every read), which alone moves
-    # some tasks a lot; this row is that forest without the network, so a +rf row is compared with its own forest
+    # the +rf ensembles' forest is fit to the relative abundances of the unrarefied tables (the engine keeps every
+    # read of a sample for it), which alone moves some tasks a lot (ibd-ibd): this row is that forest without the
+    # network, so a +rf row is compared with its own forest
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-    features = list(fold.train.rarefied.ids("observation"))
-    x_train = _relative(fold.train.rarefied, features)
-    y = fold.train.y.loc[[str(s) for s in fold.train.rarefied.ids()]]
+    features = list(fold.train.table.ids("observation"))
+    x_train = _relative(fold.train.table, features)
+    y = fold.train.y.loc[[str(s) for s in fold.train.table.ids()]]
     est = (RandomForestClassifier if fold.task.classifier else RandomForestRegressor)(
         n_jobs=1, n_estimators=500, random_state=seed).fit(x_train, y.to_numpy())
     x_test = _relative(fold.test.table, features)
