@@ -411,6 +411,8 @@ _NETWORKS = OrderedDict()  # (fold, options) -> (Prediction, seconds it took): t
 
 def _network_key(fold, pretrain_options, train_options):
     import json
+    # the network of an ensemble row and the row of that network alone differ only in the ensemble option
+    train_options = {k: v for k, v in (train_options or {}).items() if k != "ensemble"} or None
     return (fold.data.task.name, fold.index, fold.label_fraction, tuple(fold.test.ids),
             json.dumps([pretrain_options, train_options], sort_keys=True, default=str))
 
@@ -470,16 +472,16 @@ def aam_network(fold, seed, budget, pretrain_options=None, train_options=None):
     return aam_fit_predict(fold, seed, budget, pretrain_options, train_options)
 
 
-@recipe("aam", "AAM with the engine's defaults: pretrain on the training samples, fine-tune with the frozen base, "
-        "predict (epochs set by the budget)", uses_budget=True)
-def aam_default(fold, seed, budget):
-    return aam_network(fold, seed, budget)
+@recipe("aam", "AAM's network alone: pretrain on the training samples, fine-tune with the frozen base, predict "
+        "(ensemble none; everything else the engine's defaults, epochs set by the budget)", uses_budget=True)
+def aam_alone(fold, seed, budget):
+    return aam_network(fold, seed, budget, train_options={"ensemble": "none"})
 
 
 @recipe("aam-unfrozen", "as aam, but fine-tuning also updates the pretrained base (freeze_base=False); slower",
         default=False, uses_budget=True)
 def aam_unfrozen(fold, seed, budget):
-    return aam_fit_predict(fold, seed, budget, train_options={"freeze_base": False})
+    return aam_fit_predict(fold, seed, budget, train_options={"freeze_base": False, "ensemble": "none"})
 
 
 # ---- the variants of the method work (docs/science.md, ablations) ----------------------------------------------------
@@ -490,18 +492,19 @@ def aam_unfrozen(fold, seed, budget):
         "(asv_encoder none), as AAM 0.1 did", default=False, uses_budget=True)
 def aam_scratch(fold, seed, budget):
     return aam_fit_predict(fold, seed, budget, pretrain_options={"asv_encoder": "none"},
-                           train_options={"asv_encoder": "none"})
+                           train_options={"asv_encoder": "none", "ensemble": "none"})
 
 
 @recipe("aam-linear", "as aam, with a linear head (ridge / logistic regression on the frozen base's sample "
         "embeddings, penalty by grouped CV on the training samples) instead of the transformer head",
         default=False, uses_budget=True)
 def aam_linear(fold, seed, budget):
-    return aam_network(fold, seed, budget, train_options={"head": "linear"})
+    return aam_network(fold, seed, budget, train_options={"head": "linear", "ensemble": "none"})
 
 
-@recipe("aam+rf", "as aam, blended with a 500-tree random forest on relative abundances in one model (ensemble "
-        "forest: the network's share chosen on the validation samples)", default=False, uses_budget=True)
+@recipe("aam+rf", "AAM with the engine's defaults (ensemble forest): as aam, blended in one model with a 500-tree "
+        "random forest on relative abundances, the network's share chosen on the validation samples",
+        uses_budget=True)
 def aam_ensemble(fold, seed, budget):
     return aam_fit_predict(fold, seed, budget, train_options={"ensemble": "forest"})
 

@@ -25,6 +25,8 @@ def test_defaults():
     assert d["normalize_targets"] is True and d["categorical_embed_dim"] == 16
     assert d["optimizer"] == "adamw" and d["scheduler"] == "warmup_cosine"
     assert d["asv_encoder"] == "gg13_8-v4-d64" and d["freeze_asv_encoder"] is True
+    # the held-out benchmark's better AAM recipe: the network blended with a forest (aam+rf vs aam)
+    assert d["ensemble"] == "forest" and d["head"] == "transformer"
     assert O.defaults("pretrain")["batch_size"] == 32 and d["batch_size"] == 16 and O.defaults("predict")[
         "batch_size"] == 32
 
