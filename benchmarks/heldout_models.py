@@ -495,6 +495,14 @@ def aam_scratch(fold, seed, budget):
                            train_options={"asv_encoder": "none", "ensemble": "none"})
 
 
+@recipe("aam-enc-tuned", "as aam, but pretraining also fine-tunes the shipped reference encoder "
+        "(freeze_asv_encoder False: every ASV re-encoded each step, masked-nucleotide loss on)", default=False,
+        uses_budget=True)
+def aam_encoder_tuned(fold, seed, budget):
+    return aam_fit_predict(fold, seed, budget, pretrain_options={"freeze_asv_encoder": False},
+                           train_options={"freeze_asv_encoder": False, "ensemble": "none"})
+
+
 @recipe("aam-linear", "as aam, with a linear head (ridge / logistic regression on the frozen base's sample "
         "embeddings, penalty by grouped CV on the training samples) instead of the transformer head",
         default=False, uses_budget=True)
