@@ -166,6 +166,8 @@ _GREENGENES = [_C["mcdonald2012greengenes"], _C["desantis2006greengenes"]]
 _FIT_CITATIONS = [_C["cantrell2024aam"], _C["vaswani2017attention"], _C["devlin2019bert"],
                   _C["paszke2019pytorch"], _C["lozupone2005unifrac"], _C["mcdonald2018striped"],
                   _C["mcdonald2012biom"]] + _GREENGENES
+# fit-regressor / fit-classifier also train q2-sample-classifier's random forest (the default ensemble)
+_TARGET_FIT_CITATIONS = _FIT_CITATIONS + [_C["bokulich2018q2sampleclassifier"]]
 
 # --- methods ---------------------------------------------------------------------------------------------------------
 _register_method(
@@ -199,7 +201,9 @@ _FIT_DESCRIPTION = (
     "categorical covariates). Starting from a pretrained base (--i-pretrained) is recommended; "
     "--p-freeze-base then trains only the prediction layers, which is much faster. Samples are split into "
     "training and validation sets (--p-validation-fraction, grouped by --p-group-column so that samples of one "
-    "subject stay together); the epoch with the best validation {metric} is kept. Fails with a clear message "
+    "subject stay together); the epoch with the best validation {metric} is kept. By default the model also holds "
+    "q2-sample-classifier's random forest fit to the same samples and blends the two (--p-ensemble none keeps the "
+    "network alone). Fails with a clear message "
     "when fewer than 4 samples have a value{extra}. Progress per epoch is printed with --verbose.")
 
 _register_method(
@@ -218,7 +222,7 @@ _register_method(
                                         extra=""),
     input_descriptions=FIT_INPUT_DESCRIPTIONS,
     output_descriptions=_FIT_OUTPUT,
-    citations=_FIT_CITATIONS,
+    citations=_TARGET_FIT_CITATIONS,
 )
 
 _register_method(
@@ -237,7 +241,7 @@ _register_method(
                                         extra=" or only one class occurs"),
     input_descriptions=FIT_INPUT_DESCRIPTIONS,
     output_descriptions=_FIT_OUTPUT,
-    citations=_FIT_CITATIONS,
+    citations=_TARGET_FIT_CITATIONS,
 )
 
 _PREDICT_CITATIONS = [_C["cantrell2024aam"], _C["paszke2019pytorch"], _C["bokulich2018q2sampleclassifier"]]
