@@ -349,6 +349,12 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
         train_ids, val_ids = split_samples(keep, opts, stratify=list(y.astype(str)) if classifier else None,
                                            groups=groups)
         split_text = f"split {len(train_ids)} training / {len(val_ids)} validation samples"
+    blend_ids = []
+    if opts.ensemble == "forest" and val_ids:
+        val_ids, blend_ids = _blend_split(val_ids, y, classifier, groups, keep, opts)
+        if blend_ids:
+            split_text += (f" ({len(val_ids)} choose the network's epoch, {len(blend_ids)} the ensemble's share: "
+                           "samples that chose nothing else)")
     prepared.report.append(f"target {column!r}: " + (f"{out_dim} classes" if classifier else
                            f"range {y.min():g} to {y.max():g}") + f"; {split_text}" +
                            (f" grouped by {opts.group_column!r}" if groups else ""))
@@ -432,8 +438,28 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
     result = _fit(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, prepared, tr,
                   target_transform=transform)
     if opts.ensemble == "forest":
-        return _with_forest(result, prepared, y, record, opts, ctx, val_ids=val_ids, categorical=categorical)
+        return _with_forest(result, prepared, y, record, opts, ctx, val_ids=blend_ids, categorical=categorical)
     return result
+
+
+def _blend_split(val_ids, y, classifier, groups, keep, opts):
+    """Split the validation samples of an ensemble in two: those that choose the network's best epoch, and those
+    that choose the network's share of the blend.
+
+    The share must be judged on samples that chose nothing else: on the samples that also picked the network's
+    epoch the network looks better than it is on new samples, and the blend leans towards it (docs/science.md).
+    Grouped and stratified like the validation split. Returns (epoch samples, share samples); the second is empty
+    when the validation split is too small to halve (fewer than 4 samples, or a single group), and the ensemble
+    then averages with equal shares.
+    """
+    from aam.data.splits import train_val_split
+    group_of = dict(zip(keep, groups)) if groups else None
+    val_groups = [group_of[s] for s in val_ids] if group_of else None
+    if len(val_ids) < 4 or (val_groups is not None and len(set(val_groups)) < 2):
+        return list(val_ids), []
+    stratify = [str(y.loc[s]) for s in val_ids] if classifier else None
+    return train_val_split(list(val_ids), val_fraction=0.5, seed=opts.seed + 1, stratify=stratify,
+                           groups=val_groups)
 
 
 def _embedding_features(model, prepared, record, opts, ctx, categorical):
@@ -520,10 +546,12 @@ def _blend_loss(pred, truth, classifier):
 def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical=None):
     """Add the random forest of an ensemble to a trained model.
 
-    The blend weight is chosen on the validation samples: a forest fit on the training samples alone predicts them,
-    and the share of the network (`ENSEMBLE_WEIGHTS`) that gives the lowest validation loss (log loss, or MAE) is
-    kept, so a network that adds nothing to the forest gets no weight. Without validation samples (a linear head
-    cross-validates instead) the two are averaged. The forest kept in the model is then fit on every labeled sample.
+    The blend weight is chosen on `val_ids`, validation samples the network neither trained on nor chose its epoch
+    by (`_blend_split`): a forest fit on every other labeled sample predicts them, and the share of the network
+    (`ENSEMBLE_WEIGHTS`) that gives the lowest loss on them (log loss, or MAE) is kept, so a network that adds
+    nothing to the forest gets no weight. Without such samples (a linear head cross-validates instead, or the
+    validation split is too small to halve) the two are averaged. The forest kept in the model is then fit on every
+    labeled sample.
     """
     from aam.forest import aligned_features, feature_keys, fit_forest
     checkpoint = result.checkpoint
@@ -532,7 +560,7 @@ def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical
     x = aligned_features(keys, prepared.sequences, prepared.counts, record.max_bp)         # [N, F]
     target = (y.map({c: i for i, c in enumerate(record.target.class_labels)}).to_numpy(np.int64) if classifier
               else y.to_numpy(np.float64))
-    weight, choice = 0.5, "equal weights (no validation samples)"
+    weight, choice = 0.5, "equal weights (no validation samples to set aside for it)"
     if val_ids:
         index = {s: i for i, s in enumerate(prepared.sample_ids)}
         val = np.array([index[s] for s in val_ids])
@@ -549,7 +577,8 @@ def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical
                   f"{losses[1.0]:.4g}, forest alone {losses[0.0]:.4g})")
     checkpoint.forest = fit_forest(x, target, classifier, opts.forest_trees, opts.seed, threads=ctx.threads)
     checkpoint.record.ensemble = {"method": "weighted average", "aam_weight": weight, "weight_choice": choice,
-                                  "forest_trees": opts.forest_trees, "features": keys, "forest_samples": len(target)}
+                                  "forest_trees": opts.forest_trees, "features": keys, "forest_samples": len(target),
+                                  "share_samples": [str(s) for s in val_ids]}
     checkpoint.record.data.report.append(
         f"ensemble: a {opts.forest_trees}-tree random forest on the relative abundances of {len(keys)} features and "
         f"{len(target)} samples; the network's share {weight:g}, chosen by {choice}")

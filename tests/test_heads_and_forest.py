@@ -133,19 +133,30 @@ def test_fit_forest_matches_q2_sample_classifier_defaults():
     np.testing.assert_allclose(got, want)
 
 
-def test_the_blend_weight_is_chosen_on_the_validation_samples(base, tmp_path):
+def test_the_blend_weight_is_chosen_on_validation_samples_that_chose_nothing_else(base, tmp_path):
     from aam.api import ENSEMBLE_WEIGHTS
+    fit = {**FIT, "validation_fraction": 0.4}
     res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="transformer", freeze_base=True,
                     ensemble="forest", forest_trees=20, epochs=2, output_dir=str(tmp_path / "w"), progress=False,
-                    **FIT)
-    ensemble = res.checkpoint.record.ensemble
+                    **fit)
+    ensemble, data = res.checkpoint.record.ensemble, res.checkpoint.record.data
     assert ensemble["aam_weight"] in ENSEMBLE_WEIGHTS and ensemble["weight_choice"].startswith("validation MAE")
+    # the share's samples neither trained the network nor chose its epoch
+    share = set(ensemble["share_samples"])
+    assert share and not share & set(data.train_samples) and not share & set(data.validation_samples)
+    assert data.validation_samples
+    # a validation split too small to halve: equal shares, said so
+    small = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="transformer",
+                      freeze_base=True, ensemble="forest", forest_trees=20, epochs=1, progress=False,
+                      **{**FIT, "validation_fraction": 0.1})
+    assert small.checkpoint.record.ensemble["aam_weight"] == 0.5
+    assert small.checkpoint.record.ensemble["weight_choice"].startswith("equal weights")
     pred = api.predict(res.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
     w = ensemble["aam_weight"]
     np.testing.assert_allclose(pred["prediction"], w * pred["network"] + (1 - w) * pred["forest"])
     clf = api.train(TABLE, METADATA, "body-site", classifier=True, sequences=SEQS, pretrained=base,
                     head="transformer", freeze_base=True, ensemble="forest", forest_trees=20, epochs=2,
-                    progress=False, **FIT)
+                    progress=False, **fit)
     assert clf.checkpoint.record.ensemble["weight_choice"].startswith("validation log loss")
     out = api.predict(clf.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
     w = clf.checkpoint.record.ensemble["aam_weight"]
