@@ -172,7 +172,8 @@ OPTIONS = [
            "transformer without).", (TRAIN,), "target", choices=("auto", "linear", "transformer")),
     Option("ensemble", str, "forest", "Combine the network with a random forest (q2-sample-classifier's, on the "
            "relative abundances; stored as arrays, not pickled): forest averages their predictions (class "
-           "probabilities), the network's share chosen on the validation samples; none uses the network alone. "
+           "probabilities), the network's share chosen on half of the validation samples (the other half "
+           "chooses the network's epoch); none uses the network alone. "
            "The default because it predicted held-out samples better than the network alone on most studies of "
            "the project's benchmark (docs/science.md).", (TRAIN,), "target", choices=("forest", "none")),
     Option("forest_trees", int, 500, "Trees of the ensemble's random forest.", (TRAIN,), "target", min=1),

@@ -511,8 +511,9 @@ def aam_linear(fold, seed, budget):
 
 
 @recipe("aam+rf", "AAM with the engine's defaults (ensemble forest): as aam, blended in one model with a 500-tree "
-        "random forest on relative abundances, the network's share chosen on the validation samples",
-        uses_budget=True)
+        "random forest on relative abundances, the network's share chosen on validation samples (untagged rows: "
+        "the first rule, the samples that also chose the epoch; :split rows: a half of the validation split that "
+        "chose nothing else, the engine's rule since)", uses_budget=True)
 def aam_ensemble(fold, seed, budget):
     return aam_fit_predict(fold, seed, budget, train_options={"ensemble": "forest"})
 
