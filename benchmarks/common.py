@@ -88,3 +88,14 @@ def machine_info():
             "torch": torch.__version__, "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
+
+
+def write_results(out_dir, stem, res, markdown):
+    """`<stem>.json` (every figure) and `<stem>.md` (the tables) in `out_dir`; prints the tables."""
+    import json
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{stem}.json"), "w") as fh:
+        json.dump(res, fh, indent=1, default=float)
+    with open(os.path.join(out_dir, f"{stem}.md"), "w") as fh:
+        fh.write(markdown)
+    print(markdown)

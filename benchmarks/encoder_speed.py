@@ -12,7 +12,6 @@ Side by side in one process, on the same table, the same UniFrac targets and the
 Run: ``python -m benchmarks.encoder_speed [--quick]`` (also part of ``make bench`` when ../shared has ecam).
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -106,13 +105,8 @@ def main(argv=None):
         print(f"ecam not found at {ECAM}; nothing to measure.")
         return 0
     res = run(args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
-    md = to_markdown(res)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "encoder_speed.json"), "w") as fh:
-        json.dump(res, fh, indent=1, default=float)
-    with open(os.path.join(args.out, "encoder_speed.md"), "w") as fh:
-        fh.write(md)
-    print(md)
+    from benchmarks.common import write_results
+    write_results(args.out, "encoder_speed", res, to_markdown(res))
     return 0
 
 

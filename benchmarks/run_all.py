@@ -4,7 +4,6 @@ Usage: ``make bench`` or ``python -m benchmarks.run_all [--quick]`` (``--quick``
 test of the suite itself; its numbers are not meant to be reported).
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -13,7 +12,7 @@ import torch
 
 from aam.training.device import set_threads
 from benchmarks import encoder_speed, finetune, memory, pretrain
-from benchmarks.common import MODEL, describe_model, machine_info
+from benchmarks.common import MODEL, describe_model, machine_info, write_results
 from benchmarks.data import load_benchmark_table
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -162,13 +161,7 @@ def main(argv=None):
     ap.add_argument("--out", default=RESULTS, help="directory for latest.json / latest.md")
     args = ap.parse_args(argv)
     res = run(args.quick)
-    md = to_markdown(res)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "latest.json"), "w") as fh:
-        json.dump(res, fh, indent=1, default=float)
-    with open(os.path.join(args.out, "latest.md"), "w") as fh:
-        fh.write(md)
-    print(md)
+    write_results(args.out, "latest", res, to_markdown(res))
     return 0
 
 
