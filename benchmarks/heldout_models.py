@@ -337,6 +337,33 @@ def pcoa_all(fold, seed, budget):
     return pcoa_linear(fold, seed, transductive=True)
 
 
+@recipe("rf500-rel+pcoa", "as rf500-rel, with the first 20 PCoA axes of the study's distances (training-only "
+        "ordination, held-out samples projected) beside the relative abundances: does the forest gain from a "
+        "community-level summary it cannot build from single-ASV splits?", needs_distances=True, default=False)
+def rf500_relative_pcoa(fold, seed, budget):
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    features = list(fold.train.table.ids("observation"))
+    dm = fold.distances()
+    basis = fold.pool.ids
+    d_test = np.stack([dm.data[dm.index(s)] for s in fold.test.ids])[:, [dm.index(s) for s in basis]]
+    coords, test_coords = pcoa_project(dm.filter(basis).data, d_test)
+    k = min(20, coords.shape[1])
+    where = {s: i for i, s in enumerate(basis)}
+    train_ids = [str(s) for s in fold.train.table.ids()]
+    test_ids = [str(s) for s in fold.test.table.ids()]
+    test_where = {s: i for i, s in enumerate(fold.test.ids)}
+    x_train = np.hstack([_relative(fold.train.table, features), coords[[where[s] for s in train_ids], :k]])
+    x_test = np.hstack([_relative(fold.test.table, features), test_coords[[test_where[s] for s in test_ids], :k]])
+    y = fold.train.y.loc[train_ids]
+    est = (RandomForestClassifier if fold.task.classifier else RandomForestRegressor)(
+        n_jobs=1, n_estimators=500, random_state=seed).fit(x_train, y.to_numpy())
+    values = pd.Series(est.predict(x_test), index=test_ids)
+    prob = (pd.DataFrame(est.predict_proba(x_test), index=test_ids, columns=list(est.classes_))
+            if fold.task.classifier else None)
+    return Prediction(values, prob, {"n_estimators": 500, "n_jobs": 1, "random_state": seed,
+                                     "features": len(features), "axes": k})
+
+
 # ------------------------------------------------------------------------------------------ AAM
 
 # tiny architecture for --quick (a smoke test of the harness, not a model worth scoring)

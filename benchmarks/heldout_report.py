@@ -98,8 +98,9 @@ def task_table(task, fraction="1"):
         run = s.get("run") or ""
         info = next((i.get("info", {}) for i in task.get("timing", {}).get(f"{m}@{fraction}", []) if i.get("info")),
                     {})
-        if "pretrain_epochs" in info:
-            run += f" ({info['pretrain_epochs']} + {info['train_epochs']} epochs)"
+        if info.get("pretrain_epochs") or info.get("train_epochs"):
+            # a budgeted run; rows without one ran the engine's default epochs (the Method section says which)
+            run += f" ({info.get('pretrain_epochs') or 'default'} + {info.get('train_epochs') or 'default'} epochs)"
         cells = [m] + [_fmt(s.get(k), 3 if kind == "classification" else 2) for k in metrics] + \
                 [_fmt(s.get("seconds"), 1), scored, run]
         lines.append("| " + " | ".join(cells) + " |")
@@ -301,8 +302,8 @@ def write(results, out_dir, docs_path):
     if costs:
         lines += ["## What AAM's epochs cost", "",
                   "Mean over folds, measured inside each run (wall-clock seconds on the machine named above; the "
-                  "engine's defaults are 100 pretraining and 100 fine-tuning epochs with early stopping after 10 "
-                  "without improvement, so a budget of fewer epochs is what a run trades for time). Fine-tuning "
+                  f"engine's defaults are {_engine_epochs()}, so a budget of fewer epochs is what a run trades "
+                  "for time). Fine-tuning "
                   "seconds include building the frozen base's ASV cache and validation.", "", costs, ""]
     for name, task in results["tasks"].items():
         lines += [f"## {name}", "", f"{task['description']}. Target `{task['column']}` ({task['kind']}"
