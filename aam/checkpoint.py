@@ -29,6 +29,22 @@ _TRAINING_KEYS = ("optimizer", "scheduler", "rng", "epoch", "trainer")
 TMP_PREFIX = ".tmp-"
 
 
+def format_version(container, where, what, fix):
+    """The checkpoint format version of a model file's payload or config.json (a dict), after checking its marker.
+
+    Raises AAMInputError naming `where` when the marker is missing (`what` is what `where` is instead; `fix`
+    says what to pass) or the version is newer than this q2-aam reads.
+    """
+    if not isinstance(container, dict) or container.get("format") != FORMAT:
+        raise AAMInputError(f"{where} is {what} but not an AAM checkpoint (no \"format\": \"{FORMAT}\" marker); "
+                            f"{fix}")
+    version = container.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise AAMInputError(f"{where} uses checkpoint format {version!r}, newer than this q2-aam {__version__} "
+                            f"understands ({FORMAT_VERSION}); upgrade q2-aam to read it.")
+    return version
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
@@ -231,13 +247,8 @@ def load_checkpoint(path, expect=None, map_location="cpu"):
 def checkpoint_from_payload(payload, where, expect=None):
     """The `Checkpoint` in a loaded payload, after checking its marker, version, record and weights."""
     import torch
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise AAMInputError(f"{where!r} is a PyTorch file but not an AAM checkpoint (no '{FORMAT}' marker); "
-                            "pass a model.pt or a checkpoint written by `aam pretrain` / `aam train`.")
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise AAMInputError(f"{where!r} uses checkpoint format {version}, newer than this aam {__version__} "
-                            f"understands ({FORMAT_VERSION}); upgrade q2-aam to read it.")
+    version = format_version(payload, repr(where), "a PyTorch file",
+                             "pass a model.pt or a checkpoint written by `aam pretrain` / `aam train`.")
     weights = payload.get("model")
     if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
         raise AAMInputError(f"{where!r} holds no model weights (a dict of tensors under 'model').")

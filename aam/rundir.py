@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 
-from aam.checkpoint import FORMAT, FORMAT_VERSION, atomic_write_text
+from aam.checkpoint import FORMAT, FORMAT_VERSION, atomic_write_text, format_version
 from aam.errors import AAMInputError
 from aam.record import ModelRecord
 
@@ -266,13 +266,7 @@ def record_from_config(config, where="config.json"):
     """The `ModelRecord` of a parsed config.json; AAMInputError when it is not one this version reads."""
     if not isinstance(config, dict):
         raise AAMInputError(f"{where} must hold a JSON object, not {type(config).__name__}.")
-    if config.get("format") != FORMAT:
-        raise AAMInputError(f"{where} has no \"format\": \"{FORMAT}\" marker, so it was not written by q2-aam; "
-                            "export the model from an AAM artifact or retrain it.")
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise AAMInputError(f"{where} uses checkpoint format {version!r}; this q2-aam reads formats up to "
-                            f"{FORMAT_VERSION}. Upgrade q2-aam to read this model.")
+    format_version(config, where, "JSON", "export the model from an AAM artifact or retrain it.")
     return ModelRecord.from_json(config, where=where)
 
 

@@ -28,6 +28,16 @@ warn() { printf '[setup] WARNING: %s\n' "$*" >&2; }
 has_module() { "$1" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$2') is None)" 2>/dev/null; }
 
 hash_files() { { cat "$@" 2>/dev/null || true; } | sha256sum | cut -c1-16; }
+# pip_stamped STAMP WARNING PACKAGE: pip-install PACKAGE into .venv without its dependencies (Debian's numpy,
+# pandas, scikit-bio stay), then leave STAMP as the only stamp of its kind (.aam-<kind>-*); WARNING when it fails
+pip_stamped() {
+    if "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation "$3"; then
+        rm -f "${1%-*}"-*
+        touch "$1"
+    else
+        warn "$2"
+    fi
+}
 
 # 1. QIIME 2 from Debian -------------------------------------------------------------------------------
 need_apt=0
@@ -121,13 +131,8 @@ emperor_js="import importlib.util as u, os, sys; s = u.find_spec('emperor'); sys
 if has_module "$SYSPY" q2_emperor && { [ ! -f "$emperor_stamp" ] || ! "$VENV/bin/python" -c "$emperor_js" 2>/dev/null; }
 then
     say "installing emperor $EMPEROR_VERSION from PyPI into the venv (with the JavaScript Debian's package lacks)"
-    if "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
-            "emperor==$EMPEROR_VERSION"; then
-        rm -f "$VENV"/.aam-emperor-*
-        touch "$emperor_stamp"
-    else
-        warn "emperor $EMPEROR_VERSION did not install: Emperor plots made in .venv will open blank"
-    fi
+    pip_stamped "$emperor_stamp" "emperor $EMPEROR_VERSION did not install: Emperor plots made in .venv will open blank" \
+        "emperor==$EMPEROR_VERSION"
 fi
 
 # 6. Galaxy: q2galaxy in .venv (it imports the plugin), planemo in .venv-galaxy ----------------------------------
@@ -135,13 +140,7 @@ q2galaxy_stamp="$VENV/.aam-q2galaxy-$(hash_files "$Q2GALAXY_SOURCE")"
 if [ ! -f "$q2galaxy_stamp" ] || ! has_module "$VENV/bin/python" q2galaxy; then
     if [ -f "$Q2GALAXY_SOURCE" ]; then
         say "installing q2galaxy 2022.11.1 into the venv (renders the plugin as Galaxy tools)"
-        if "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
-                "$Q2GALAXY_SOURCE"; then
-            rm -f "$VENV"/.aam-q2galaxy-*
-            touch "$q2galaxy_stamp"
-        else
-            warn "q2galaxy did not install: the Galaxy tests will skip"
-        fi
+        pip_stamped "$q2galaxy_stamp" "q2galaxy did not install: the Galaxy tests will skip" "$Q2GALAXY_SOURCE"
     else
         warn "q2galaxy's source is not at $Q2GALAXY_SOURCE: the Galaxy tests will skip"
     fi

@@ -2,6 +2,7 @@
 import contextlib
 import fcntl
 import os
+import re
 
 import pytest
 
@@ -65,12 +66,13 @@ def qiime_command():
     return [found] if found else [sys.executable, "-m", "q2cli"]
 
 
-def run_qiime(args, environ, timeout=900):
-    """Run `qiime ARGS`; fails the test with q2cli's output when it does not succeed."""
+def run_qiime(args, environ, expect_ok=True, cwd=None, timeout=900):
+    """Run `qiime ARGS`; with `expect_ok`, fails the test with q2cli's output when it does not succeed."""
     import subprocess
-    proc = subprocess.run(qiime_command() + list(args), env=environ, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"qiime {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    proc = subprocess.run(qiime_command() + [str(a) for a in args], env=environ, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+    if expect_ok:
+        assert proc.returncode == 0, f"qiime {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
@@ -84,7 +86,8 @@ def q2cli_env(tmp_path_factory):
     environ.pop("QIIMETEST", None)  # would hide every real plugin
     with locked(str(config) + ".lock"):
         if not (config / "done").exists():
-            run_qiime(["info"], environ)
+            info = run_qiime(["info"], environ)
+            assert re.search(r"^aam: ", info.stdout, re.M), info.stdout
             (config / "done").touch()
     return environ
 

@@ -7,15 +7,12 @@ the plugin as it is now.
 """
 import os
 import re
-import shutil
-import subprocess
-import sys
 import zipfile
 
 import pytest
 import qiime2
 
-from tests.conftest import MP, locked, shared_dir
+from tests.conftest import MP, locked, run_qiime, shared_dir
 
 TINY = ["--p-asv-encoder", "none", "--p-embedding-dim", "16", "--p-attention-heads", "2", "--p-attention-layers", "1",
         "--p-token-limit", "32",
@@ -27,35 +24,14 @@ METADATA = os.path.join(MP, "sample-metadata.tsv")
 DAYS = "days-since-experiment-start"
 
 
-def _qiime():
-    """`qiime` of this environment (the venv's wrapper next to the interpreter, or the one on PATH)."""
-    here = os.path.join(os.path.dirname(sys.executable), "qiime")
-    if os.path.exists(here):
-        return [here]
-    found = shutil.which("qiime")
-    return [found] if found else [sys.executable, "-m", "q2cli"]
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Environment of the qiime subprocesses: a q2cli cache of this session, built once."""
-    config = shared_dir(tmp_path_factory, "aam-q2cli-config")
-    environ = dict(os.environ, XDG_CONFIG_HOME=str(config), AAM_Q2CLI_CONFIG=str(config), MPLBACKEND="Agg")
-    environ.pop("QIIMETEST", None)  # would hide every real plugin
-    with locked(str(config) + ".lock"):
-        if not (config / "done").exists():
-            info = qiime(["info"], environ)
-            assert re.search(r"^aam: ", info.stdout, re.M), info.stdout
-            (config / "done").touch()
-    return environ
+def env(q2cli_env):
+    """Environment of the qiime subprocesses: the session's q2cli cache (tests/conftest.py)."""
+    return q2cli_env
 
 
 def qiime(args, environ, expect_ok=True, cwd=None):
-    proc = subprocess.run(_qiime() + list(args), env=environ, cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
-    if expect_ok:
-        assert proc.returncode == 0, f"qiime {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    return run_qiime(args, environ, expect_ok=expect_ok, cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")
