@@ -370,7 +370,7 @@ def rf500_relative_pcoa(fold, seed, budget):
 QUICK_AAM = dict(token_limit=32, batch_size=4, asv_chunk_size=64)
 
 
-def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=None):
+def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=None, transductive=False):
     """AAM through the engine's Python API, as the README's workflow runs it.
 
     ``aam.api.pretrain`` on the training samples' tables (``fold.pool``; UniFrac from the task's tree, or the
@@ -390,7 +390,7 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     if budget.pretrain_epochs:
         pre_kw["epochs"] = budget.pretrain_epochs
     t0 = time.perf_counter()
-    pre, reused = pretrained_encoder(fold, pre_kw, log)
+    pre, reused = pretrained_encoder(fold, pre_kw, log, transductive=transductive)
     t1 = time.perf_counter()
     train_kw = {**common, **({"epochs": budget.train_epochs} if budget.train_epochs else {}), "group_column": group,
                 "freeze_base": True,
@@ -410,7 +410,8 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
             "train_epochs": budget.train_epochs, "train_epochs_run": len(res.history),
             "pretrain_seconds": round(pretrain_seconds, 1), "pretrain_reused": reused is not None,
             "train_seconds": round(t2 - t1, 1),
-            "predict_seconds": round(t3 - t2, 1), "pretrain_options": pre_kw, "train_options": train_kw}
+            "predict_seconds": round(t3 - t2, 1), "pretrain_options": pre_kw, "train_options": train_kw,
+            "pretrained_on_heldout_tables": transductive}
     if reused is not None:
         # the harness adds this to the measured time: the row's seconds are what the model costs on the fold
         info["reused_seconds"] = round(reused, 1)
@@ -427,7 +428,8 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
             network = Prediction(net_prob.idxmax(axis=1), net_prob, dict(info))
         else:
             network = Prediction(out["network"], None, dict(info))
-        _NETWORKS[_network_key(fold, pretrain_options, base_options)] = (network, pretrain_seconds + t2 - t1)
+        _NETWORKS[_network_key(fold, pretrain_options, base_options, transductive)] = \
+            (network, pretrain_seconds + t2 - t1)
         while len(_NETWORKS) > _PRETRAINED_KEEP:
             _NETWORKS.popitem(last=False)
     return result
@@ -436,40 +438,47 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
 _NETWORKS = OrderedDict()  # (fold, options) -> (Prediction, seconds it took): the network a +rf row extends
 
 
-def _network_key(fold, pretrain_options, train_options):
+def _network_key(fold, pretrain_options, train_options, transductive=False):
     import json
     # the network of an ensemble row and the row of that network alone differ only in the ensemble option
     train_options = {k: v for k, v in (train_options or {}).items() if k != "ensemble"} or None
     return (fold.data.task.name, fold.index, fold.label_fraction, tuple(fold.test.ids),
-            json.dumps([pretrain_options, train_options], sort_keys=True, default=str))
+            json.dumps([pretrain_options, train_options], sort_keys=True, default=str), transductive)
 
 
 _PRETRAINED = OrderedDict()  # pretraining inputs -> (TrainResult, seconds it took); a few recent ones
 _PRETRAINED_KEEP = 6
 
 
-def pretrained_encoder(fold, options, log):
+def pretrained_encoder(fold, options, log, transductive=False):
     """``aam.api.pretrain`` on the fold's training tables, or the result of an identical earlier call of this run.
 
     Pretraining does not see labels, so the label fractions of a fold, and tasks of one study that share folds
-    (ibd-ibd and ibd-age), can share it. Returns (TrainResult, seconds of the original call or None if it ran now).
+    (ibd-ibd and ibd-age), can share it. With `transductive`, the held-out samples' tables are pretrained on as
+    well (labels are never given to pretraining; as a user pretrains on every table of a study before predicting
+    some of its samples). Returns (TrainResult, seconds of the original call or None if it ran now).
     """
     import json
     from aam import api
     data = fold.data
     key = (data.task.folder, data.task.table, tuple(fold.pool.ids), tuple(fold.test.ids), fold.depth,
-           json.dumps(options, sort_keys=True, default=str))
+           json.dumps(options, sort_keys=True, default=str), transductive)
     if key in _PRETRAINED:
         _PRETRAINED.move_to_end(key)
         pre, seconds = _PRETRAINED[key]
         return pre, seconds
     t0 = time.perf_counter()
+    table, metadata, ids = fold.pool.table, fold.pool.metadata, list(fold.pool.ids)
+    if transductive:
+        table = table.merge(fold.test.table)
+        metadata = pd.concat([metadata, fold.test.metadata])
+        ids += list(fold.test.ids)
     if data.tree is not None:
-        pre = api.pretrain(fold.pool.table, sequences=data.sequences, tree=data.tree, metadata=fold.pool.metadata,
+        pre = api.pretrain(table, sequences=data.sequences, tree=data.tree, metadata=metadata,
                            progress=False, log=log, **options)
     else:
-        pre = api.pretrain(fold.pool.table, sequences=data.sequences, distance_matrix=fold.distances(fold.pool.ids),
-                           metadata=fold.pool.metadata, progress=False, log=log, **options)
+        pre = api.pretrain(table, sequences=data.sequences, distance_matrix=fold.distances(ids),
+                           metadata=metadata, progress=False, log=log, **options)
     _PRETRAINED[key] = (pre, time.perf_counter() - t0)
     while len(_PRETRAINED) > _PRETRAINED_KEEP:
         _PRETRAINED.popitem(last=False)
@@ -488,15 +497,15 @@ def _history_summary(history, prefix):
     return {f"{prefix}_best_epoch": best + 1, f"{prefix}_best_val_loss": float(losses[best]) if best >= 0 else None}
 
 
-def aam_network(fold, seed, budget, pretrain_options=None, train_options=None):
+def aam_network(fold, seed, budget, pretrain_options=None, train_options=None, transductive=False):
     """`aam_fit_predict`, or the network part of the matching ensemble row when that ran first on this fold in this
     process (its training seconds are counted here as well)."""
-    key = _network_key(fold, pretrain_options, train_options)
+    key = _network_key(fold, pretrain_options, train_options, transductive)
     if key in _NETWORKS:
         network, seconds = _NETWORKS.pop(key)
         network.info["reused_seconds"] = round(seconds, 1)
         return network
-    return aam_fit_predict(fold, seed, budget, pretrain_options, train_options)
+    return aam_fit_predict(fold, seed, budget, pretrain_options, train_options, transductive)
 
 
 @recipe("aam", "AAM's network alone: pretrain on the training samples, fine-tune with the frozen base, predict "
@@ -519,6 +528,19 @@ def aam_unfrozen_ensemble(fold, seed, budget):
 
 # pretraining ran into its 30-epoch cap on most ecam and keyboard folds (the epochs table of docs/science.md)
 LONG_PRETRAINING = {"epochs": 100}
+
+
+@recipe("aam-all", "as aam, but pretraining also reads the held-out samples' tables (labels are never used in "
+        "pretraining; transductive, as pcoa-all: what a user gets by pretraining on every table of a study)",
+        default=False, uses_budget=True)
+def aam_all(fold, seed, budget):
+    return aam_network(fold, seed, budget, train_options={"ensemble": "none"}, transductive=True)
+
+
+@recipe("aam-all+rf", "as aam+rf, with aam-all's pretraining (held-out tables included, labels unused)",
+        default=False, uses_budget=True)
+def aam_all_ensemble(fold, seed, budget):
+    return aam_fit_predict(fold, seed, budget, train_options={"ensemble": "forest"}, transductive=True)
 
 
 @recipe("aam-long", "as aam, but pretraining may run 100 epochs (early stopping after 10 without improvement) "
