@@ -310,8 +310,8 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
         # a linear head is fitted on the frozen base's embeddings in closed form: no epochs, no output activation
         opts = opts.replace(freeze_base=True, bounded_targets=False, output_activation="none")
     if opts.freeze_base and base is None:
-        raise AAMInputError("{opt:freeze_base} needs a pretrained encoder ({input:pretrained}); a randomly "
-                            "initialized base cannot be frozen usefully.")
+        # nothing to freeze: a base without pretraining trains with the head (the option's documented meaning)
+        opts = opts.replace(freeze_base=False)
     md = load_metadata(metadata)
     use_dist = (tree is not None or distance_matrix is not None) and opts.penalty > 0 and not opts.freeze_base
     prepared = prepare_table(table, sequences=sequences, tree=tree if use_dist else None,

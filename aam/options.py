@@ -177,9 +177,11 @@ OPTIONS = [
            "The default because it predicted held-out samples better than the network alone on most studies of "
            "the project's benchmark (docs/science.md).", (TRAIN,), "target", choices=("forest", "none")),
     Option("forest_trees", int, 500, "Trees of the ensemble's random forest.", (TRAIN,), "target", min=1),
-    Option("freeze_base", bool, False, "Keep the pretrained base fixed and train only the prediction layers "
-           "(much faster: each ASV is encoded once per run). A linear head always reads a frozen base.",
-           (TRAIN,), "target"),
+    Option("freeze_base", bool, True, "Keep the pretrained base ({input:pretrained}) fixed and train only the "
+           "prediction layers (much faster: each ASV is encoded once per run; the default because fine-tuning the "
+           "base as well predicted held-out samples no better in the project's benchmark, docs/science.md). "
+           "Without a pretrained base there is nothing to freeze and the whole network trains. A linear head "
+           "always reads a frozen base.", (TRAIN,), "target"),
     Option("normalize_targets", bool, True, "Scale regression targets to [0, 1] for training (predictions are "
            "returned in the original units).", (TRAIN,), "target"),
     Option("log_transform_targets", bool, False, "Train on log(y + 1) (for non-negative targets spanning orders "

@@ -375,7 +375,7 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
 
     ``aam.api.pretrain`` on the training samples' tables (``fold.pool``; UniFrac from the task's tree, or the
     fold's distances without one) -> ``aam.api.train`` on the labelled training samples with
-    ``pretrained=...`` and ``freeze_base=True`` -> ``aam.api.predict`` on the held-out samples. Everything not
+    ``pretrained=...`` (its base frozen, the default) -> ``aam.api.predict`` on the held-out samples. Everything not
     given here is the engine's default; the rarefaction depth is the fold's, the epochs come from `budget`.
     Extra options for a variant go in `pretrain_options` / `train_options`.
     """
@@ -393,7 +393,6 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     pre, reused = pretrained_encoder(fold, pre_kw, log, transductive=transductive)
     t1 = time.perf_counter()
     train_kw = {**common, **({"epochs": budget.train_epochs} if budget.train_epochs else {}), "group_column": group,
-                "freeze_base": True,
                 **(train_options or {})}
     res = api.train(fold.train.table, fold.train.metadata, data.task.column, classifier=data.task.classifier,
                     sequences=data.sequences, pretrained=pre.checkpoint, progress=False, log=log, **train_kw)

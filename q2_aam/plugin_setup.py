@@ -118,8 +118,8 @@ INPUT_DESCRIPTIONS = {
 }
 FIT_INPUT_DESCRIPTIONS = {
     **{k: INPUT_DESCRIPTIONS[k] for k in ("table", "sequences", "pretrained")},
-    "phylogeny": "Optional rooted tree of the table's features: while the base trains (not with "
-                 "--p-freeze-base), a UniFrac loss weighted by --p-penalty keeps its embeddings faithful to "
+    "phylogeny": "Optional rooted tree of the table's features: while the base trains (with "
+                 "--p-no-freeze-base, or without --i-pretrained), a UniFrac loss weighted by --p-penalty keeps its embeddings faithful to "
                  "the community distances.",
     "distance_matrix": "Optional distances between the table's samples, used like --i-phylogeny's UniFrac "
                        "(and instead of it).",
@@ -198,8 +198,9 @@ _FIT_OUTPUT = {"model": "The trained model (weights of the best validation epoch
                         "validation figures and TensorBoard logs (see `qiime aam summarize`)."}
 _FIT_DESCRIPTION = (
     "Train an Attention All Microbes model to predict {what} from the ASVs of each sample (and optional "
-    "categorical covariates). Starting from a pretrained base (--i-pretrained) is recommended; "
-    "--p-freeze-base then trains only the prediction layers, which is much faster. Samples are split into "
+    "categorical covariates). Starting from a pretrained base (--i-pretrained) is recommended: by default it is "
+    "kept frozen and only the prediction layers train, which is much faster (--p-no-freeze-base fine-tunes it "
+    "too). Samples are split into "
     "training and validation sets (--p-validation-fraction, grouped by --p-group-column so that samples of one "
     "subject stay together); the epoch with the best validation {metric} is kept. By default the model also holds "
     "q2-sample-classifier's random forest fit to the same samples and blends the two (--p-ensemble none keeps the "

@@ -30,7 +30,7 @@ qiime sample-classifier split-table --i-table $DATA/table.qza --m-metadata-file 
 step "3/7 fine-tune a body-site classifier on the training samples (pretrained base, frozen)"
 qiime aam fit-classifier --i-table $OUT/train-table.qza --i-sequences $DATA/rep-seqs.qza \
     --m-metadata-file $DATA/sample-metadata.tsv --m-metadata-column body-site \
-    --i-pretrained $OUT/pretrained.qza --p-freeze-base "${COMMON[@]}" --o-model $OUT/classifier.qza
+    --i-pretrained $OUT/pretrained.qza "${COMMON[@]}" --o-model $OUT/classifier.qza
 
 step "4/7 predict the held-out samples"
 qiime aam predict-classification --i-model $OUT/classifier.qza --i-table $OUT/test-table.qza \

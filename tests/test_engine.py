@@ -80,9 +80,9 @@ def test_frozen_fine_tuning_keeps_the_base_and_predicts_every_sample(pretrained,
 def test_regressor_fits_its_training_samples(pretrained, tmp_path):
     out = tmp_path / "reg"
     run("train", "--table", TABLE, "--sequences", SEQS, "--metadata", METADATA, "--metadata-column",
-        "days-since-experiment-start", "--pretrained-encoder", pretrained / "model.pt", "--output-dir", out,
-        "--epochs", 60, "--lr", 3e-3, "--validation-fraction", 0, "--dropout", 0, "--no-resample-each-epoch",
-        "--patience", 60, *FLAGS)
+        "days-since-experiment-start", "--pretrained-encoder", pretrained / "model.pt", "--no-freeze-base",
+        "--output-dir", out, "--epochs", 60, "--lr", 3e-3, "--validation-fraction", 0, "--dropout", 0,
+        "--no-resample-each-epoch", "--patience", 60, *FLAGS)
     run("predict", "--table", TABLE, "--sequences", SEQS, "--model", out / "model.pt", "--output",
         tmp_path / "pred.tsv")
     pred = pd.read_csv(tmp_path / "pred.tsv", sep="\t", index_col=0)
@@ -94,7 +94,8 @@ def test_regressor_fits_its_training_samples(pretrained, tmp_path):
 def test_classifier_separates_body_sites(pretrained, tmp_path):
     out = tmp_path / "clf"
     run("train", "--table", TABLE, "--sequences", SEQS, "--metadata", METADATA, "--metadata-column", "body-site",
-        "--classifier", "--pretrained-encoder", pretrained / "model.pt", "--output-dir", out, "--epochs", 40,
+        "--classifier", "--pretrained-encoder", pretrained / "model.pt", "--no-freeze-base", "--output-dir", out,
+        "--epochs", 40,
         "--patience", 40, "--lr", 3e-3, "--validation-fraction", 0, "--no-resample-each-epoch", *FLAGS)
     run("predict", "--table", TABLE, "--sequences", SEQS, "--model", out / "model.pt", "--output",
         tmp_path / "pred.tsv")

@@ -280,10 +280,10 @@ def _subset_metadata(data, column, values):
     return qiime2.Metadata(frame)
 
 
-def test_error_freeze_base_without_pretrained(data):
-    with pytest.raises(ValueError, match=r"--p-freeze-base .*--i-pretrained"):
+def test_error_linear_head_without_pretrained(data):
+    with pytest.raises(ValueError, match=r"--p-head linear .*--i-pretrained"):
         _aam().methods.fit_regressor(table=data["table"], metadata=data["metadata"].get_column(DAYS),
-                                     sequences=data["sequences"], freeze_base=True, **TINY)
+                                     sequences=data["sequences"], head="linear", **TINY)
 
 
 def test_error_single_class(data):

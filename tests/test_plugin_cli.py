@@ -131,12 +131,12 @@ def test_cli_fit_classifier(env, tmp_path):
 
 
 def test_cli_input_error_is_one_clear_message(env, tmp_path):
-    proc = qiime(["aam", "fit-regressor", "--i-table", TABLE, "--i-sequences", SEQS, "--p-freeze-base",
+    proc = qiime(["aam", "fit-regressor", "--i-table", TABLE, "--i-sequences", SEQS, "--p-head", "linear",
                   "--m-metadata-file", METADATA, "--m-metadata-column", DAYS, *TINY,
                   "--o-model", str(tmp_path / "x.qza")], env, expect_ok=False)
     assert proc.returncode != 0
     assert "Plugin error from aam" in proc.stderr
-    assert "--p-freeze-base" in proc.stderr and "--i-pretrained" in proc.stderr
+    assert "--p-head" in proc.stderr and "--i-pretrained" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

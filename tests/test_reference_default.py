@@ -38,12 +38,14 @@ def test_fine_tuning_and_prediction_on_the_reference_path(pretrained):
     res = api.train(TABLE, METADATA, "body-site", classifier=True, sequences=SEQS, pretrained=pretrained.checkpoint,
                     progress=False, seed=3, **SHORT)
     assert res.checkpoint.record.asv_encoder == pretrained.checkpoint.record.asv_encoder
+    assert res.checkpoint.record.options["freeze_base"] is True  # the default with a pretrained base
     pred = api.predict(res.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
     assert len(pred) == 16 and pred["prediction"].notna().all()
     # without a pretrained base, a predictor starts from the reference encoder too
     scratch = api.train(TABLE, METADATA, "body-site", classifier=True, sequences=SEQS, progress=False, seed=3,
                         **SHORT)
     assert scratch.checkpoint.record.asv_encoder["name"] == "gg13_8-v4-d64"
+    assert scratch.checkpoint.record.options["freeze_base"] is False  # no base to freeze: the whole network trains
 
 
 def test_another_region_is_embedded_with_a_warning():
