@@ -119,8 +119,8 @@ INPUT_DESCRIPTIONS = {
 FIT_INPUT_DESCRIPTIONS = {
     **{k: INPUT_DESCRIPTIONS[k] for k in ("table", "sequences", "pretrained")},
     "phylogeny": "Optional rooted tree of the table's features: while the base trains (with "
-                 "--p-no-freeze-base, or without --i-pretrained), a UniFrac loss weighted by --p-penalty keeps its embeddings faithful to "
-                 "the community distances.",
+                 "--p-no-freeze-base, or without --i-pretrained), a UniFrac loss weighted by --p-penalty keeps "
+                 "its embeddings faithful to the community distances.",
     "distance_matrix": "Optional distances between the table's samples, used like --i-phylogeny's UniFrac "
                        "(and instead of it).",
 }
