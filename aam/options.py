@@ -181,7 +181,9 @@ OPTIONS = [
            "prediction layers (much faster: each ASV is encoded once per run; the default because fine-tuning the "
            "base as well predicted held-out samples no better in the project's benchmark, docs/science.md). "
            "Without a pretrained base there is nothing to freeze and the whole network trains. A linear head "
-           "always reads a frozen base.", (TRAIN,), "target"),
+           "always reads a frozen base.", (TRAIN,), "target",
+           # pretraining trains the base: its Options (which hold every option) must never say it is frozen
+           command_defaults=((PRETRAIN, False),)),
     Option("normalize_targets", bool, True, "Scale regression targets to [0, 1] for training (predictions are "
            "returned in the original units).", (TRAIN,), "target"),
     Option("log_transform_targets", bool, False, "Train on log(y + 1) (for non-negative targets spanning orders "
