@@ -184,19 +184,23 @@ def rf500_relative(fold, seed, budget):
     # the +rf ensembles' forest is fit to the relative abundances of the unrarefied tables (the engine keeps every
     # read of a sample for it), which alone moves some tasks a lot (ibd-ibd): this row is that forest without the
     # network, so a +rf row is compared with its own forest
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     features = list(fold.train.table.ids("observation"))
-    x_train = _relative(fold.train.table, features)
+    return _forest_on(fold, seed, _relative(fold.train.table, features), _relative(fold.test.table, features),
+                      {"features": len(features)})
+
+
+def _forest_on(fold, seed, x_train, x_test, info):
+    """A 500-tree forest (scikit-learn defaults, as q2-sample-classifier's) on feature matrices whose rows are the
+    samples of ``fold.train.table`` and ``fold.test.table`` in table order."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     y = fold.train.y.loc[[str(s) for s in fold.train.table.ids()]]
     est = (RandomForestClassifier if fold.task.classifier else RandomForestRegressor)(
         n_jobs=1, n_estimators=500, random_state=seed).fit(x_train, y.to_numpy())
-    x_test = _relative(fold.test.table, features)
     ids = [str(s) for s in fold.test.table.ids()]
     values = pd.Series(est.predict(x_test), index=ids)
     prob = (pd.DataFrame(est.predict_proba(x_test), index=ids, columns=list(est.classes_))
             if fold.task.classifier else None)
-    return Prediction(values, prob, {"n_estimators": 500, "n_jobs": 1, "random_state": seed,
-                                     "features": len(features)})
+    return Prediction(values, prob, {"n_estimators": 500, "n_jobs": 1, "random_state": seed, **info})
 
 
 # ------------------------------------------------------------------------------------------ PCoA + linear
@@ -276,6 +280,15 @@ def inner_cv(fold, seed):
     return GroupKFold(n_splits=k), groups
 
 
+def ordination(fold, basis):
+    """PCoA of the fold's distances between the samples `basis`, and ``fold.test`` placed on its axes
+    (`pcoa_project`): ([len(basis), K], [len(fold.test.ids), K]) in the order of `basis` and ``fold.test.ids``."""
+    dm = fold.distances()
+    d_test = np.stack([dm.data[dm.index(s)] for s in fold.test.ids])[:, [dm.index(s) for s in basis]] \
+        if fold.test.ids else np.zeros((0, len(basis)))
+    return pcoa_project(dm.filter(basis).data, d_test)
+
+
 def pcoa_linear(fold, seed, transductive=False):
     """Ridge (regression) or logistic regression (classification) on the first PCoA axes of the study's distances.
 
@@ -288,12 +301,8 @@ def pcoa_linear(fold, seed, transductive=False):
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
-    dm = fold.distances()
     basis = fold.pool.ids + (fold.test.ids if transductive else [])
-    d_basis = dm.filter(basis).data
-    d_test = np.stack([dm.data[dm.index(s)] for s in fold.test.ids])[:, [dm.index(s) for s in basis]] \
-        if fold.test.ids else np.zeros((0, len(basis)))
-    coords, test_coords = pcoa_project(d_basis, d_test)
+    coords, test_coords = ordination(fold, basis)
     where = {s: i for i, s in enumerate(basis)}
     X = coords[[where[s] for s in fold.train.ids]]
     y = fold.train.y.loc[fold.train.ids].to_numpy()
@@ -341,27 +350,16 @@ def pcoa_all(fold, seed, budget):
         "ordination, held-out samples projected) beside the relative abundances: does the forest gain from a "
         "community-level summary it cannot build from single-ASV splits?", needs_distances=True, default=False)
 def rf500_relative_pcoa(fold, seed, budget):
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     features = list(fold.train.table.ids("observation"))
-    dm = fold.distances()
-    basis = fold.pool.ids
-    d_test = np.stack([dm.data[dm.index(s)] for s in fold.test.ids])[:, [dm.index(s) for s in basis]]
-    coords, test_coords = pcoa_project(dm.filter(basis).data, d_test)
+    coords, test_coords = ordination(fold, fold.pool.ids)
     k = min(20, coords.shape[1])
-    where = {s: i for i, s in enumerate(basis)}
-    train_ids = [str(s) for s in fold.train.table.ids()]
-    test_ids = [str(s) for s in fold.test.table.ids()]
+    where = {s: i for i, s in enumerate(fold.pool.ids)}
     test_where = {s: i for i, s in enumerate(fold.test.ids)}
-    x_train = np.hstack([_relative(fold.train.table, features), coords[[where[s] for s in train_ids], :k]])
-    x_test = np.hstack([_relative(fold.test.table, features), test_coords[[test_where[s] for s in test_ids], :k]])
-    y = fold.train.y.loc[train_ids]
-    est = (RandomForestClassifier if fold.task.classifier else RandomForestRegressor)(
-        n_jobs=1, n_estimators=500, random_state=seed).fit(x_train, y.to_numpy())
-    values = pd.Series(est.predict(x_test), index=test_ids)
-    prob = (pd.DataFrame(est.predict_proba(x_test), index=test_ids, columns=list(est.classes_))
-            if fold.task.classifier else None)
-    return Prediction(values, prob, {"n_estimators": 500, "n_jobs": 1, "random_state": seed,
-                                     "features": len(features), "axes": k})
+    train_axes = coords[[where[str(s)] for s in fold.train.table.ids()], :k]
+    test_axes = test_coords[[test_where[str(s)] for s in fold.test.table.ids()], :k]
+    return _forest_on(fold, seed, np.hstack([_relative(fold.train.table, features), train_axes]),
+                      np.hstack([_relative(fold.test.table, features), test_axes]),
+                      {"features": len(features), "axes": k})
 
 
 # ------------------------------------------------------------------------------------------ AAM
