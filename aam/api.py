@@ -462,27 +462,38 @@ def _blend_split(val_ids, y, classifier, groups, keep, opts):
                            groups=val_groups)
 
 
-def _embedding_features(model, prepared, record, opts, ctx, categorical):
-    """A linear head's input for every sample of `prepared`, averaged over rarefaction draws: [N, F]."""
+def _base_outputs(net, prepared, record, opts, ctx, categorical, pick):
+    """`pick(base outputs, batch)` [B, F] for every sample of `prepared` through a frozen base, averaged over
+    rarefaction draws: [N, F] float64 in the order of ``prepared.sample_ids``."""
     import torch
 
     from aam.data.loaders import inference_loader, mean_over_draws
     from aam.training.cache import ASVEmbeddingCache
     from aam.training.forward import move_batch
-    model = model.to(ctx.device).eval()
-    cache = ASVEmbeddingCache(prepared.tokens, model.base.cfg.embedding_dim, ctx.device)
+    net = net.to(ctx.device).eval()
+    cache = ASVEmbeddingCache(prepared.tokens, net.base.cfg.embedding_dim, ctx.device)
 
     def run(batch):
         batch = move_batch(batch, ctx.device)
-        asv_emb = cache.lookup(model.base, batch["asv_ids"])
-        out = model.base.encode_samples(asv_emb, batch["counts"], batch["asv_ids"] >= 0)
-        return model.linear_features(out, batch.get("categorical")).cpu()     # [B, F]
+        asv_emb = cache.lookup(net.base, batch["asv_ids"])
+        return pick(net.base.encode_samples(asv_emb, batch["counts"], batch["asv_ids"] >= 0), batch).float().cpu()
 
     with torch.no_grad():
         features, ids = mean_over_draws(inference_loader(prepared, record, opts, categorical), opts.rarefaction_draws,
                                         run)
-    assert ids == list(prepared.sample_ids)
-    return features.double().numpy()
+    order = {s: i for i, s in enumerate(ids)}
+    return features.double().numpy()[[order[s] for s in prepared.sample_ids]]
+
+
+def _embedding_features(model, prepared, record, opts, ctx, categorical):
+    """A linear head's input for every sample of `prepared`, averaged over rarefaction draws: [N, F]."""
+    return _base_outputs(model, prepared, record, opts, ctx, categorical,
+                         lambda out, batch: model.linear_features(out, batch.get("categorical")))
+
+
+def _distance_embeddings(net, prepared, record, opts, ctx):
+    """The base's distance embedding (pretrained to match UniFrac) of every sample of `prepared`: [N, D]."""
+    return _base_outputs(net, prepared, record, opts, ctx, None, lambda out, batch: out["distance_embedding"])
 
 
 def _fit_linear(model, record, opts, ctx, run_dir, prepared, targets, categorical, groups, transform, progress,
@@ -553,11 +564,24 @@ def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical
     validation split is too small to halve) the two are averaged. The forest kept in the model is then fit on every
     labeled sample.
     """
-    from aam.forest import aligned_features, feature_keys, fit_forest
+    from aam.forest import EmbeddingAxes, aligned_features, feature_keys, fit_forest
     checkpoint = result.checkpoint
     classifier = record.is_classifier
     keys = list(dict.fromkeys(feature_keys(prepared.sequences, record.max_bp)))
     x = aligned_features(keys, prepared.sequences, prepared.counts, record.max_bp)         # [N, F]
+    axes, axes_text = None, ""
+    if opts.forest_embedding_axes > 0:
+        if record.pretrained_encoder is not None and record.architecture.freeze_base:
+            # the axes come from the frozen pretrained base, which never saw the labels; fitted on every labeled
+            # sample's embedding (labels unused), so the blend's validation forest below reads the same columns
+            emb = _distance_embeddings(checkpoint.build_model(), prepared, record, opts, ctx)   # [N, D]
+            axes = EmbeddingAxes.fit(emb, opts.forest_embedding_axes)
+            x = np.hstack([x, axes.transform(emb)])                                       # [N, F + k]
+            axes_text = f" and {len(axes.components)} axes of the pretrained sample embedding"
+        else:
+            # a base trained with the labels would hand the forest features fitted to the training targets
+            axes_text = (" (no embedding axes: they are read from a frozen pretrained base, and this model "
+                         f"{'has no pretrained base' if record.pretrained_encoder is None else 'fine-tuned its base'})")
     target = (y.map({c: i for i, c in enumerate(record.target.class_labels)}).to_numpy(np.int64) if classifier
               else y.to_numpy(np.float64))
     weight, choice = 0.5, "equal weights (no validation samples to set aside for it)"
@@ -576,12 +600,14 @@ def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical
         choice = (f"validation {name} {losses[weight]:.4g} on {len(val)} samples (network alone "
                   f"{losses[1.0]:.4g}, forest alone {losses[0.0]:.4g})")
     checkpoint.forest = fit_forest(x, target, classifier, opts.forest_trees, opts.seed, threads=ctx.threads)
+    checkpoint.forest.axes = axes
     checkpoint.record.ensemble = {"method": "weighted average", "aam_weight": weight, "weight_choice": choice,
                                   "forest_trees": opts.forest_trees, "features": keys, "forest_samples": len(target),
-                                  "share_samples": [str(s) for s in val_ids]}
+                                  "share_samples": [str(s) for s in val_ids],
+                                  "embedding_axes": 0 if axes is None else len(axes.components)}
     checkpoint.record.data.report.append(
-        f"ensemble: a {opts.forest_trees}-tree random forest on the relative abundances of {len(keys)} features and "
-        f"{len(target)} samples; the network's share {weight:g}, chosen by {choice}")
+        f"ensemble: a {opts.forest_trees}-tree random forest on the relative abundances of {len(keys)} features"
+        f"{axes_text}, {len(target)} samples; the network's share {weight:g}, chosen by {choice}")
     if ctx.is_main:
         result.run_dir.write_model(checkpoint)
     return result
@@ -782,7 +808,7 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
     ids = list(prepared.sample_ids)
     forest = None
     if record.ensemble is not None:
-        forest = _forest_outputs(ckpt, prepared)                                 # [N, K]
+        forest = _forest_outputs(ckpt, prepared, opts, ctx)                               # [N, K]
         w = float(record.ensemble["aam_weight"])
     if record.is_classifier:
         labels = record.target.class_labels
@@ -842,10 +868,13 @@ def _network_outputs(ckpt, prepared, categorical, opts, ctx):
     return pred[[order[s] for s in prepared.sample_ids]]
 
 
-def _forest_outputs(ckpt, prepared):
+def _forest_outputs(ckpt, prepared, opts, ctx):
     """An ensemble's forest on the samples of `prepared`: [N, K] (class probabilities or predictions)."""
     from aam.forest import aligned_features
     x = aligned_features(ckpt.record.ensemble["features"], prepared.sequences, prepared.counts, ckpt.record.max_bp)
+    if ckpt.forest.axes is not None:
+        emb = _distance_embeddings(ckpt.build_model(), prepared, ckpt.record, opts, ctx)   # [N, D]
+        x = np.hstack([x, ckpt.forest.axes.transform(emb)])                            # [N, F + k]
     return ckpt.forest.predict(x)
 
 

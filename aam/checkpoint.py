@@ -282,14 +282,17 @@ def _forest(record, tensors, where):
         return None
     import torch
 
-    from aam.forest import ARRAY_NAMES, ForestArrays
-    if not isinstance(tensors, dict) or any(not torch.is_tensor(tensors.get(k)) for k in ARRAY_NAMES):
+    from aam.forest import ARRAY_NAMES, AXES_NAMES, ForestArrays
+    if not isinstance(tensors, dict) or any(not torch.is_tensor(tensors.get(k)) for k in ARRAY_NAMES) or any(
+            k in tensors and not torch.is_tensor(tensors[k]) for k in AXES_NAMES):
         raise AAMInputError(f"{where!r}: the record describes an ensemble with a random forest, but the file holds "
                             "no forest; the file is damaged or was altered.")
     forest = ForestArrays.from_tensors(tensors)
     n_outputs = len(record.target.class_labels) if record.is_classifier else 1
     try:
-        forest.check(len(record.ensemble.get("features") or []), n_outputs, repr(where))
+        forest.check(len(record.ensemble.get("features") or []), n_outputs, repr(where),
+                     n_axes=int(record.ensemble.get("embedding_axes") or 0),
+                     embedding_dim=record.architecture.encoder.embedding_dim)
     except ValueError as err:
         raise AAMInputError(f"{err}; the file is damaged or was altered.") from None
     return forest

@@ -6,14 +6,22 @@ Python object that only pickle can save; its trees, however, are just arrays (ch
 threshold, leaf values), so those are what the model file keeps, as tensors, and prediction walks them here.
 Features are identified by a digest of their sequence, so a new table keyed by other IDs (hashes instead of
 sequences) still lines up, and features the forest never saw are simply absent from its splits.
+
+The forest may also read a few axes of AAM's pretrained sample embedding beside the abundances (`EmbeddingAxes`):
+the principal axes of the base's distance embedding, whose Euclidean distances were pretrained to match the
+study's UniFrac, so they are the encoder's ordination of a sample. A forest splits on one column at a time and
+cannot build such a community-level summary from single ASVs; for a new sample the encoder places it on these
+axes from its reads alone (no tree, no distances to the training samples).
 """
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 from aam.data.novelty import sequence_digest
 
 ARRAY_NAMES = ("tree_offsets", "left", "right", "feature", "threshold", "value")
+AXES_NAMES = ("axes_mean", "axes_components")
 
 
 @dataclass
@@ -32,6 +40,8 @@ class ForestArrays:
         Go left when ``x[feature] <= threshold``.
     value : np.ndarray of float64, shape [n_nodes, K]
         Leaf output: the mean target (K = 1) or the class probabilities (K classes).
+    axes : EmbeddingAxes, optional
+        The embedding axes the forest reads after the abundances (columns ``F_abundances:``), if any.
     """
 
     tree_offsets: np.ndarray
@@ -40,6 +50,7 @@ class ForestArrays:
     feature: np.ndarray
     threshold: np.ndarray
     value: np.ndarray
+    axes: Optional["EmbeddingAxes"] = None
 
     @classmethod
     def from_sklearn(cls, forest):
@@ -62,14 +73,32 @@ class ForestArrays:
 
     def to_tensors(self):
         import torch
-        return {name: torch.from_numpy(np.ascontiguousarray(getattr(self, name))) for name in ARRAY_NAMES}
+        arrays = {name: getattr(self, name) for name in ARRAY_NAMES}
+        if self.axes is not None:
+            arrays.update(axes_mean=self.axes.mean, axes_components=self.axes.components)
+        return {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()}
 
     @classmethod
     def from_tensors(cls, tensors):
-        return cls(**{name: tensors[name].cpu().numpy() for name in ARRAY_NAMES})
+        axes = None
+        if any(name in tensors for name in AXES_NAMES):
+            axes = EmbeddingAxes(*(tensors[name].cpu().numpy() for name in AXES_NAMES))
+        return cls(**{name: tensors[name].cpu().numpy() for name in ARRAY_NAMES}, axes=axes)
 
-    def check(self, n_features, n_outputs, where):
-        """Raise ValueError unless the arrays describe trees over `n_features` columns with `n_outputs` outputs."""
+    def check(self, n_features, n_outputs, where, n_axes=0, embedding_dim=None):
+        """Raise ValueError unless the arrays describe trees over `n_features` abundance columns and `n_axes`
+        embedding axes (of an `embedding_dim`-wide embedding) with `n_outputs` outputs."""
+        if n_axes:
+            a = self.axes
+            if (a is None or a.components.ndim != 2 or a.components.shape != (n_axes, embedding_dim)
+                    or a.mean.shape != (embedding_dim,)):
+                raise ValueError(f"{where}: the forest's embedding axes do not match its record ({n_axes} axes of "
+                                 f"a {embedding_dim}-wide embedding)")
+            if not (np.all(np.isfinite(a.mean)) and np.all(np.isfinite(a.components))):
+                raise ValueError(f"{where}: the forest's embedding axes hold NaN or infinite values")
+        elif self.axes is not None:
+            raise ValueError(f"{where}: the forest holds embedding axes its record does not mention")
+        n_features += n_axes
         n = len(self.left)
         if not (len(self.right) == len(self.feature) == len(self.threshold) == len(self.value) == n):
             raise ValueError(f"{where}: the forest's node arrays differ in length")
@@ -109,6 +138,34 @@ class ForestArrays:
                 node[inner] = np.where(go_left, self.left[gi], self.right[gi])
             out += self.value[base + node]
         return out / self.n_trees
+
+
+@dataclass
+class EmbeddingAxes:
+    """The first principal axes of sample embeddings, fitted on the training samples (labels unused).
+
+    Attributes
+    ----------
+    mean : np.ndarray of float64, shape [D]
+    components : np.ndarray of float64, shape [k, D]
+        Orthonormal rows, by decreasing variance of the training samples along them.
+    """
+
+    mean: np.ndarray
+    components: np.ndarray
+
+    @classmethod
+    def fit(cls, embeddings, k):
+        """The first `k` axes (at most D, and at most N - 1) of `embeddings` [N, D]."""
+        from sklearn.decomposition import PCA
+        embeddings = np.asarray(embeddings, dtype=np.float64)
+        k = int(min(k, embeddings.shape[1], embeddings.shape[0] - 1))
+        pca = PCA(n_components=k, svd_solver="full").fit(embeddings)
+        return cls(mean=pca.mean_.astype(np.float64), components=pca.components_.astype(np.float64))
+
+    def transform(self, embeddings):
+        """Coordinates on the axes: [N, D] -> [N, k]."""
+        return (np.asarray(embeddings, dtype=np.float64) - self.mean) @ self.components.T
 
 
 def relative_abundance(counts):

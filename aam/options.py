@@ -177,6 +177,10 @@ OPTIONS = [
            "The default because it predicted held-out samples better than the network alone on most studies of "
            "the project's benchmark (docs/science.md).", (TRAIN,), "target", choices=("forest", "none")),
     Option("forest_trees", int, 500, "Trees of the ensemble's random forest.", (TRAIN,), "target", min=1),
+    Option("forest_embedding_axes", int, 0, "With --ensemble forest and a frozen pretrained base: the forest also "
+           "reads this many principal axes of the base's sample embedding (its learned ordination of the study's "
+           "UniFrac), beside the relative abundances; new samples are placed on them from their reads alone. 0 "
+           "reads abundances only.", (TRAIN,), "target", min=0),
     Option("freeze_base", bool, True, "Keep the pretrained base ({input:pretrained}) fixed and train only the "
            "prediction layers (much faster: each ASV is encoded once per run; the default because fine-tuning the "
            "base as well predicted held-out samples no better in the project's benchmark, docs/science.md). "

@@ -130,8 +130,8 @@ class ModelRecord:
         ``frozen``); None when it was trained from random weights.
     ensemble : dict or None
         A predictor combined with a random forest (`aam.forest`): ``method`` ('average'), ``aam_weight`` (the
-        network's share of the blend), ``forest_trees`` and ``features`` (the forest's columns: digests of the
-        training sequences).
+        network's share of the blend), ``forest_trees``, ``features`` (the forest's columns: digests of the
+        training sequences) and ``embedding_axes`` (how many axes of the pretrained embedding it reads after them).
     weights_sha256 : str or None
         Digest of the weights this record describes (see `aam.checkpoint.weights_digest`), set when written.
     """

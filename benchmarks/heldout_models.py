@@ -416,28 +416,36 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     info.update(_history_summary(res.history, "train"))
     result = Prediction(out["prediction"], prob, info)
     if (train_options or {}).get("ensemble") == "forest":
-        # the network inside the ensemble is the model its row without the forest trains (same seed, same data):
-        # keep its own predictions for that row
-        base_options = {k: v for k, v in train_options.items() if k != "ensemble"} or None
-        if data.task.classifier:
-            cols = [c for c in out.columns if c.startswith("network_probability_")]
-            net_prob = out[cols].rename(columns=lambda c: c[len("network_probability_"):])
-            network = Prediction(net_prob.idxmax(axis=1), net_prob, dict(info))
-        else:
-            network = Prediction(out["network"], None, dict(info))
-        _NETWORKS[_network_key(fold, pretrain_options, base_options, transductive)] = \
-            (network, pretrain_seconds + t2 - t1)
-        while len(_NETWORKS) > _PRETRAINED_KEEP:
-            _NETWORKS.popitem(last=False)
+        # the network inside the ensemble is the model its row without the forest trains (same seed, same data),
+        # and its forest is a row of its own too: keep each part's predictions for those rows
+        for part in ("network", "forest"):
+            if data.task.classifier:
+                cols = [c for c in out.columns if c.startswith(f"{part}_probability_")]
+                part_prob = out[cols].rename(columns=lambda c: c[len(f"{part}_probability_"):])
+                found = Prediction(part_prob.idxmax(axis=1), part_prob, dict(info))
+            else:
+                found = Prediction(out[part], None, dict(info))
+            key = _network_key(fold, pretrain_options, train_options if part == "forest" else
+                               _network_options(train_options), transductive)
+            _PARTS[(part, key)] = (found, pretrain_seconds + t2 - t1)
+        while len(_PARTS) > 2 * _PRETRAINED_KEEP:
+            _PARTS.popitem(last=False)
     return result
 
 
-_NETWORKS = OrderedDict()  # (fold, options) -> (Prediction, seconds it took): the network a +rf row extends
+_PARTS = OrderedDict()  # ("network" | "forest", fold and options) -> (Prediction, seconds it took): an ensemble's parts
+
+#: ensemble options that do not change the network inside the ensemble
+_FOREST_OPTIONS = ("ensemble", "forest_trees", "forest_embedding_axes")
+
+
+def _network_options(train_options):
+    """The options of an ensemble's network trained alone: the same, without the forest's."""
+    return {k: v for k, v in (train_options or {}).items() if k not in _FOREST_OPTIONS} or None
 
 
 def _network_key(fold, pretrain_options, train_options, transductive=False):
     import json
-    # the network of an ensemble row and the row of that network alone differ only in the ensemble option
     train_options = {k: v for k, v in (train_options or {}).items() if k != "ensemble"} or None
     return (fold.data.task.name, fold.index, fold.label_fraction, tuple(fold.test.ids),
             json.dumps([pretrain_options, train_options], sort_keys=True, default=str), transductive)
@@ -497,12 +505,25 @@ def _history_summary(history, prefix):
 def aam_network(fold, seed, budget, pretrain_options=None, train_options=None, transductive=False):
     """`aam_fit_predict`, or the network part of the matching ensemble row when that ran first on this fold in this
     process (its training seconds are counted here as well)."""
-    key = _network_key(fold, pretrain_options, train_options, transductive)
-    if key in _NETWORKS:
-        network, seconds = _NETWORKS.pop(key)
+    key = ("network", _network_key(fold, pretrain_options, train_options, transductive))
+    if key in _PARTS:
+        network, seconds = _PARTS.pop(key)
         network.info["reused_seconds"] = round(seconds, 1)
         return network
     return aam_fit_predict(fold, seed, budget, pretrain_options, train_options, transductive)
+
+
+def aam_forest_part(fold, seed, budget, pretrain_options=None, train_options=None, transductive=False):
+    """The forest inside an AAM ensemble (`train_options` with ensemble forest), predicting alone: from the matching
+    ensemble row when that ran first on this fold in this process, else trained here."""
+    key = ("forest", _network_key(fold, pretrain_options, train_options, transductive))
+    if key not in _PARTS:
+        aam_fit_predict(fold, seed, budget, pretrain_options, train_options, transductive)
+        forest, _ = _PARTS.pop(key)
+        return forest
+    forest, seconds = _PARTS.pop(key)
+    forest.info["reused_seconds"] = round(seconds, 1)
+    return forest
 
 
 @recipe("aam", "AAM's network alone: pretrain on the training samples, fine-tune with the frozen base, predict "
@@ -584,6 +605,24 @@ def aam_linear(fold, seed, budget):
         "chose nothing else, the engine's rule since)", uses_budget=True)
 def aam_ensemble(fold, seed, budget):
     return aam_fit_predict(fold, seed, budget, train_options={"ensemble": "forest"})
+
+
+#: the ensemble's forest also reads this many axes of the pretrained sample embedding (forest_embedding_axes)
+EMBEDDING_AXES = {"ensemble": "forest", "forest_embedding_axes": 20}
+
+
+@recipe("aam+rf-axes", "as aam+rf, with the ensemble's forest also reading the first 20 principal axes of the "
+        "frozen pretrained base's distance embedding (forest_embedding_axes 20): AAM's ordination of each sample "
+        "beside its relative abundances", default=False, uses_budget=True)
+def aam_ensemble_axes(fold, seed, budget):
+    return aam_fit_predict(fold, seed, budget, train_options=EMBEDDING_AXES)
+
+
+@recipe("rf500-rel+aam", "the forest inside aam+rf-axes predicting alone: 500 trees on the relative abundances and "
+        "20 axes of AAM's pretrained sample embedding (compare rf500-rel+pcoa, the same with the study's PCoA)",
+        default=False, uses_budget=True)
+def rf500_relative_aam(fold, seed, budget):
+    return aam_forest_part(fold, seed, budget, train_options=EMBEDDING_AXES)
 
 
 @recipe("aam-linear+rf", "as aam-linear, averaged with a 500-tree random forest (ensemble forest; equal shares: a "

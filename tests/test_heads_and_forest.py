@@ -1,5 +1,6 @@
 """The linear head (closed-form ridge / logistic regression on frozen embeddings) and the random forest of an
 ensemble model, stored as arrays beside the weights."""
+import json
 import os
 
 import numpy as np
@@ -163,3 +164,51 @@ def test_the_blend_weight_is_chosen_on_validation_samples_that_chose_nothing_els
     for c in clf.checkpoint.record.target.class_labels:
         np.testing.assert_allclose(out[f"probability_{c}"], w * out[f"network_probability_{c}"]
                                    + (1 - w) * out[f"forest_probability_{c}"], atol=1e-6)
+
+
+def test_the_forest_reads_axes_of_the_pretrained_embedding_when_asked(base, tmp_path):
+    from aam.api import _distance_embeddings
+    from aam.forest import EmbeddingAxes
+    res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="linear", ensemble="forest",
+                    forest_trees=30, forest_embedding_axes=3, output_dir=str(tmp_path / "axes"), progress=False,
+                    seed=2, **FIT)
+    ckpt = res.checkpoint
+    n_features = len(ckpt.record.ensemble["features"])
+    assert ckpt.record.ensemble["embedding_axes"] == 3
+    assert ckpt.forest.axes.components.shape == (3, ckpt.record.architecture.encoder.embedding_dim)
+    # the axes are orthonormal principal axes of the training samples' distance embeddings
+    np.testing.assert_allclose(ckpt.forest.axes.components @ ckpt.forest.axes.components.T, np.eye(3), atol=1e-9)
+    assert any("3 axes of the pretrained sample embedding" in line for line in ckpt.record.data.report)
+    # the forest splits on them: some split uses a column past the abundances
+    inner = ckpt.forest.feature[ckpt.forest.left >= 0]
+    assert (inner >= n_features).any()
+    back = load_checkpoint(tmp_path / "axes" / "model.pt")
+    np.testing.assert_allclose(back.forest.axes.components, ckpt.forest.axes.components)
+    pred = api.predict(back, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
+    # the forest's part is the forest on [abundances, coordinates on the stored axes] of the new samples
+    from aam.forest import aligned_features
+    opts = api._resolve(api.O.PREDICT, {"num_threads": 1})
+    prepared = api._prepare_new_table(back, TABLE, SEQS, opts)
+    assert list(prepared.sample_ids) == list(pred.index)
+    emb = _distance_embeddings(back.build_model(), prepared, back.record, opts, api._context(opts, None))
+    x = np.hstack([aligned_features(back.record.ensemble["features"], prepared.sequences, prepared.counts,
+                                    back.record.max_bp), back.forest.axes.transform(emb)])
+    np.testing.assert_allclose(pred["forest"], back.forest.predict(x)[:, 0])
+    # a record and arrays that disagree on the axes are refused, like any altered forest
+    payload = Checkpoint(ckpt.record, ckpt.model_state, forest=ckpt.forest).payload(include_training_state=False)
+    payload["forest"]["axes_components"] = payload["forest"]["axes_components"][:2]
+    record = json.loads(payload["record"])
+    record["weights_sha256"] = None
+    payload["record"] = json.dumps(record)
+    torch.save(payload, tmp_path / "altered.pt")
+    with pytest.raises(AAMInputError, match="embedding axes do not match"):
+        load_checkpoint(tmp_path / "altered.pt")
+    assert EmbeddingAxes.fit(np.eye(4), 10).components.shape == (3, 4)  # at most N - 1 axes
+
+
+def test_without_a_pretrained_base_the_forest_reads_abundances_only():
+    res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, ensemble="forest", forest_trees=10,
+                    forest_embedding_axes=5, epochs=1, progress=False, **TINY)
+    assert res.checkpoint.record.ensemble["embedding_axes"] == 0 and res.checkpoint.forest.axes is None
+    assert any("no embedding axes" in line and "no pretrained base" in line
+               for line in res.checkpoint.record.data.report)
