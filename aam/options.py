@@ -219,6 +219,10 @@ OPTIONS = [
            FIT, "optimization", min=1),
     Option("lr", float, 1e-3, "Peak learning rate; the scheduler ({opt:scheduler}) warms up to it and decays from "
            "it.", FIT, "optimization", min=0.0),
+    Option("ema_epochs", float, 0.0, "Score and keep an exponential moving average of the trained weights instead "
+           "of the raw ones, its memory about this many epochs of optimizer steps (0: the raw weights). Smooths the "
+           "epoch-to-epoch noise of fine-tuning on few samples, so the best epoch is less a matter of luck.",
+           (TRAIN,), "optimization", min=0.0),
     Option("weight_decay", float, 0.01, "Decoupled weight decay (adamw) or L2 penalty (adam, sgd).", FIT,
            "optimization", min=0.0),
     Option("optimizer", str, "adamw", "Optimizer: adamw (Adam with decoupled weight decay), adam, or sgd (momentum "

@@ -625,6 +625,22 @@ def rf500_relative_aam(fold, seed, budget):
     return aam_forest_part(fold, seed, budget, train_options=EMBEDDING_AXES)
 
 
+#: fine-tuning scores and keeps an average of the weights over about 2 epochs (ema_epochs)
+WEIGHT_AVERAGE = {"ema_epochs": 2.0}
+
+
+@recipe("aam-ema", "as aam, scoring and keeping an exponential moving average of the fine-tuned weights over about "
+        "2 epochs (ema_epochs 2) instead of the raw weights", default=False, uses_budget=True)
+def aam_ema(fold, seed, budget):
+    return aam_network(fold, seed, budget, train_options={**WEIGHT_AVERAGE, "ensemble": "none"})
+
+
+@recipe("aam-ema+rf-axes", "aam-ema's network in aam+rf-axes' ensemble (the forest also reads 20 axes of the "
+        "pretrained embedding)", default=False, uses_budget=True)
+def aam_ema_ensemble_axes(fold, seed, budget):
+    return aam_fit_predict(fold, seed, budget, train_options={**WEIGHT_AVERAGE, **EMBEDDING_AXES})
+
+
 @recipe("aam-linear+rf", "as aam-linear, averaged with a 500-tree random forest (ensemble forest; equal shares: a "
         "linear head keeps no validation samples)", default=False, uses_budget=True)
 def aam_linear_ensemble(fold, seed, budget):

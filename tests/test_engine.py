@@ -77,6 +77,35 @@ def test_frozen_fine_tuning_keeps_the_base_and_predicts_every_sample(pretrained,
     assert pred["prediction"].between(-50, 250).all() and pred["prediction"].max() > 2
 
 
+def test_weight_averaging_keeps_the_averaged_weights_it_scored(pretrained, tmp_path):
+    from aam.training.ema import WeightAverage
+    # the average itself: an exponential moving average with a short warm-up, swapped in and out exactly
+    layer = torch.nn.Linear(2, 1)
+    avg = WeightAverage(layer, decay=0.9)
+    start = layer.weight.detach().clone()
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    avg.update()                                   # warm-up decay min(0.9, 2 / 11)
+    want = start * (2 / 11) + 1.0 * (9 / 11)
+    with avg.swapped_in():
+        torch.testing.assert_close(layer.weight.detach(), want)
+    assert torch.equal(layer.weight.detach(), torch.ones_like(start))  # raw weights back for training
+    # through the CLI, one epoch (so it is the best): without averaging the kept model is the raw final weights,
+    # with it the averaged ones
+    for ema in (0, 1):
+        out = tmp_path / f"ema{ema}"
+        run("train", "--table", TABLE, "--sequences", SEQS, "--metadata", METADATA, "--metadata-column",
+            "days-since-experiment-start", "--pretrained-encoder", pretrained / "model.pt", "--ema-epochs", ema,
+            "--output-dir", out, "--epochs", 1, "--ensemble", "none", *FLAGS)
+        kept = load_checkpoint(out / "model.pt", expect="predictor")
+        raw = load_checkpoint(out / "checkpoints" / "final_model.pt").model_state
+        assert kept.record.options["ema_epochs"] == ema
+        head = [k for k in raw if not k.startswith("base.")]
+        same = [torch.equal(kept.model_state[k], raw[k]) for k in head]
+        assert head and (all(same) if ema == 0 else not any(same)), ema
+        assert all(torch.equal(kept.model_state[k], raw[k]) for k in raw if k.startswith("base."))  # frozen
+
+
 def test_regressor_fits_its_training_samples(pretrained, tmp_path):
     out = tmp_path / "reg"
     run("train", "--table", TABLE, "--sequences", SEQS, "--metadata", METADATA, "--metadata-column",

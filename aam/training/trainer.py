@@ -12,6 +12,7 @@ What the trainer does not do: wrap the model for multi-process training (`aam.tr
 before), write logs, figures and the history (`aam.training.run_logger.RunLogger`), or lay out checkpoint files
 (`aam.training.resume`, `aam.rundir`).
 """
+import contextlib
 import math
 import time
 from dataclasses import replace
@@ -24,6 +25,7 @@ from aam.errors import AAMTrainingError
 from aam.evaluation import metrics as M
 from aam.training import distributed as D
 from aam.training.device import autocast_context, make_grad_scaler
+from aam.training.ema import WeightAverage
 from aam.training.forward import cached_forward, forward_batch, move_batch
 from aam.training.losses import find_nonfinite, nucleotide_accuracy, pairwise_distances
 from aam.training.optim import build_optimizer, build_scheduler
@@ -90,6 +92,9 @@ class Trainer:
             t0=opts.scheduler_t0, t_mult=opts.scheduler_t_mult, eta_min=opts.scheduler_eta_min,
             patience=opts.scheduler_patience, factor=opts.scheduler_factor)
         self.scaler = make_grad_scaler(self.device, ctx.precision)
+        ema_epochs = getattr(opts, "ema_epochs", 0) or 0
+        # scored and kept instead of the raw weights (aam.training.ema); a resumed run restarts the average
+        self.ema = WeightAverage.spanning_epochs(self.model, ema_epochs, steps_per_epoch) if ema_epochs > 0 else None
 
     # ---- selection ------------------------------------------------------------------------------------------
     @property
@@ -230,6 +235,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler.step_per == "step":
             self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update()
         return norm
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
@@ -330,25 +337,29 @@ class Trainer:
             row = {"epoch": epoch}
             row.update(self.train_epoch(epoch))
             raw = None
-            if self.val_loader is not None:
-                val, raw = self.evaluate(self.val_loader, "val", epoch=0)
-                row.update(val)
+            averaged = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
+            with averaged:  # score (and keep, if best) the averaged weights when there are any
+                if self.val_loader is not None:
+                    val, raw = self.evaluate(self.val_loader, "val", epoch=0)
+                    row.update(val)
+                score = row.get(name)
+                # rank 0 decides, so that early stopping and best-model saves can never diverge between ranks
+                tiebreak = row.get("val/total_loss") if self.task == "classification" else None
+                improved = bool(D.broadcast_object(self.ctx, self._improved(score, tiebreak)))
+                if improved:
+                    # collective under FSDP: every rank takes part, rank 0 holds the full state
+                    state = D.full_model_state(self.model, self.ctx)
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
             if self.scheduler.step_per == "epoch":
                 self.scheduler.step(row.get("val/total_loss", row.get("train/total_loss")))
             row["seconds"] = time.time() - t0
-            score = row.get(name)
-            # rank 0 decides, so that early stopping and best-model saves can never diverge between ranks
-            tiebreak = row.get("val/total_loss") if self.task == "classification" else None
-            improved = bool(D.broadcast_object(self.ctx, self._improved(score, tiebreak)))
             row["best"] = improved
             progress.epoch = epoch
             progress.history.append(row)
             if improved:
                 progress.best_score, progress.best_tiebreak, progress.best_epoch = score, tiebreak, epoch
                 progress.wait = 0
-                # collective under FSDP: every rank takes part, rank 0 holds the full state
-                state = D.full_model_state(self.model, self.ctx)
-                progress.best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+                progress.best_state = best_state
             else:
                 progress.wait += 1
             self.logger.epoch(row, opts.epochs, improved)
