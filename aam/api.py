@@ -438,7 +438,8 @@ def _train(run_dir, opts, ctx, table, metadata, column, classifier, out_dim, seq
     result = _fit(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, prepared, tr,
                   target_transform=transform)
     if opts.ensemble == "forest":
-        return _with_forest(result, prepared, y, record, opts, ctx, val_ids=blend_ids, categorical=categorical)
+        return _with_forest(result, prepared, y, record, opts, ctx, val_ids=blend_ids, categorical=categorical,
+                            groups=dict(zip(keep, groups)) if groups else None)
     return result
 
 
@@ -547,14 +548,47 @@ def _fit_linear(model, record, opts, ctx, run_dir, prepared, targets, categorica
 ENSEMBLE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _blend_loss(pred, truth, classifier):
-    """Validation loss of a blend: log loss of class probabilities, or mean absolute error."""
+def _blend_losses(pred, truth, classifier):
+    """Per-sample validation loss of a blend: log loss of class probabilities, or absolute error: [V]."""
     if classifier:
-        return float(-np.mean(np.log(np.clip(pred[np.arange(len(truth)), truth], 1e-15, 1.0))))
-    return float(np.mean(np.abs(pred[:, 0] - truth)))
+        return -np.log(np.clip(pred[np.arange(len(truth)), truth], 1e-15, 1.0))
+    return np.abs(pred[:, 0] - truth)
 
 
-def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical=None):
+def choose_share(losses, rule, groups=None):
+    """The network's share of the blend from per-sample validation losses of each share.
+
+    Parameters
+    ----------
+    losses : dict of float -> np.ndarray [V]
+        Per-sample losses of each share in `ENSEMBLE_WEIGHTS`.
+    rule : {'lowest-loss', 'one-se'}
+        lowest-loss: the share with the lowest mean loss. one-se: the share nearest the forest alone (0) whose mean
+        loss is within one standard error of the lowest; the standard error is that of the paired loss
+        differences, over groups (subjects) when given, since samples of one subject are not independent. With
+        fewer than 2 groups (or samples) no difference can be judged and the forest alone is kept.
+    groups : list, optional
+        Group of each validation sample.
+
+    Returns
+    -------
+    float
+    """
+    mean = {w: float(np.mean(v)) for w, v in losses.items()}
+    best = min(losses, key=lambda w: (mean[w], abs(w - 0.5)))
+    if rule == "lowest-loss":
+        return best
+    keys = pd.Series(groups if groups is not None else np.arange(len(losses[best])))
+    if keys.nunique() < 2:
+        return min(losses)
+
+    def within_one_se(w):
+        diff = pd.Series(losses[w] - losses[best]).groupby(keys.to_numpy()).mean()       # [G]
+        return diff.mean() <= diff.std(ddof=1) / np.sqrt(len(diff))
+    return min(w for w in losses if within_one_se(w))
+
+
+def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical=None, groups=None):
     """Add the random forest of an ensemble to a trained model.
 
     The blend weight is chosen on `val_ids`, validation samples the network neither trained on nor chose its epoch
@@ -593,11 +627,15 @@ def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical
                                 threads=ctx.threads).predict(x[val])                     # [V, K]
         cat_val = None if categorical is None else categorical[val]
         network_val = _network_outputs(checkpoint, prepared.subset(list(val_ids)), cat_val, opts, ctx)
-        losses = {w: _blend_loss(w * network_val + (1 - w) * forest_val, target[val], classifier)
-                  for w in ENSEMBLE_WEIGHTS}
-        weight = min(ENSEMBLE_WEIGHTS, key=lambda w: (losses[w], abs(w - 0.5)))
+        per_sample = {w: _blend_losses(w * network_val + (1 - w) * forest_val, target[val], classifier)
+                      for w in ENSEMBLE_WEIGHTS}
+        weight = choose_share(per_sample, opts.ensemble_share_rule,
+                              [groups[s] for s in val_ids] if groups else None)
+        losses = {w: float(np.mean(v)) for w, v in per_sample.items()}
         name = "log loss" if classifier else "MAE"
-        choice = (f"validation {name} {losses[weight]:.4g} on {len(val)} samples (network alone "
+        rule = ("the lowest" if opts.ensemble_share_rule == "lowest-loss" else
+                "the share nearest the forest within one standard error of the lowest")
+        choice = (f"{rule} validation {name}, {losses[weight]:.4g} on {len(val)} samples (network alone "
                   f"{losses[1.0]:.4g}, forest alone {losses[0.0]:.4g})")
     checkpoint.forest = fit_forest(x, target, classifier, opts.forest_trees, opts.seed, threads=ctx.threads)
     checkpoint.forest.axes = axes

@@ -176,6 +176,11 @@ OPTIONS = [
            "chooses the network's epoch); none uses the network alone. "
            "The default because it predicted held-out samples better than the network alone on most studies of "
            "the project's benchmark (docs/science.md).", (TRAIN,), "target", choices=("forest", "none")),
+    Option("ensemble_share_rule", str, "lowest-loss", "How the ensemble's validation samples choose the network's "
+           "share of the blend (0, 0.25, 0.5, 0.75 or 1): lowest-loss takes the share with the lowest loss; one-se "
+           "the share nearest the forest alone whose loss is within one standard error (over the groups of "
+           "{opt:group_column}) of the lowest, so the network gets weight only where it clearly earns it.",
+           (TRAIN,), "target", choices=("lowest-loss", "one-se")),
     Option("forest_trees", int, 500, "Trees of the ensemble's random forest.", (TRAIN,), "target", min=1),
     Option("forest_embedding_axes", int, 0, "With --ensemble forest and a frozen pretrained base: the forest also "
            "reads this many principal axes of the base's sample embedding (its learned ordination of the study's "

@@ -436,7 +436,7 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
 _PARTS = OrderedDict()  # ("network" | "forest", fold and options) -> (Prediction, seconds it took): an ensemble's parts
 
 #: ensemble options that do not change the network inside the ensemble
-_FOREST_OPTIONS = ("ensemble", "forest_trees", "forest_embedding_axes")
+_FOREST_OPTIONS = ("ensemble", "forest_trees", "forest_embedding_axes", "ensemble_share_rule")
 
 
 def _network_options(train_options):
@@ -635,10 +635,21 @@ def aam_ema(fold, seed, budget):
     return aam_network(fold, seed, budget, train_options={**WEIGHT_AVERAGE, "ensemble": "none"})
 
 
-@recipe("aam-ema+rf-axes", "aam-ema's network in aam+rf-axes' ensemble (the forest also reads 20 axes of the "
-        "pretrained embedding)", default=False, uses_budget=True)
-def aam_ema_ensemble_axes(fold, seed, budget):
-    return aam_fit_predict(fold, seed, budget, train_options={**WEIGHT_AVERAGE, **EMBEDDING_AXES})
+#: the network's share is the one nearest the forest alone within one standard error of the lowest validation loss
+ONE_SE = {"ensemble_share_rule": "one-se"}
+
+
+@recipe("aam+rf-axes-1se", "as aam+rf-axes, the network's share chosen by the one-se rule (ensemble_share_rule "
+        "one-se: the share nearest the forest alone whose validation loss is within one standard error, over "
+        "subjects, of the lowest)", default=False, uses_budget=True)
+def aam_ensemble_axes_one_se(fold, seed, budget):
+    return aam_fit_predict(fold, seed, budget, train_options={**EMBEDDING_AXES, **ONE_SE})
+
+
+@recipe("aam-ema+rf-axes-1se", "as aam+rf-axes-1se with aam-ema's network (weights averaged over about 2 epochs)",
+        default=False, uses_budget=True)
+def aam_ema_ensemble_axes_one_se(fold, seed, budget):
+    return aam_fit_predict(fold, seed, budget, train_options={**WEIGHT_AVERAGE, **EMBEDDING_AXES, **ONE_SE})
 
 
 @recipe("aam-linear+rf", "as aam-linear, averaged with a 500-tree random forest (ensemble forest; equal shares: a "

@@ -141,7 +141,8 @@ def test_the_blend_weight_is_chosen_on_validation_samples_that_chose_nothing_els
                     ensemble="forest", forest_trees=20, epochs=2, output_dir=str(tmp_path / "w"), progress=False,
                     **fit)
     ensemble, data = res.checkpoint.record.ensemble, res.checkpoint.record.data
-    assert ensemble["aam_weight"] in ENSEMBLE_WEIGHTS and ensemble["weight_choice"].startswith("validation MAE")
+    assert ensemble["aam_weight"] in ENSEMBLE_WEIGHTS and ensemble["weight_choice"].startswith(
+        "the lowest validation MAE")
     # the share's samples neither trained the network nor chose its epoch
     share = set(ensemble["share_samples"])
     assert share and not share & set(data.train_samples) and not share & set(data.validation_samples)
@@ -158,7 +159,7 @@ def test_the_blend_weight_is_chosen_on_validation_samples_that_chose_nothing_els
     clf = api.train(TABLE, METADATA, "body-site", classifier=True, sequences=SEQS, pretrained=base,
                     head="transformer", freeze_base=True, ensemble="forest", forest_trees=20, epochs=2,
                     progress=False, **fit)
-    assert clf.checkpoint.record.ensemble["weight_choice"].startswith("validation log loss")
+    assert clf.checkpoint.record.ensemble["weight_choice"].startswith("the lowest validation log loss")
     out = api.predict(clf.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
     w = clf.checkpoint.record.ensemble["aam_weight"]
     for c in clf.checkpoint.record.target.class_labels:
@@ -212,3 +213,23 @@ def test_without_a_pretrained_base_the_forest_reads_abundances_only():
     assert res.checkpoint.record.ensemble["embedding_axes"] == 0 and res.checkpoint.forest.axes is None
     assert any("no embedding axes" in line and "no pretrained base" in line
                for line in res.checkpoint.record.data.report)
+
+
+def test_the_one_se_rule_gives_the_network_weight_only_where_it_clearly_earns_it():
+    from aam.api import ENSEMBLE_WEIGHTS, choose_share
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=40)
+    # the network a little better on average, but within the noise: lowest-loss follows it, one-se keeps the forest
+    close = {w: 1.0 - 0.02 * w + 0.5 * noise * w for w in ENSEMBLE_WEIGHTS}
+    assert choose_share(close, "lowest-loss") > 0
+    assert choose_share(close, "one-se") == 0.0
+    # clearly better with more of the network: one-se moves as far as the evidence goes
+    clear = {w: np.full(40, 1.0 - 0.5 * w) + 0.01 * noise for w in ENSEMBLE_WEIGHTS}
+    assert choose_share(clear, "one-se") == 1.0 == choose_share(clear, "lowest-loss")
+    # the standard error is over groups: 40 samples of 2 subjects that disagree are not 40 independent votes
+    groups = [i % 2 for i in range(40)]
+    split = {w: np.where(np.arange(40) % 2 == 0, 1.0 - 0.5 * w, 1.0 + 0.3 * w) for w in ENSEMBLE_WEIGHTS}
+    assert choose_share(split, "lowest-loss") == 1.0
+    assert choose_share(split, "one-se") == 1.0  # per-sample SE would say the network clearly wins ...
+    assert choose_share(split, "one-se", groups) == 0.0  # ... two subjects cannot
+    assert choose_share(clear, "one-se", [0] * 40) == 0.0  # one group: nothing can be judged, the forest alone
