@@ -416,9 +416,12 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     info.update(_history_summary(res.history, "train"))
     result = Prediction(out["prediction"], prob, info)
     if (train_options or {}).get("ensemble") == "forest":
-        # the network inside the ensemble is the model its row without the forest trains (same seed, same data),
-        # and its forest is a row of its own too: keep each part's predictions for those rows
-        for part in ("network", "forest"):
+        # the ensemble's forest is a row of its own (rf500-rel+aam): keep its predictions for that row. Its network
+        # is the network-alone row only with a linear head; a transformer head inside an ensemble chooses its epoch
+        # on half of the validation split (the other half chooses the share), so alone it is another model
+        # (until 2026-12-01 04:13 the harness reused it anyway: see docs/science-notes.md)
+        parts = ("network", "forest") if (train_options or {}).get("head") == "linear" else ("forest",)
+        for part in parts:
             if data.task.classifier:
                 cols = [c for c in out.columns if c.startswith(f"{part}_probability_")]
                 part_prob = out[cols].rename(columns=lambda c: c[len(f"{part}_probability_"):])
