@@ -412,6 +412,10 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     if reused is not None:
         # the harness adds this to the measured time: the row's seconds are what the model costs on the fold
         info["reused_seconds"] = round(reused, 1)
+    if res.checkpoint.record.ensemble is not None:
+        ensemble = res.checkpoint.record.ensemble
+        info.update(ensemble_share=ensemble["aam_weight"], ensemble_share_choice=ensemble.get("weight_choice"),
+                    forest_embedding_axes=ensemble.get("embedding_axes", 0))
     info.update(_history_summary(pre.history, "pretrain"))
     info.update(_history_summary(res.history, "train"))
     result = Prediction(out["prediction"], prob, info)
