@@ -432,9 +432,8 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
                 found = Prediction(part_prob.idxmax(axis=1), part_prob, dict(info))
             else:
                 found = Prediction(out[part], None, dict(info))
-            key = _network_key(fold, pretrain_options, train_options if part == "forest" else
-                               _network_options(train_options), transductive)
-            _PARTS[(part, key)] = (found, pretrain_seconds + t2 - t1)
+            _PARTS[(part, _part_key(part, fold, pretrain_options, train_options, transductive))] = \
+                (found, pretrain_seconds + t2 - t1)
         while len(_PARTS) > 2 * _PRETRAINED_KEEP:
             _PARTS.popitem(last=False)
     return result
@@ -449,6 +448,17 @@ _FOREST_OPTIONS = ("ensemble", "forest_trees", "forest_embedding_axes", "ensembl
 def _network_options(train_options):
     """The options of an ensemble's network trained alone: the same, without the forest's."""
     return {k: v for k, v in (train_options or {}).items() if k not in _FOREST_OPTIONS} or None
+
+
+def _part_key(part, fold, pretrain_options, train_options, transductive):
+    """Which rows may share an ensemble's part: its network depends on every option but the forest's; its forest
+    (refit on every labelled sample, on axes of the pretrained base) only on the pretraining and the forest's."""
+    if part == "forest":
+        train_options = {k: v for k, v in (train_options or {}).items()
+                         if k in ("forest_trees", "forest_embedding_axes")}
+    else:
+        train_options = _network_options(train_options)
+    return _network_key(fold, pretrain_options, train_options, transductive)
 
 
 def _network_key(fold, pretrain_options, train_options, transductive=False):
@@ -512,7 +522,7 @@ def _history_summary(history, prefix):
 def aam_network(fold, seed, budget, pretrain_options=None, train_options=None, transductive=False):
     """`aam_fit_predict`, or the network part of the matching ensemble row when that ran first on this fold in this
     process (its training seconds are counted here as well)."""
-    key = ("network", _network_key(fold, pretrain_options, train_options, transductive))
+    key = ("network", _part_key("network", fold, pretrain_options, train_options, transductive))
     if key in _PARTS:
         network, seconds = _PARTS.pop(key)
         network.info["reused_seconds"] = round(seconds, 1)
@@ -523,7 +533,7 @@ def aam_network(fold, seed, budget, pretrain_options=None, train_options=None, t
 def aam_forest_part(fold, seed, budget, pretrain_options=None, train_options=None, transductive=False):
     """The forest inside an AAM ensemble (`train_options` with ensemble forest), predicting alone: from the matching
     ensemble row when that ran first on this fold in this process, else trained here."""
-    key = ("forest", _network_key(fold, pretrain_options, train_options, transductive))
+    key = ("forest", _part_key("forest", fold, pretrain_options, train_options, transductive))
     if key not in _PARTS:
         aam_fit_predict(fold, seed, budget, pretrain_options, train_options, transductive)
         forest, _ = _PARTS.pop(key)
