@@ -7,7 +7,9 @@
    validation samples.
 2. What fixed shares would have scored on the test folds. For scale only: choosing a share from these numbers
    would be tuning on the test folds.
-3. How well pretraining fitted each study: the best validation correlation of embedding distances with the
+3. The share each newer ensemble row's model chose, as its record says (the harness stores it since run
+   20261201-055642).
+4. How well pretraining fitted each study: the best validation correlation of embedding distances with the
    study's distances per fold, from the logs of the runs that trained the ``aam`` rows (``logs/<run>.log.gz``).
 
 Run: ``python -m benchmarks.heldout_blend`` (writes ``benchmarks/results/heldout/blend-analysis.md``).
@@ -70,6 +72,21 @@ def fixed_share_scores(task):
     return scores
 
 
+def recorded_shares():
+    """{(task, model): [share per fold]} of the ensemble rows whose runs recorded the share their model chose
+    (``ensemble_share`` in the row's info: exact, read from each model's record)."""
+    with open(os.path.join(RESULTS, "results.json")) as fh:
+        tasks = json.load(fh)["tasks"]
+    out = {}
+    for task, entry in tasks.items():
+        for key, items in entry.get("timing", {}).items():
+            model, fraction = key.rsplit("@", 1)
+            shares = [(i.get("info") or {}).get("ensemble_share") for i in sorted(items, key=lambda i: i["fold"])]
+            if fraction == "1" and shares and all(s is not None for s in shares):
+                out[(task, model)] = shares
+    return out
+
+
 def _transductive_runs():
     """Run IDs whose AAM rows pretrained on the held-out tables too (aam-all recipes): their validation samples
     include held-out ones, so their fit is not comparable and is listed apart."""
@@ -116,6 +133,12 @@ def main():
             except (KeyError, ValueError):
                 cells.append("–")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    recorded = recorded_shares()
+    if recorded:
+        lines += ["", "## The network's share as each model recorded it (runs since 2026-12-01 05:56)", "",
+                  "| task | model | share per fold |", "|---|---|---|"]
+        for (t, model), values in sorted(recorded.items()):
+            lines.append(f"| {t} | {model} | {', '.join(f'{v:g}' for v in values)} |")
     lines += ["", "## Fixed shares on the test folds (for scale only: never a basis for a choice)", "",
               "| task | " + " | ".join(f"share {w:g}" for w in SHARES) + " |", "|---|" + "---|" * len(SHARES)]
     for t in tasks:
