@@ -170,22 +170,25 @@ OPTIONS = [
            "seconds, and robust with few samples), transformer (a sample-level transformer and MLP trained by "
            "gradient descent, optionally fine-tuning the base), or auto (linear with a pretrained base, "
            "transformer without).", (TRAIN,), "target", choices=("auto", "linear", "transformer")),
-    Option("ensemble", str, "forest", "Combine the network with a random forest (q2-sample-classifier's, on the "
-           "relative abundances; stored as arrays, not pickled): forest averages their predictions (class "
-           "probabilities), the network's share chosen on half of the validation samples (the other half "
-           "chooses the network's epoch); none uses the network alone. "
-           "The default because it predicted held-out samples better than the network alone on most studies of "
-           "the project's benchmark (docs/science.md).", (TRAIN,), "target", choices=("forest", "none")),
-    Option("ensemble_share_rule", str, "lowest-loss", "How the ensemble's validation samples choose the network's "
-           "share of the blend (0, 0.25, 0.5, 0.75 or 1): lowest-loss takes the share with the lowest loss; one-se "
-           "the share nearest the forest alone whose loss is within one standard error (over the groups of "
-           "{opt:group_column}) of the lowest, so the network gets weight only where it clearly earns it.",
-           (TRAIN,), "target", choices=("lowest-loss", "one-se")),
+    Option("ensemble", str, "forest", "Combine the network with a random forest (q2-sample-classifier's; stored as "
+           "arrays, not pickled) that reads the relative abundances and {opt:forest_embedding_axes} axes of the "
+           "pretrained sample embedding: forest averages their predictions (class probabilities), the network's "
+           "share chosen on half of the validation samples ({opt:ensemble_share_rule}; the other half chooses the "
+           "network's epoch); none uses the network alone. The default because it predicted held-out samples "
+           "better than the network alone, and than the 500-tree forest on 5 of 7 tasks, in the project's "
+           "benchmark (docs/science.md).", (TRAIN,), "target", choices=("forest", "none")),
+    Option("ensemble_share_rule", str, "one-se", "How the ensemble's validation samples choose the network's "
+           "share of the blend (0, 0.25, 0.5, 0.75 or 1): one-se takes the share nearest the forest alone whose "
+           "loss is within one standard error (over the groups of {opt:group_column}) of the lowest, so the network "
+           "gets weight only where it clearly earns it (the default: the lowest-loss share followed the noise of a "
+           "small validation split and lost to the forest alone on most tasks of the benchmark); lowest-loss takes "
+           "the share with the lowest loss.", (TRAIN,), "target", choices=("lowest-loss", "one-se")),
     Option("forest_trees", int, 500, "Trees of the ensemble's random forest.", (TRAIN,), "target", min=1),
-    Option("forest_embedding_axes", int, 0, "With --ensemble forest and a frozen pretrained base: the forest also "
-           "reads this many principal axes of the base's sample embedding (its learned ordination of the study's "
-           "UniFrac), beside the relative abundances; new samples are placed on them from their reads alone. 0 "
-           "reads abundances only.", (TRAIN,), "target", min=0),
+    Option("forest_embedding_axes", int, 20, "With {opt:ensemble} forest and a frozen pretrained base: the forest "
+           "also reads this many principal axes of the base's sample embedding (its learned ordination of the "
+           "study's UniFrac), beside the relative abundances; new samples are placed on them from their reads "
+           "alone. 0 reads abundances only. With these axes the forest beat the same forest without them on 5 of 7 "
+           "tasks of the project's benchmark (docs/science.md).", (TRAIN,), "target", min=0),
     Option("freeze_base", bool, True, "Keep the pretrained base ({input:pretrained}) fixed and train only the "
            "prediction layers (much faster: each ASV is encoded once per run; the default because fine-tuning the "
            "base as well predicted held-out samples no better in the project's benchmark, docs/science.md). "

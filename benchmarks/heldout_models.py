@@ -364,6 +364,10 @@ def rf500_relative_pcoa(fold, seed, budget):
 
 # ------------------------------------------------------------------------------------------ AAM
 
+#: the ensemble as it was the default until 2026-12-01: its forest reads abundances only, the lowest loss sets the share
+FIRST_ENSEMBLE = {"ensemble": "forest", "forest_embedding_axes": 0, "ensemble_share_rule": "lowest-loss"}
+
+
 # tiny architecture for --quick (a smoke test of the harness, not a model worth scoring)
 QUICK_AAM = dict(token_limit=32, batch_size=4, asv_chunk_size=64)
 
@@ -558,7 +562,7 @@ def aam_unfrozen(fold, seed, budget):
 @recipe("aam-unfrozen+rf", "as aam+rf, but fine-tuning also updates the pretrained base (freeze_base=False)",
         default=False, uses_budget=True)
 def aam_unfrozen_ensemble(fold, seed, budget):
-    return aam_fit_predict(fold, seed, budget, train_options={"freeze_base": False, "ensemble": "forest"})
+    return aam_fit_predict(fold, seed, budget, train_options={**FIRST_ENSEMBLE, "freeze_base": False})
 
 
 # pretraining ran into its 30-epoch cap on most ecam and keyboard folds (the epochs table of docs/science.md)
@@ -575,7 +579,7 @@ def aam_all(fold, seed, budget):
 @recipe("aam-all+rf", "as aam+rf, with aam-all's pretraining (held-out tables included, labels unused)",
         default=False, uses_budget=True)
 def aam_all_ensemble(fold, seed, budget):
-    return aam_fit_predict(fold, seed, budget, train_options={"ensemble": "forest"}, transductive=True)
+    return aam_fit_predict(fold, seed, budget, train_options=FIRST_ENSEMBLE, transductive=True)
 
 
 @recipe("aam-long", "as aam, but pretraining may run 100 epochs (early stopping after 10 without improvement) "
@@ -587,7 +591,7 @@ def aam_long(fold, seed, budget):
 @recipe("aam-long+rf", "as aam+rf, with aam-long's pretraining", default=False, uses_budget=True)
 def aam_long_ensemble(fold, seed, budget):
     return aam_fit_predict(fold, seed, budget, pretrain_options=LONG_PRETRAINING,
-                           train_options={"ensemble": "forest"})
+                           train_options=FIRST_ENSEMBLE)
 
 
 # ---- the variants of the method work (docs/science.md, ablations) ----------------------------------------------------
@@ -616,16 +620,17 @@ def aam_linear(fold, seed, budget):
     return aam_network(fold, seed, budget, train_options={"head": "linear", "ensemble": "none"})
 
 
-@recipe("aam+rf", "AAM with the engine's defaults (ensemble forest): as aam, blended in one model with a 500-tree "
-        "random forest on relative abundances, the network's share chosen on validation samples (untagged rows: "
-        "the first rule, the samples that also chose the epoch; :split rows: a half of the validation split that "
-        "chose nothing else, the engine's rule since)", uses_budget=True)
+@recipe("aam+rf", "AAM's ensemble as it was the default until 2026-12-01 (forest_embedding_axes 0, "
+        "ensemble_share_rule lowest-loss): as aam, blended in one model with a 500-tree random forest on relative "
+        "abundances, the network's share the one with the lowest validation loss (untagged rows: on the samples "
+        "that also chose the epoch, the first rule; :split rows: on a half of the validation split that chose "
+        "nothing else, the engine's rule since)", default=False, uses_budget=True)
 def aam_ensemble(fold, seed, budget):
-    return aam_fit_predict(fold, seed, budget, train_options={"ensemble": "forest"})
+    return aam_fit_predict(fold, seed, budget, train_options=FIRST_ENSEMBLE)
 
 
 #: the ensemble's forest also reads this many axes of the pretrained sample embedding (forest_embedding_axes)
-EMBEDDING_AXES = {"ensemble": "forest", "forest_embedding_axes": 20}
+EMBEDDING_AXES = {"ensemble": "forest", "forest_embedding_axes": 20, "ensemble_share_rule": "lowest-loss"}
 
 
 @recipe("aam+rf-axes", "as aam+rf, with the ensemble's forest also reading the first 20 principal axes of the "
@@ -633,13 +638,6 @@ EMBEDDING_AXES = {"ensemble": "forest", "forest_embedding_axes": 20}
         "beside its relative abundances", default=False, uses_budget=True)
 def aam_ensemble_axes(fold, seed, budget):
     return aam_fit_predict(fold, seed, budget, train_options=EMBEDDING_AXES)
-
-
-@recipe("rf500-rel+aam", "the forest inside aam+rf-axes predicting alone: 500 trees on the relative abundances and "
-        "20 axes of AAM's pretrained sample embedding (compare rf500-rel+pcoa, the same with the study's PCoA)",
-        default=False, uses_budget=True)
-def rf500_relative_aam(fold, seed, budget):
-    return aam_forest_part(fold, seed, budget, train_options=EMBEDDING_AXES)
 
 
 #: fine-tuning scores and keeps an average of the weights over about 2 epochs (ema_epochs)
@@ -658,9 +656,17 @@ ONE_SE = {"ensemble_share_rule": "one-se"}
 
 @recipe("aam+rf-axes-1se", "as aam+rf-axes, the network's share chosen by the one-se rule (ensemble_share_rule "
         "one-se: the share nearest the forest alone whose validation loss is within one standard error, over "
-        "subjects, of the lowest)", default=False, uses_budget=True)
+        "subjects, of the lowest): AAM with the engine's defaults since 2026-12-01", uses_budget=True)
 def aam_ensemble_axes_one_se(fold, seed, budget):
     return aam_fit_predict(fold, seed, budget, train_options={**EMBEDDING_AXES, **ONE_SE})
+
+
+@recipe("rf500-rel+aam", "the forest inside aam+rf-axes and aam+rf-axes-1se (the same forest) predicting alone: "
+        "500 trees on the relative abundances and 20 axes of AAM's pretrained sample embedding (compare "
+        "rf500-rel+pcoa, the same with the study's PCoA)",
+        uses_budget=True)
+def rf500_relative_aam(fold, seed, budget):
+    return aam_forest_part(fold, seed, budget, train_options=EMBEDDING_AXES)
 
 
 @recipe("aam-ema+rf-axes-1se", "as aam+rf-axes-1se with aam-ema's network (weights averaged over about 2 epochs)",
@@ -672,4 +678,4 @@ def aam_ema_ensemble_axes_one_se(fold, seed, budget):
 @recipe("aam-linear+rf", "as aam-linear, averaged with a 500-tree random forest (ensemble forest; equal shares: a "
         "linear head keeps no validation samples)", default=False, uses_budget=True)
 def aam_linear_ensemble(fold, seed, budget):
-    return aam_fit_predict(fold, seed, budget, train_options={"head": "linear", "ensemble": "forest"})
+    return aam_fit_predict(fold, seed, budget, train_options={**FIRST_ENSEMBLE, "head": "linear"})

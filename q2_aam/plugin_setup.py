@@ -203,8 +203,10 @@ _FIT_DESCRIPTION = (
     "too). Samples are split into "
     "training and validation sets (--p-validation-fraction, grouped by --p-group-column so that samples of one "
     "subject stay together); the epoch with the best validation {metric} is kept. By default the model also holds "
-    "q2-sample-classifier's random forest fit to the same samples and blends the two (--p-ensemble none keeps the "
-    "network alone). Fails with a clear message "
+    "q2-sample-classifier's random forest fit to the same samples, reading their relative abundances and 20 axes "
+    "of the pretrained base's sample embedding (--p-forest-embedding-axes), and blends the two, giving the network "
+    "a share only where validation samples clearly favour it (--p-ensemble-share-rule; --p-ensemble none keeps "
+    "the network alone). Fails with a clear message "
     "when fewer than 4 samples have a value{extra}. Progress per epoch is printed with --verbose.")
 
 _register_method(

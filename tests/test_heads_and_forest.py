@@ -139,7 +139,7 @@ def test_the_blend_weight_is_chosen_on_validation_samples_that_chose_nothing_els
     fit = {**FIT, "validation_fraction": 0.4}
     res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="transformer", freeze_base=True,
                     ensemble="forest", forest_trees=20, epochs=2, output_dir=str(tmp_path / "w"), progress=False,
-                    **fit)
+                    ensemble_share_rule="lowest-loss", **fit)
     ensemble, data = res.checkpoint.record.ensemble, res.checkpoint.record.data
     assert ensemble["aam_weight"] in ENSEMBLE_WEIGHTS and ensemble["weight_choice"].startswith(
         "the lowest validation MAE")
@@ -159,7 +159,10 @@ def test_the_blend_weight_is_chosen_on_validation_samples_that_chose_nothing_els
     clf = api.train(TABLE, METADATA, "body-site", classifier=True, sequences=SEQS, pretrained=base,
                     head="transformer", freeze_base=True, ensemble="forest", forest_trees=20, epochs=2,
                     progress=False, **fit)
-    assert clf.checkpoint.record.ensemble["weight_choice"].startswith("the lowest validation log loss")
+    # the default rule, said in the record
+    assert clf.checkpoint.record.ensemble["weight_choice"].startswith(
+        "the share nearest the forest within one standard error of the lowest validation log loss")
+    assert clf.checkpoint.record.ensemble["embedding_axes"] > 0  # the default forest reads the embedding's axes
     out = api.predict(clf.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
     w = clf.checkpoint.record.ensemble["aam_weight"]
     for c in clf.checkpoint.record.target.class_labels:
