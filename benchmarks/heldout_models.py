@@ -548,7 +548,9 @@ def aam_forest_part(fold, seed, budget, pretrain_options=None, train_options=Non
 
 
 @recipe("aam", "AAM's network alone: pretrain on the training samples, fine-tune with the frozen base, predict "
-        "(ensemble none; everything else the engine's defaults, epochs set by the budget)", uses_budget=True)
+        "(ensemble none; everything else the engine's defaults, epochs set by the budget; not in a default run: "
+        "it trains a second network per fold, which would take make heldout past an hour)", default=False,
+        uses_budget=True)
 def aam_alone(fold, seed, budget):
     return aam_network(fold, seed, budget, train_options={"ensemble": "none"})
 
