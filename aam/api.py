@@ -463,16 +463,18 @@ def _blend_split(val_ids, y, classifier, groups, keep, opts):
                            groups=val_groups)
 
 
-def _base_outputs(net, prepared, record, opts, ctx, categorical, pick):
+def _base_outputs(net, prepared, record, opts, ctx, categorical, pick, cache=None):
     """`pick(base outputs, batch)` [B, F] for every sample of `prepared` through a frozen base, averaged over
-    rarefaction draws: [N, F] float64 in the order of ``prepared.sample_ids``."""
+    rarefaction draws: [N, F] float64 in the order of ``prepared.sample_ids``. `cache`: an ASV embedding cache of
+    `net`'s base over ``prepared.tokens`` to fill or reuse (a new one by default)."""
     import torch
 
     from aam.data.loaders import inference_loader, mean_over_draws
     from aam.training.cache import ASVEmbeddingCache
     from aam.training.forward import move_batch
     net = net.to(ctx.device).eval()
-    cache = ASVEmbeddingCache(prepared.tokens, net.base.cfg.embedding_dim, ctx.device)
+    if cache is None:
+        cache = ASVEmbeddingCache(prepared.tokens, net.base.cfg.embedding_dim, ctx.device)
 
     def run(batch):
         batch = move_batch(batch, ctx.device)
@@ -492,9 +494,10 @@ def _embedding_features(model, prepared, record, opts, ctx, categorical):
                          lambda out, batch: model.linear_features(out, batch.get("categorical")))
 
 
-def _distance_embeddings(net, prepared, record, opts, ctx):
+def _distance_embeddings(net, prepared, record, opts, ctx, cache=None):
     """The base's distance embedding (pretrained to match UniFrac) of every sample of `prepared`: [N, D]."""
-    return _base_outputs(net, prepared, record, opts, ctx, None, lambda out, batch: out["distance_embedding"])
+    return _base_outputs(net, prepared, record, opts, ctx, None, lambda out, batch: out["distance_embedding"],
+                         cache)
 
 
 def _fit_linear(model, record, opts, ctx, run_dir, prepared, targets, categorical, groups, transform, progress,
@@ -603,12 +606,14 @@ def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical
     classifier = record.is_classifier
     keys = list(dict.fromkeys(feature_keys(prepared.sequences, record.max_bp)))
     x = aligned_features(keys, prepared.sequences, prepared.counts, record.max_bp)         # [N, F]
+    # the trained model, built once for the embedding's axes and the share's validation samples
+    net = checkpoint.build_model() if opts.forest_embedding_axes > 0 or val_ids else None
     axes, axes_text = None, ""
     if opts.forest_embedding_axes > 0:
         if record.pretrained_encoder is not None and record.architecture.freeze_base:
             # the axes come from the frozen pretrained base, which never saw the labels; fitted on every labeled
             # sample's embedding (labels unused), so the blend's validation forest below reads the same columns
-            emb = _distance_embeddings(checkpoint.build_model(), prepared, record, opts, ctx)   # [N, D]
+            emb = _distance_embeddings(net, prepared, record, opts, ctx)                       # [N, D]
             axes = EmbeddingAxes.fit(emb, opts.forest_embedding_axes)
             x = np.hstack([x, axes.transform(emb)])                                       # [N, F + k]
             axes_text = f" and {len(axes.components)} axes of the pretrained sample embedding"
@@ -626,7 +631,7 @@ def _with_forest(result, prepared, y, record, opts, ctx, val_ids=(), categorical
         forest_val = fit_forest(x[train], target[train], classifier, opts.forest_trees, opts.seed,
                                 threads=ctx.threads).predict(x[val])                     # [V, K]
         cat_val = None if categorical is None else categorical[val]
-        network_val = _network_outputs(checkpoint, prepared.subset(list(val_ids)), cat_val, opts, ctx)
+        network_val = _network_outputs(checkpoint, prepared.subset(list(val_ids)), cat_val, opts, ctx, net=net)
         per_sample = {w: _blend_losses(w * network_val + (1 - w) * forest_val, target[val], classifier)
                       for w in ENSEMBLE_WEIGHTS}
         weight = choose_share(per_sample, opts.ensemble_share_rule,
@@ -842,12 +847,17 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
     record = ckpt.record
     prepared = _prepare_new_table(ckpt, table, sequences, opts)
     categorical = _covariates(ckpt, metadata, prepared.sample_ids, log)
-    network = _network_outputs(ckpt, prepared, categorical, opts, ctx)          # [N, K], table order
-    ids = list(prepared.sample_ids)
-    forest = None
+    net, cache, forest = ckpt.build_model(), None, None
     if record.ensemble is not None:
-        forest = _forest_outputs(ckpt, prepared, opts, ctx)                               # [N, K]
+        if ckpt.forest.axes is not None:
+            # the forest's axes and the network read the same frozen base: encode each ASV once for both, in full
+            # precision first (the axes must match the ones the forest was fit on)
+            from aam.training.cache import ASVEmbeddingCache
+            cache = ASVEmbeddingCache(prepared.tokens, net.base.cfg.embedding_dim, ctx.device)
+        forest = _forest_outputs(ckpt, prepared, opts, ctx, net=net, cache=cache)         # [N, K]
         w = float(record.ensemble["aam_weight"])
+    network = _network_outputs(ckpt, prepared, categorical, opts, ctx, net=net, cache=cache)  # [N, K], table order
+    ids = list(prepared.sample_ids)
     if record.is_classifier:
         labels = record.target.class_labels
         prob = network if forest is None else w * network + (1 - w) * forest
@@ -867,9 +877,10 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
     return df
 
 
-def _network_outputs(ckpt, prepared, categorical, opts, ctx):
+def _network_outputs(ckpt, prepared, categorical, opts, ctx, net=None, cache=None):
     """The network's class probabilities, or its regression predictions in the target's units: [N, K] in the order
-    of ``prepared.sample_ids``, averaged over ``opts.rarefaction_draws`` rarefactions of each deep sample."""
+    of ``prepared.sample_ids``, averaged over ``opts.rarefaction_draws`` rarefactions of each deep sample.
+    `net` / `cache`: the checkpoint's model and an ASV embedding cache of it, when the caller has them already."""
     import torch
 
     from aam.data.loaders import inference_loader, mean_over_draws
@@ -878,11 +889,14 @@ def _network_outputs(ckpt, prepared, categorical, opts, ctx):
     from aam.training.forward import cached_forward, forward_batch, move_batch
     from aam.training.targets import TargetTransform
     record = ckpt.record
-    net = ckpt.build_model().to(ctx.device).eval()
+    net = (net or ckpt.build_model()).to(ctx.device).eval()
     loader = inference_loader(prepared, record, opts, categorical)
     # inference: the ASV encoder is a fixed function of the sequence, so each distinct ASV is encoded once for
     # the whole table and served to every batch from the cache
-    cache = ASVEmbeddingCache(prepared.tokens, net.base.cfg.embedding_dim, ctx.device) if opts.asv_dedup else None
+    if not opts.asv_dedup:
+        cache = None
+    elif cache is None:
+        cache = ASVEmbeddingCache(prepared.tokens, net.base.cfg.embedding_dim, ctx.device)
 
     def run(batch):
         batch = move_batch(batch, ctx.device)
@@ -906,12 +920,12 @@ def _network_outputs(ckpt, prepared, categorical, opts, ctx):
     return pred[[order[s] for s in prepared.sample_ids]]
 
 
-def _forest_outputs(ckpt, prepared, opts, ctx):
+def _forest_outputs(ckpt, prepared, opts, ctx, net=None, cache=None):
     """An ensemble's forest on the samples of `prepared`: [N, K] (class probabilities or predictions)."""
     from aam.forest import aligned_features
     x = aligned_features(ckpt.record.ensemble["features"], prepared.sequences, prepared.counts, ckpt.record.max_bp)
     if ckpt.forest.axes is not None:
-        emb = _distance_embeddings(ckpt.build_model(), prepared, ckpt.record, opts, ctx)   # [N, D]
+        emb = _distance_embeddings(net or ckpt.build_model(), prepared, ckpt.record, opts, ctx, cache)   # [N, D]
         x = np.hstack([x, ckpt.forest.axes.transform(emb)])                            # [N, F + k]
     return ckpt.forest.predict(x)
 

@@ -92,9 +92,9 @@ class Trainer:
             t0=opts.scheduler_t0, t_mult=opts.scheduler_t_mult, eta_min=opts.scheduler_eta_min,
             patience=opts.scheduler_patience, factor=opts.scheduler_factor)
         self.scaler = make_grad_scaler(self.device, ctx.precision)
-        ema_epochs = getattr(opts, "ema_epochs", 0) or 0
         # scored and kept instead of the raw weights (aam.training.ema); a resumed run restarts the average
-        self.ema = WeightAverage.spanning_epochs(self.model, ema_epochs, steps_per_epoch) if ema_epochs > 0 else None
+        self.ema = (WeightAverage.spanning_epochs(self.model, opts.ema_epochs, steps_per_epoch)
+                    if opts.ema_epochs > 0 else None)
 
     # ---- selection ------------------------------------------------------------------------------------------
     @property
