@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import heldout_models as M
+from benchmarks import heldout_semi  # noqa: F401  (registers the semi-supervised recipes)
 from benchmarks import heldout_tasks as T
 
 HERE = os.path.dirname(os.path.abspath(__file__))
