@@ -21,7 +21,8 @@ pretraining / fine-tuning options.
 The recipes here: the random forest as q2-sample-classifier trains it (``rf100``, ``rf500``), PCoA of the
 study's distances + ridge / logistic regression (``pcoa``, and ``pcoa-all`` whose ordination also sees the
 held-out samples' tables), AAM with the engine's defaults (``aam``) and with its base fine-tuned too
-(``aam-unfrozen``, not run by default).
+(``aam-unfrozen``, not run by default). Semi-supervised recipes, which also read the unlabelled training tables,
+are in `benchmarks.heldout_semi`.
 """
 import time
 from collections import OrderedDict
