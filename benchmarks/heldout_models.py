@@ -190,13 +190,15 @@ def rf500_relative(fold, seed, budget):
                       {"features": len(features)})
 
 
-def _forest_on(fold, seed, x_train, x_test, info):
+def _forest_on(fold, seed, x_train, x_test, info, y=None):
     """A 500-tree forest (scikit-learn defaults, as q2-sample-classifier's) on feature matrices whose rows are the
-    samples of ``fold.train.table`` and ``fold.test.table`` in table order."""
+    samples of ``fold.train.table`` and ``fold.test.table`` in table order (or, with targets `y` of its own rows,
+    any training matrix)."""
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-    y = fold.train.y.loc[[str(s) for s in fold.train.table.ids()]]
+    if y is None:
+        y = fold.train.y.loc[[str(s) for s in fold.train.table.ids()]].to_numpy()
     est = (RandomForestClassifier if fold.task.classifier else RandomForestRegressor)(
-        n_jobs=1, n_estimators=500, random_state=seed).fit(x_train, y.to_numpy())
+        n_jobs=1, n_estimators=500, random_state=seed).fit(x_train, y)
     ids = [str(s) for s in fold.test.table.ids()]
     values = pd.Series(est.predict(x_test), index=ids)
     prob = (pd.DataFrame(est.predict_proba(x_test), index=ids, columns=list(est.classes_))
@@ -373,6 +375,19 @@ FIRST_ENSEMBLE = {"ensemble": "forest", "forest_embedding_axes": 0, "ensemble_sh
 QUICK_AAM = dict(token_limit=32, batch_size=4, asv_chunk_size=64)
 
 
+def aam_options(fold, seed, budget, pretrain_options=None):
+    """Options every AAM call of a fold shares (depth, seed, threads; the quick slice's small sizes), and the
+    pretraining's on top (grouped validation split, the budget's epochs): (common, pretraining) dicts. Recipes that
+    pretrain through `pretrained_encoder` with these share one pretraining per fold."""
+    common = dict(rarefy_depth=fold.depth, seed=seed, num_threads=budget.threads)
+    if budget.quick:
+        common.update(QUICK_AAM)
+    pre_kw = {**common, "group_column": fold.data.group_column, **(pretrain_options or {})}
+    if budget.pretrain_epochs:
+        pre_kw["epochs"] = budget.pretrain_epochs
+    return common, pre_kw
+
+
 def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=None, transductive=False):
     """AAM through the engine's Python API, as the README's workflow runs it.
 
@@ -384,14 +399,9 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     """
     from aam import api
     data = fold.data
-    common = dict(rarefy_depth=fold.depth, seed=seed, num_threads=budget.threads)
-    if budget.quick:
-        common.update(QUICK_AAM)
+    common, pre_kw = aam_options(fold, seed, budget, pretrain_options)
     group = data.group_column
     log = progress(f"{data.task.name} fold {fold.index + 1} f={fold.label_fraction:g} aam")
-    pre_kw = {**common, "group_column": group, **(pretrain_options or {})}
-    if budget.pretrain_epochs:
-        pre_kw["epochs"] = budget.pretrain_epochs
     t0 = time.perf_counter()
     pre, reused = pretrained_encoder(fold, pre_kw, log, transductive=transductive)
     t1 = time.perf_counter()

@@ -18,8 +18,8 @@ inner held-out groups' labels hidden, the graph and every table unchanged).
 import numpy as np
 import pandas as pd
 
-from benchmarks.heldout_models import (Prediction, _forest_on, _relative, inner_cv, pretrained_encoder, progress,
-                                       recipe)
+from benchmarks.heldout_models import (Prediction, _forest_on, _relative, aam_options, inner_cv, pretrained_encoder,
+                                       progress, recipe)
 
 NEIGHBOURS_GRID = (5, 10, 20)
 
@@ -171,16 +171,19 @@ def graph_predict(fold, seed, pool_d, cross_d, info):
     return Prediction(pd.Series(test_values[:, 0], index=index), None, info)
 
 
+def _blocks(dm, fold):
+    """The training tables' block of a DistanceMatrix and the held-out samples' rows against them: [P, P], [M, P]."""
+    pool = [dm.index(s) for s in fold.pool.ids]
+    test = [dm.index(s) for s in fold.test.ids]
+    return dm.data[np.ix_(pool, pool)], dm.data[np.ix_(test, pool)]
+
+
 @recipe("graph", "label propagation (harmonic function) over the study's distances on a k-nearest-neighbour graph "
         "of every training table, labelled or not; held-out samples take a kernel-weighted mean of their nearest "
         "training samples' values; k by grouped inner CV (semi-supervised, classical)", needs_distances=True,
         default=False)
 def graph(fold, seed, budget):
-    dm = fold.distances()
-    pool = [dm.index(s) for s in fold.pool.ids]
-    test = [dm.index(s) for s in fold.test.ids]
-    return graph_predict(fold, seed, dm.data[np.ix_(pool, pool)], dm.data[np.ix_(test, pool)],
-                         {"distances": fold.task.beta})
+    return graph_predict(fold, seed, *_blocks(fold.distances(), fold), {"distances": fold.task.beta})
 
 
 @recipe("aam-graph", "graph over the Euclidean distances between AAM's pretrained sample embeddings (pretraining "
@@ -188,25 +191,17 @@ def graph(fold, seed, budget):
         "the study's distances", default=False, uses_budget=True)
 def aam_graph(fold, seed, budget):
     from aam import api
-    from benchmarks.heldout_models import QUICK_AAM
     data = fold.data
-    common = dict(rarefy_depth=fold.depth, seed=seed, num_threads=budget.threads)
-    if budget.quick:
-        common.update(QUICK_AAM)
+    _, pre_kw = aam_options(fold, seed, budget)
     log = progress(f"{data.task.name} fold {fold.index + 1} f={fold.label_fraction:g} aam-graph")
-    pre_kw = {**common, "group_column": data.group_column}
-    if budget.pretrain_epochs:
-        pre_kw["epochs"] = budget.pretrain_epochs
     pre, reused = pretrained_encoder(fold, pre_kw, log)
     table = fold.pool.table.merge(fold.test.table)
     _, dm = api.embed(pre.checkpoint, table, sequences=data.sequences, log=log, num_threads=budget.threads,
                       seed=seed)
-    pool = [dm.index(s) for s in fold.pool.ids]
-    test = [dm.index(s) for s in fold.test.ids]
     info = {"distances": "aam embedding", "pretrain_options": pre_kw, "pretrain_reused": reused is not None}
     if reused is not None:
         info["reused_seconds"] = round(reused, 1)
-    return graph_predict(fold, seed, dm.data[np.ix_(pool, pool)], dm.data[np.ix_(test, pool)], info)
+    return graph_predict(fold, seed, *_blocks(dm, fold), info)
 
 
 @recipe("rf500-rel+self", "self-training: rf500-rel's forest labels the unlabelled training tables, and a second "
@@ -221,18 +216,11 @@ def rf500_relative_self(fold, seed, budget):
     if not unlabelled:
         return _forest_on(fold, seed, x_train, x_test, {"features": len(features), "pseudo_labelled": 0})
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-    cls = RandomForestClassifier if fold.task.classifier else RandomForestRegressor
-    train_ids = [str(s) for s in fold.train.table.ids()]
-    y = fold.train.y.loc[train_ids].to_numpy()
-    teacher = cls(n_jobs=1, n_estimators=500, random_state=seed).fit(x_train, y)
-    other = fold.pool.table.filter(unlabelled, axis="sample", inplace=False)
-    x_other = _relative(other, features)
+    y = fold.train.y.loc[[str(s) for s in fold.train.table.ids()]].to_numpy()
+    teacher = (RandomForestClassifier if fold.task.classifier else RandomForestRegressor)(
+        n_jobs=1, n_estimators=500, random_state=seed).fit(x_train, y)
+    x_other = _relative(fold.pool.table.filter(unlabelled, axis="sample", inplace=False), features)
     pseudo = teacher.predict(x_other)
-    student = cls(n_jobs=1, n_estimators=500, random_state=seed).fit(np.vstack([x_train, x_other]),
-                                                                      np.concatenate([y, pseudo]))
-    ids = [str(s) for s in fold.test.table.ids()]
-    values = pd.Series(student.predict(x_test), index=ids)
-    prob = (pd.DataFrame(student.predict_proba(x_test), index=ids, columns=list(student.classes_))
-            if fold.task.classifier else None)
-    return Prediction(values, prob, {"n_estimators": 500, "random_state": seed, "features": len(features),
-                                     "pseudo_labelled": len(unlabelled)})
+    return _forest_on(fold, seed, np.vstack([x_train, x_other]), x_test,
+                      {"features": len(features), "pseudo_labelled": len(unlabelled)},
+                      y=np.concatenate([y, pseudo]))
