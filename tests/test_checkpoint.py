@@ -129,3 +129,22 @@ def test_models_of_format_1_load_and_give_the_same_numbers():
     want = pd.read_csv(os.path.join(FORMAT_1, "pretrained-embeddings.tsv"), sep="\t", index_col=0)
     pd.testing.assert_frame_equal(emb.astype(float), want.loc[emb.index], rtol=1e-4, atol=1e-5,
                                   check_index_type=False)
+
+
+FORMAT_2 = os.path.join(os.path.dirname(__file__), "data", "format-2")
+
+
+@pytest.mark.parametrize("name", ["ensemble-regressor", "ensemble-classifier", "regressor"])
+def test_models_of_format_2_load_and_give_the_same_numbers(name):
+    from aam import api
+    model = load_checkpoint(os.path.join(FORMAT_2, f"{name}.pt"), expect="predictor")
+    got = api.predict(model, os.path.join(MP, "table.biom"), sequences=os.path.join(MP, "rep-seqs.fasta"), seed=0,
+                      num_threads=1, log=print)
+    want = pd.read_csv(os.path.join(FORMAT_2, f"{name}-predictions.tsv"), sep="\t", index_col=0)
+    want.index = want.index.astype(str)
+    assert list(got.columns) == list(want.columns)
+    numeric = [c for c in want.columns if c != "prediction" or name != "ensemble-classifier"]
+    pd.testing.assert_frame_equal(got[numeric].astype(float), want.loc[got.index, numeric].astype(float), rtol=1e-6,
+                                  atol=1e-6, check_index_type=False)
+    if name == "ensemble-classifier":
+        assert list(got["prediction"]) == list(want.loc[got.index, "prediction"])
