@@ -3,10 +3,17 @@
 A checkpoint is one file written by `torch.save` holding only tensors and plain containers:
 
     format          "aam-checkpoint"
-    format_version  int (FORMAT_VERSION; format 1 files of q2-aam 0.1 are read too)
-    record          JSON text of the `aam.record.ModelRecord` (format 1: "config")
-    model           the model's state_dict
+    format_version  int (FORMAT_VERSION; formats 1 and 2 of earlier q2-aam releases are read too)
+    record          JSON text of the `aam.record.ModelRecord` (format 1: "config"), with its digest
+    model           the network's state_dict (the pretrained base, or the predictor)
+    members         {member name: {tensor name: tensor}}: the other members of an ensemble (`aam.ensemble`),
+                    stored generically (format 2 had one "forest" entry instead)
     optimizer, scheduler, rng, epoch, trainer   (training checkpoints only, for resuming; see aam.training.resume)
+
+Format 3 keeps one digest (``record.weights_sha256``) over the format, the record (with that field empty) and every
+tensor of the network and the members, so an edited record (a target's scale, a share) is found like damaged
+weights; a format-3 file without it is refused. Format 2 files carry a digest of their tensors only, format 1
+files none: they still load, with a one-line note.
 
 It is loaded with ``torch.load(..., weights_only=True)``, which refuses anything but tensors and primitive
 containers, so opening a checkpoint never runs code from the file. torch is imported inside the functions, so
@@ -15,13 +22,14 @@ that the plugin can name `Checkpoint` as a view type without importing torch whe
 import json
 import os
 import tempfile
+from dataclasses import replace
 
 from aam import __version__
-from aam.errors import AAMInputError, preview
+from aam.errors import AAMInputError, preview, warn
 from aam.record import TITLES, ModelRecord
 
 FORMAT = "aam-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MODEL_KINDS = ("encoder", "predictor")
 _TRAINING_KEYS = ("optimizer", "scheduler", "rng", "epoch", "trainer")
 
@@ -95,22 +103,48 @@ def _plain(obj):
     return obj
 
 
-def weights_digest(model_state, forest=None):
-    """SHA-256 of a state dict (and a forest's arrays): every tensor's name, dtype, shape and bytes, in name order.
-
-    Stored in the record when a model is written and checked whenever it is read, so damaged weights are found
-    before they predict anything.
-    """
-    import hashlib
-
+def _hash_tensors(h, tensors):
+    """Feed every tensor's name, dtype, shape and bytes to `h`, in name order."""
     import torch
-    tensors = dict(model_state)
-    tensors.update({f"forest.{k}": v for k, v in (forest or {}).items()})
-    h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def weights_digest(model_state, forest=None):
+    """The format-2 digest: SHA-256 of a state dict (and a forest's arrays), every tensor in name order."""
+    import hashlib
+    tensors = dict(model_state)
+    tensors.update({f"forest.{k}": v for k, v in (forest or {}).items()})
+    h = hashlib.sha256()
+    _hash_tensors(h, tensors)
+    return h.hexdigest()
+
+
+def model_digest(record_json, model_state, member_states):
+    """The format-3 digest of a model file: its format, its record and every tensor it holds.
+
+    Parameters
+    ----------
+    record_json : dict
+        `ModelRecord.to_json` output; its ``weights_sha256`` (where the digest itself is kept) is left out.
+    model_state : dict of str -> torch.Tensor
+    member_states : dict of str -> dict of str -> torch.Tensor
+
+    Returns
+    -------
+    str
+        Hex SHA-256.
+    """
+    import hashlib
+    described = {k: v for k, v in record_json.items() if k != "weights_sha256"}
+    h = hashlib.sha256(f"{FORMAT}|{FORMAT_VERSION}|".encode())
+    h.update(json.dumps(described, sort_keys=True, allow_nan=False).encode())
+    tensors = {f"model.{k}": v for k, v in model_state.items()}
+    for member, state in sorted(member_states.items()):
+        tensors.update({f"members.{member}.{k}": v for k, v in state.items()})
+    _hash_tensors(h, tensors)
     return h.hexdigest()
 
 
@@ -146,25 +180,27 @@ def check_weights(record, weights, where):
 
 
 class Checkpoint:
-    """A model's weights, its `ModelRecord` and (optionally) the state needed to resume its training.
+    """A model's weights, its `ModelRecord`, its ensemble members' states and (optionally) what resumes training.
 
     Parameters
     ----------
     record : aam.record.ModelRecord
     model_state : dict of str -> torch.Tensor
+        The network's weights.
     training_state : dict, optional
         ``optimizer``, ``scheduler``, ``rng``, ``epoch`` and ``trainer`` for resuming.
-    forest : aam.forest.ForestArrays, optional
-        The random forest of an ensemble model (``record.ensemble``).
+    member_states : dict of str -> dict of str -> torch.Tensor, optional
+        The tensors of each ensemble member but the network, by member name (``record.ensemble`` says what they
+        are; `aam.ensemble.Ensemble.from_checkpoint` rebuilds the members from both).
     """
 
-    def __init__(self, record, model_state, training_state=None, forest=None):
+    def __init__(self, record, model_state, training_state=None, member_states=None):
         if not isinstance(record, ModelRecord):
             raise TypeError(f"record must be a ModelRecord, got {type(record).__name__}")
         self.record = record
         self.model_state = model_state
         self.training_state = training_state or {}
-        self.forest = forest
+        self.member_states = dict(member_states or {})
 
     @property
     def kind(self):
@@ -183,18 +219,21 @@ class Checkpoint:
         return model.eval()
 
     def payload(self, include_training_state=True):
-        """What `save` writes: tensors and plain containers, the record as JSON text (with the weights' digest)."""
+        """What `save` writes: tensors and plain containers, the record as JSON text with the file's digest.
+
+        The digest is computed here, so `record` afterwards is the record as written (versions and digest set).
+        """
         import torch
         weights = {k: v.detach().cpu() for k, v in self.model_state.items()}
-        record = self.record
-        record.aam_version = record.aam_version or __version__
-        record.torch_version = record.torch_version or torch.__version__
-        forest = None if self.forest is None else self.forest.to_tensors()
-        record.weights_sha256 = weights_digest(weights, forest)
+        members = {name: {k: v.detach().cpu() for k, v in state.items()} for name, state in self.member_states.items()}
+        record = replace(self.record, aam_version=self.record.aam_version or __version__,
+                         torch_version=self.record.torch_version or torch.__version__, weights_sha256=None)
+        record = replace(record, weights_sha256=model_digest(record.to_json(), weights, members))
+        self.record = record
         out = {"format": FORMAT, "format_version": FORMAT_VERSION,
                "record": json.dumps(record.to_json(), sort_keys=True, allow_nan=False), "model": weights}
-        if forest is not None:
-            out["forest"] = forest
+        if members:
+            out["members"] = members
         if include_training_state:
             out.update(_plain(self.training_state))
         return out
@@ -229,7 +268,8 @@ def load_checkpoint(path, expect=None, map_location="cpu"):
     Raises
     ------
     AAMInputError
-        Missing file, not an AAM checkpoint, written by a newer format, damaged weights, or the wrong kind.
+        Missing file, not an AAM checkpoint, written by a newer format, a damaged or altered file, or the wrong
+        kind.
     """
     import torch
     path = os.fspath(path)
@@ -245,23 +285,14 @@ def load_checkpoint(path, expect=None, map_location="cpu"):
 
 
 def checkpoint_from_payload(payload, where, expect=None):
-    """The `Checkpoint` in a loaded payload, after checking its marker, version, record and weights."""
-    import torch
+    """The `Checkpoint` in a loaded payload, after checking its marker, version, digest, record and weights."""
     version = format_version(payload, repr(where), "a PyTorch file",
                              "pass a model.pt or a checkpoint written by `aam pretrain` / `aam train`.")
-    weights = payload.get("model")
-    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
-        raise AAMInputError(f"{where!r} holds no model weights (a dict of tensors under 'model').")
-    text = payload.get("record" if version >= 2 else "config")
-    try:
-        record_json = json.loads(text)
-    except (TypeError, json.JSONDecodeError):
-        raise AAMInputError(f"{where!r} has no readable model record (JSON text).") from None
+    weights = _tensor_dict(payload.get("model"), where, "model weights (a dict of tensors under 'model')")
+    record_json = _record_json(payload, version, where)
+    members = _member_states(payload, version, where)
+    _check_digest(record_json, weights, members, version, where)
     record = ModelRecord.from_json(record_json, where=repr(where))
-    forest_tensors = payload.get("forest")
-    if record.weights_sha256 is not None and weights_digest(weights, forest_tensors) != record.weights_sha256:
-        raise AAMInputError(f"{where!r}: the weights do not match the checksum recorded when the model was "
-                            "written; the file is damaged or was altered. Use an intact copy of the model.")
     sharded = not weights and bool((payload.get("trainer") or {}).get("sharded_dir"))
     if not sharded:  # a sharded training checkpoint keeps its weights in a torch.distributed.checkpoint folder
         check_weights(record, weights, where)
@@ -269,30 +300,59 @@ def checkpoint_from_payload(payload, where, expect=None):
         kinds = {"encoder": f"a {TITLES['pretrain']} (from `aam pretrain`)",
                  "predictor": "a trained regressor or classifier (from `aam train`)"}
         raise AAMInputError(f"{where!r} holds a {record.title}, but {kinds[expect]} is needed here.")
-    forest = _forest(record, forest_tensors, where)
+    if record.ensemble is not None or members:
+        from aam.ensemble import check_member_states
+        check_member_states(record, members, repr(where))
     training = {k: payload[k] for k in _TRAINING_KEYS if k in payload}
-    return Checkpoint(record, weights, training, forest=forest)
+    return Checkpoint(record, weights, training, member_states=members)
 
 
-def _forest(record, tensors, where):
-    """The forest of an ensemble record, checked against it (None for other models)."""
-    if record.ensemble is None:
-        if tensors is not None:
-            raise AAMInputError(f"{where!r} holds a random forest its record does not mention; the file was altered.")
-        return None
+def _tensor_dict(value, where, what):
     import torch
+    if not isinstance(value, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in value.items()):
+        raise AAMInputError(f"{where!r} holds no {what}; the file is damaged or was altered.")
+    return value
 
-    from aam.forest import ARRAY_NAMES, AXES_NAMES, ForestArrays
-    if not isinstance(tensors, dict) or any(not torch.is_tensor(tensors.get(k)) for k in ARRAY_NAMES) or any(
-            k in tensors and not torch.is_tensor(tensors[k]) for k in AXES_NAMES):
-        raise AAMInputError(f"{where!r}: the record describes an ensemble with a random forest, but the file holds "
-                            "no forest; the file is damaged or was altered.")
-    forest = ForestArrays.from_tensors(tensors)
-    n_outputs = len(record.target.class_labels) if record.is_classifier else 1
+
+def _record_json(payload, version, where):
+    text = payload.get("record" if version >= 2 else "config")
     try:
-        forest.check(len(record.ensemble.get("features") or []), n_outputs, repr(where),
-                     n_axes=int(record.ensemble.get("embedding_axes") or 0),
-                     embedding_dim=record.architecture.encoder.embedding_dim)
-    except ValueError as err:
-        raise AAMInputError(f"{err}; the file is damaged or was altered.") from None
-    return forest
+        record_json = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        raise AAMInputError(f"{where!r} has no readable model record (JSON text).") from None
+    if not isinstance(record_json, dict):
+        raise AAMInputError(f"{where!r}: the model record must be a JSON object, not {type(record_json).__name__}.")
+    return record_json
+
+
+def _member_states(payload, version, where):
+    """The ensemble members' tensors by member name (a format-2 forest becomes the member 'forest')."""
+    if version >= 3:
+        members = payload.get("members") or {}
+        if not isinstance(members, dict):
+            raise AAMInputError(f"{where!r}: its ensemble members are not stored as tensors by name; the file is "
+                                "damaged or was altered.")
+        return {name: _tensor_dict(state, where, f"tensors for the ensemble member {name!r}")
+                for name, state in members.items()}
+    forest = payload.get("forest")
+    return {} if forest is None else {"forest": _tensor_dict(forest, where, "random forest arrays")}
+
+
+def _check_digest(record_json, weights, members, version, where):
+    """Format 3: the digest must be there and cover the record and every tensor. Older formats: a note."""
+    digest = record_json.get("weights_sha256")
+    if version >= 3:
+        if not isinstance(digest, str) or not digest:
+            raise AAMInputError(f"{where!r} has no digest in its record, which every model file of format 3 carries; "
+                                "the file was altered. Use an intact copy of the model.")
+        if model_digest(record_json, weights, members) != digest:
+            raise AAMInputError(f"{where!r}: the record or the weights do not match the checksum recorded when the "
+                                "model was written (its digest covers both); the file is damaged or was altered. Use "
+                                "an intact copy of the model.")
+        return
+    if digest is not None and weights_digest(weights, members.get("forest")) != digest:
+        raise AAMInputError(f"{where!r}: the weights do not match the checksum recorded when the model was "
+                            "written; the file is damaged or was altered. Use an intact copy of the model.")
+    warn(f"{where!r} is a model file of checkpoint format {version} (an earlier q2-aam): "
+         + ("its checksum covers the weights but not the record" if digest is not None else "it carries no checksum")
+         + "; it loads as written. Save it again (e.g. fine-tune or re-export it) to get format 3.", stacklevel=4)

@@ -12,6 +12,7 @@ Every reader goes through the typed fields here instead of string keys. Records 
 from dataclasses import asdict, dataclass, field, fields
 from typing import List, Optional
 
+from aam.ensemble.record import EnsembleRecord
 from aam.errors import AAMInputError
 from aam.models.config import EncoderConfig, PredictorConfig
 
@@ -128,12 +129,13 @@ class ModelRecord:
     asv_encoder : dict or None
         The reference encoder the nucleotide level started from (``name``, ``sha256`` of its weights file,
         ``frozen``); None when it was trained from random weights.
-    ensemble : dict or None
-        A predictor combined with a random forest (`aam.forest`): ``method`` ('average'), ``aam_weight`` (the
-        network's share of the blend), ``forest_trees``, ``features`` (the forest's columns: digests of the
-        training sequences) and ``embedding_axes`` (how many axes of the pretrained embedding it reads after them).
+    ensemble : aam.ensemble.record.EnsembleRecord or None
+        A predictor whose network is blended with other members (`aam.ensemble`): the members by name and the
+        weights of the blend. None for the network alone.
     weights_sha256 : str or None
-        Digest of the weights this record describes (see `aam.checkpoint.weights_digest`), set when written.
+        The model file's digest, set when it is written (`aam.checkpoint`): in format 3 over this record (with
+        this field empty), the format and every tensor of the network and the members; in format 2 over the
+        tensors only; None in format 1.
     """
 
     task: str
@@ -152,7 +154,7 @@ class ModelRecord:
     aam_version: Optional[str] = None
     torch_version: Optional[str] = None
     asv_encoder: Optional[dict] = None
-    ensemble: Optional[dict] = None
+    ensemble: Optional[EnsembleRecord] = None
     weights_sha256: Optional[str] = None
 
     def __post_init__(self):
@@ -215,7 +217,8 @@ class ModelRecord:
                "taxonomy_level": self.taxonomy_level, "pretrained_encoder": self.pretrained_encoder,
                "training": asdict(self.training), "seed": self.seed, "device": self.device,
                "aam_version": self.aam_version, "torch_version": self.torch_version,
-               "asv_encoder": self.asv_encoder, "ensemble": self.ensemble,
+               "asv_encoder": self.asv_encoder,
+               "ensemble": None if self.ensemble is None else self.ensemble.to_json(),
                "weights_sha256": self.weights_sha256}
         return _plain(out)
 
@@ -241,7 +244,7 @@ class ModelRecord:
                        training=_build(TrainingSummary, d.get("training") or {}), seed=d.get("seed"),
                        device=d.get("device"), aam_version=d.get("aam_version"),
                        torch_version=d.get("torch_version"), asv_encoder=d.get("asv_encoder"),
-                       ensemble=d.get("ensemble"),
+                       ensemble=EnsembleRecord.from_json(d.get("ensemble")),
                        weights_sha256=d.get("weights_sha256"))
         except AAMInputError:
             raise

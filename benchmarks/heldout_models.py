@@ -398,6 +398,7 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     Extra options for a variant go in `pretrain_options` / `train_options`.
     """
     from aam import api
+    from aam.ensemble import member_outputs
     data = fold.data
     common, pre_kw = aam_options(fold, seed, budget, pretrain_options)
     group = data.group_column
@@ -427,10 +428,11 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     if reused is not None:
         # the harness adds this to the measured time: the row's seconds are what the model costs on the fold
         info["reused_seconds"] = round(reused, 1)
-    if res.checkpoint.record.ensemble is not None:
-        ensemble = res.checkpoint.record.ensemble
-        info.update(ensemble_share=ensemble["aam_weight"], ensemble_share_choice=ensemble.get("weight_choice"),
-                    forest_embedding_axes=ensemble.get("embedding_axes", 0))
+    ensemble = res.checkpoint.record.ensemble
+    if ensemble is not None:
+        info.update(ensemble_share=ensemble.weight("network"), ensemble_share_choice=ensemble.choice,
+                    forest_embedding_axes=ensemble.member("forest").settings.get("embedding_axes", 0)
+                    if "forest" in ensemble.names else 0)
     info.update(_history_summary(pre.history, "pretrain"))
     info.update(_history_summary(res.history, "train"))
     result = Prediction(out["prediction"], prob, info)
@@ -440,13 +442,10 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
         # on half of the validation split (the other half chooses the share), so alone it is another model
         # (until 2026-12-01 04:13 the harness reused it anyway: see docs/science-notes.md)
         parts = ("network", "forest") if (train_options or {}).get("head") == "linear" else ("forest",)
+        outputs = member_outputs(out, res.checkpoint.record)
         for part in parts:
-            if data.task.classifier:
-                cols = [c for c in out.columns if c.startswith(f"{part}_probability_")]
-                part_prob = out[cols].rename(columns=lambda c: c[len(f"{part}_probability_"):])
-                found = Prediction(part_prob.idxmax(axis=1), part_prob, dict(info))
-            else:
-                found = Prediction(out[part], None, dict(info))
+            predictions, part_prob = outputs[part]
+            found = Prediction(predictions, part_prob, dict(info))
             _PARTS[(part, _part_key(part, fold, pretrain_options, train_options, transductive))] = \
                 (found, pretrain_seconds + t2 - t1)
         while len(_PARTS) > 2 * _PRETRAINED_KEEP:

@@ -138,12 +138,8 @@ def _model_rows(record):
     rows.append(("nucleotide level", "trained from random weights on this study" if not ref else
                  f"reference encoder {ref.get('name')} ({'frozen' if ref.get('frozen') else 'fine-tuned'}; "
                  "pretrained on Greengenes 13_8, CC BY-SA 3.0: the weights carry that license)"))
-    if record.ensemble:
-        axes = record.ensemble.get("embedding_axes") or 0
-        reads = "relative abundances" + (f" and {axes} axes of the pretrained sample embedding" if axes else "")
-        rows.append(("ensemble", f"{record.ensemble.get('forest_trees')}-tree random forest on {reads}; the "
-                                 f"network's share {record.ensemble.get('aam_weight')}, chosen by "
-                                 f"{record.ensemble.get('weight_choice', 'equal weights')}"))
+    if record.ensemble is not None:
+        rows.append(("ensemble", record.ensemble.describe()))
     enc = record.encoder
     layers, heads = enc.attention_layers, enc.attention_heads
     rows += [("architecture", f"{layers} transformer layer{'' if layers == 1 else 's'} × {heads} heads, "

@@ -9,6 +9,8 @@ import torch
 
 from aam import api
 from aam.checkpoint import Checkpoint, load_checkpoint
+from aam.ensemble import Ensemble
+from aam.ensemble.blend import SHARES, choose_share
 from aam.errors import AAMInputError
 from aam.forest import ForestArrays, aligned_features, feature_keys, fit_forest
 from aam.training.linear_head import fit_linear_head
@@ -84,20 +86,41 @@ def test_a_linear_head_needs_a_pretrained_base():
         api.train(TABLE, METADATA, DAYS, sequences=SEQS, head="linear", progress=False, **TINY)
 
 
+def _forest(ckpt):
+    """The forest member of an ensemble model."""
+    return Ensemble.from_checkpoint(ckpt)["forest"]
+
+
+def _settings(ckpt):
+    return ckpt.record.ensemble.member("forest").settings
+
+
 def test_linear_ensemble_regressor_predicts_the_average_of_network_and_forest(base, tmp_path):
     res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="linear", ensemble="forest",
                     forest_trees=30, output_dir=str(tmp_path / "reg"), progress=False, seed=2, **FIT)
     record = res.checkpoint.record
     assert record.architecture.head == "linear" and record.training.selection_metric == "cv/mae"
-    assert record.ensemble["forest_trees"] == 30 and res.checkpoint.forest.n_trees == 30
+    assert _settings(res.checkpoint)["trees"] == 30 and _forest(res.checkpoint).arrays.n_trees == 30
+    assert record.ensemble.names == ("network", "forest") and record.ensemble.weights == (0.5, 0.5)
     assert os.path.isfile(tmp_path / "reg" / "plots" / "pred_vs_actual_best.png")  # out-of-fold predictions
     back = load_checkpoint(tmp_path / "reg" / "model.pt")
-    assert back.forest.n_trees == 30 and back.record.ensemble == record.ensemble
+    assert _forest(back).arrays.n_trees == 30 and back.record.ensemble == record.ensemble
     # the base is the pretrained one, untouched
     assert all(torch.equal(back.model_state["base." + k], v) for k, v in base.model_state.items())
     pred = api.predict(back, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
     np.testing.assert_allclose(pred["prediction"], 0.5 * pred["network"] + 0.5 * pred["forest"])
     assert pred["forest"].nunique() > 1 and pred["network"].nunique() > 1
+
+
+def test_the_ensemble_record_is_frozen(base):
+    import dataclasses
+    res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="linear", ensemble="forest",
+                    forest_trees=5, progress=False, **FIT)
+    ensemble = res.checkpoint.record.ensemble
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ensemble.weights = (1.0, 0.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ensemble.members[1].config = "{}"
 
 
 def test_ensemble_classifier_averages_probabilities(base, tmp_path):
@@ -109,18 +132,38 @@ def test_ensemble_classifier_averages_probabilities(base, tmp_path):
     assert (pred["prediction"] == probs.idxmax(axis=1).str[len("probability_"):]).all()
 
 
-def test_the_forest_is_covered_by_the_checksum_and_the_record(base, tmp_path):
+def test_the_forest_and_the_record_are_covered_by_the_digest(base, tmp_path):
     res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="linear", ensemble="forest",
                     forest_trees=5, progress=False, **FIT)
     ckpt = res.checkpoint
-    payload = Checkpoint(ckpt.record, ckpt.model_state, forest=ckpt.forest).payload(include_training_state=False)
-    payload["forest"]["threshold"] = payload["forest"]["threshold"] + 1.0
-    torch.save(payload, tmp_path / "altered.pt")
-    with pytest.raises(AAMInputError, match="checksum"):
+
+    def payload():
+        return Checkpoint(ckpt.record, ckpt.model_state,
+                          member_states=ckpt.member_states).payload(include_training_state=False)
+    altered = payload()
+    altered["members"]["forest"]["threshold"] = altered["members"]["forest"]["threshold"] + 1.0
+    torch.save(altered, tmp_path / "altered.pt")
+    with pytest.raises(AAMInputError, match="digest"):
         load_checkpoint(tmp_path / "altered.pt")
-    payload = Checkpoint(ckpt.record, ckpt.model_state, forest=ckpt.forest).payload(include_training_state=False)
-    del payload["forest"]
-    torch.save(payload, tmp_path / "no-forest.pt")
+    # the record is covered too: a target's scale edited shifts every prediction, so it must be refused
+    edited = payload()
+    record = json.loads(edited["record"])
+    record["target"]["transform"]["max"] = record["target"]["transform"]["max"] + 1
+    edited["record"] = json.dumps(record)
+    torch.save(edited, tmp_path / "edited.pt")
+    with pytest.raises(AAMInputError, match="digest"):
+        load_checkpoint(tmp_path / "edited.pt")
+    # a format-3 file without its digest is refused
+    bare = payload()
+    record = json.loads(bare["record"])
+    record["weights_sha256"] = None
+    bare["record"] = json.dumps(record)
+    torch.save(bare, tmp_path / "bare.pt")
+    with pytest.raises(AAMInputError, match="no digest"):
+        load_checkpoint(tmp_path / "bare.pt")
+    missing = payload()
+    del missing["members"]
+    torch.save(missing, tmp_path / "no-forest.pt")
     with pytest.raises(AAMInputError):
         load_checkpoint(tmp_path / "no-forest.pt")
 
@@ -135,74 +178,77 @@ def test_fit_forest_matches_q2_sample_classifier_defaults():
 
 
 def test_the_blend_weight_is_chosen_on_validation_samples_that_chose_nothing_else(base, tmp_path):
-    from aam.api import ENSEMBLE_WEIGHTS
     fit = {**FIT, "validation_fraction": 0.4}
     res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="transformer", freeze_base=True,
                     ensemble="forest", forest_trees=20, epochs=2, output_dir=str(tmp_path / "w"), progress=False,
                     ensemble_share_rule="lowest-loss", **fit)
     ensemble, data = res.checkpoint.record.ensemble, res.checkpoint.record.data
-    assert ensemble["aam_weight"] in ENSEMBLE_WEIGHTS and ensemble["weight_choice"].startswith(
-        "the lowest validation MAE")
+    assert ensemble.weight("network") in SHARES and ensemble.choice.startswith("the lowest validation MAE")
     # the share's samples neither trained the network nor chose its epoch
-    share = set(ensemble["share_samples"])
+    share = set(ensemble.share_samples)
     assert share and not share & set(data.train_samples) and not share & set(data.validation_samples)
     assert data.validation_samples
     # a validation split too small to halve: equal shares, said so
     small = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="transformer",
                       freeze_base=True, ensemble="forest", forest_trees=20, epochs=1, progress=False,
                       **{**FIT, "validation_fraction": 0.1})
-    assert small.checkpoint.record.ensemble["aam_weight"] == 0.5
-    assert small.checkpoint.record.ensemble["weight_choice"].startswith("equal weights")
+    assert small.checkpoint.record.ensemble.weight("network") == 0.5
+    assert small.checkpoint.record.ensemble.choice.startswith("equal weights")
     pred = api.predict(res.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
-    w = ensemble["aam_weight"]
+    w = ensemble.weight("network")
     np.testing.assert_allclose(pred["prediction"], w * pred["network"] + (1 - w) * pred["forest"])
     clf = api.train(TABLE, METADATA, "body-site", classifier=True, sequences=SEQS, pretrained=base,
                     head="transformer", freeze_base=True, ensemble="forest", forest_trees=20, epochs=2,
                     progress=False, **fit)
     # the default rule, said in the record
-    assert clf.checkpoint.record.ensemble["weight_choice"].startswith(
+    assert clf.checkpoint.record.ensemble.choice.startswith(
         "the share nearest the forest within one standard error of the lowest validation log loss")
-    assert clf.checkpoint.record.ensemble["embedding_axes"] > 0  # the default forest reads the embedding's axes
+    assert _settings(clf.checkpoint)["embedding_axes"] > 0  # the default forest reads the embedding's axes
     out = api.predict(clf.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
-    w = clf.checkpoint.record.ensemble["aam_weight"]
+    w = clf.checkpoint.record.ensemble.weight("network")
     for c in clf.checkpoint.record.target.class_labels:
         np.testing.assert_allclose(out[f"probability_{c}"], w * out[f"network_probability_{c}"]
                                    + (1 - w) * out[f"forest_probability_{c}"], atol=1e-6)
 
 
 def test_the_forest_reads_axes_of_the_pretrained_embedding_when_asked(base, tmp_path):
-    from aam.api import _distance_embeddings
     from aam.forest import EmbeddingAxes
+    from aam.inference import SampleFeatures
+    from aam.options import PREDICT, resolve
+    from aam.training.context import single_process
+    from aam.workflows.infer import prepare_new_table
     res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="linear", ensemble="forest",
                     forest_trees=30, forest_embedding_axes=3, output_dir=str(tmp_path / "axes"), progress=False,
                     seed=2, **FIT)
     ckpt = res.checkpoint
-    n_features = len(ckpt.record.ensemble["features"])
-    assert ckpt.record.ensemble["embedding_axes"] == 3
-    assert ckpt.forest.axes.components.shape == (3, ckpt.record.architecture.encoder.embedding_dim)
+    forest = _forest(ckpt)
+    n_features = len(_settings(ckpt)["features"])
+    assert _settings(ckpt)["embedding_axes"] == 3
+    assert forest.axes.components.shape == (3, ckpt.record.architecture.encoder.embedding_dim)
     # the axes are orthonormal principal axes of the training samples' distance embeddings
-    np.testing.assert_allclose(ckpt.forest.axes.components @ ckpt.forest.axes.components.T, np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(forest.axes.components @ forest.axes.components.T, np.eye(3), atol=1e-9)
     assert any("3 axes of the pretrained sample embedding" in line for line in ckpt.record.data.report)
     # the forest splits on them: some split uses a column past the abundances
-    inner = ckpt.forest.feature[ckpt.forest.left >= 0]
+    inner = forest.arrays.feature[forest.arrays.left >= 0]
     assert (inner >= n_features).any()
     back = load_checkpoint(tmp_path / "axes" / "model.pt")
-    np.testing.assert_allclose(back.forest.axes.components, ckpt.forest.axes.components)
+    np.testing.assert_allclose(_forest(back).axes.components, forest.axes.components)
     pred = api.predict(back, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
     # the forest's part is the forest on [abundances, coordinates on the stored axes] of the new samples
-    from aam.forest import aligned_features
-    opts = api._resolve(api.O.PREDICT, {"num_threads": 1})
-    prepared = api._prepare_new_table(back, TABLE, SEQS, opts)
+    opts = resolve(PREDICT, num_threads=1)
+    prepared = prepare_new_table(back.record, TABLE, SEQS, opts)
     assert list(prepared.sample_ids) == list(pred.index)
-    emb = _distance_embeddings(back.build_model(), prepared, back.record, opts, api._context(opts, None))
-    x = np.hstack([aligned_features(back.record.ensemble["features"], prepared.sequences, prepared.counts,
-                                    back.record.max_bp), back.forest.axes.transform(emb)])
-    np.testing.assert_allclose(pred["forest"], back.forest.predict(x)[:, 0])
-    # a record and arrays that disagree on the axes are refused, like any altered forest
-    payload = Checkpoint(ckpt.record, ckpt.model_state, forest=ckpt.forest).payload(include_training_state=False)
-    payload["forest"]["axes_components"] = payload["forest"]["axes_components"][:2]
+    features = SampleFeatures.build(prepared, back.record, opts, single_process(), base=back.build_model().base)
+    x = np.hstack([aligned_features(_settings(back)["features"], prepared.sequences, prepared.counts,
+                                    back.record.max_bp), _forest(back).axes.transform(features.distance_embedding())])
+    np.testing.assert_allclose(pred["forest"], _forest(back).arrays.predict(x)[:, 0])
+    # a record and arrays that disagree on the axes are refused, like any altered forest (the digest recomputed, as
+    # a forger would)
+    from aam.checkpoint import model_digest
+    payload = Checkpoint(ckpt.record, ckpt.model_state, member_states=ckpt.member_states).payload(False)
+    payload["members"]["forest"]["axes_components"] = payload["members"]["forest"]["axes_components"][:2]
     record = json.loads(payload["record"])
-    record["weights_sha256"] = None
+    record["weights_sha256"] = model_digest(record, payload["model"], payload["members"])
     payload["record"] = json.dumps(record)
     torch.save(payload, tmp_path / "altered.pt")
     with pytest.raises(AAMInputError, match="embedding axes do not match"):
@@ -213,25 +259,24 @@ def test_the_forest_reads_axes_of_the_pretrained_embedding_when_asked(base, tmp_
 def test_without_a_pretrained_base_the_forest_reads_abundances_only():
     res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, ensemble="forest", forest_trees=10,
                     forest_embedding_axes=5, epochs=1, progress=False, **TINY)
-    assert res.checkpoint.record.ensemble["embedding_axes"] == 0 and res.checkpoint.forest.axes is None
+    assert _settings(res.checkpoint)["embedding_axes"] == 0 and _forest(res.checkpoint).axes is None
     assert any("no embedding axes" in line and "no pretrained base" in line
                for line in res.checkpoint.record.data.report)
 
 
 def test_the_one_se_rule_gives_the_network_weight_only_where_it_clearly_earns_it():
-    from aam.api import ENSEMBLE_WEIGHTS, choose_share
     rng = np.random.default_rng(0)
     noise = rng.normal(size=40)
     # the network a little better on average, but within the noise: lowest-loss follows it, one-se keeps the forest
-    close = {w: 1.0 - 0.02 * w + 0.5 * noise * w for w in ENSEMBLE_WEIGHTS}
+    close = {w: 1.0 - 0.02 * w + 0.5 * noise * w for w in SHARES}
     assert choose_share(close, "lowest-loss") > 0
     assert choose_share(close, "one-se") == 0.0
     # clearly better with more of the network: one-se moves as far as the evidence goes
-    clear = {w: np.full(40, 1.0 - 0.5 * w) + 0.01 * noise for w in ENSEMBLE_WEIGHTS}
+    clear = {w: np.full(40, 1.0 - 0.5 * w) + 0.01 * noise for w in SHARES}
     assert choose_share(clear, "one-se") == 1.0 == choose_share(clear, "lowest-loss")
     # the standard error is over groups: 40 samples of 2 subjects that disagree are not 40 independent votes
     groups = [i % 2 for i in range(40)]
-    split = {w: np.where(np.arange(40) % 2 == 0, 1.0 - 0.5 * w, 1.0 + 0.3 * w) for w in ENSEMBLE_WEIGHTS}
+    split = {w: np.where(np.arange(40) % 2 == 0, 1.0 - 0.5 * w, 1.0 + 0.3 * w) for w in SHARES}
     assert choose_share(split, "lowest-loss") == 1.0
     assert choose_share(split, "one-se") == 1.0  # per-sample SE would say the network clearly wins ...
     assert choose_share(split, "one-se", groups) == 0.0  # ... two subjects cannot

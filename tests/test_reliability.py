@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from aam import api, cli
-from aam.checkpoint import Checkpoint, load_checkpoint
+from aam.checkpoint import Checkpoint, load_checkpoint, model_digest
 from aam.errors import AAMInputError, AAMWarning
 
 from tests.conftest import KB, MP, TINY
@@ -202,6 +202,8 @@ def test_a_record_that_does_not_fit_its_weights_is_refused_without_allocating(ru
     record = json.loads(payload["record"])
     record["architecture"]["encoder"]["embedding_dim"] = width  # a 360 KB model that claims to be enormous
     record["architecture"]["encoder"]["attention_heads"] = 1
+    # with the digest recomputed, as a forger would: the sizes themselves must be refused
+    record["weights_sha256"] = model_digest(record, payload["model"], payload.get("members", {}))
     payload["record"] = json.dumps(record)
     torch.save(payload, tmp_path / "huge.pt")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB

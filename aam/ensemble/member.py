@@ -1,0 +1,127 @@
+"""The interface every ensemble member implements, and the registry that maps a member kind to its class.
+
+A member is an estimator in scikit-learn's sense: configured by its constructor, fitted by `fit`, applied by
+`predict`. It reads the `aam.inference.SampleFeatures` of a table (relative abundances keyed by sequence digest,
+the frozen base's embeddings, the covariates) and outputs a named [N, K] array: class probabilities (K classes)
+or values in the target's units (K = 1). Its state is tensors plus JSON, so a model file never needs pickle.
+
+A new member is one class here plus one choice of the ``ensemble`` option::
+
+    @register_member
+    class RidgeMember(Member):
+        kind = "ridge"
+        ...
+
+Nothing else (the workflows, the checkpoint, the model card) names member kinds.
+"""
+import copy
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Dict, List, Optional
+
+import numpy as np
+
+#: member kind -> class; filled by `register_member`
+MEMBER_TYPES: Dict[str, type] = {}
+
+
+def register_member(cls):
+    """Class decorator: make a `Member` subclass available under its ``kind``."""
+    if not (isinstance(cls, type) and issubclass(cls, Member)) or not cls.kind:
+        raise TypeError("register_member needs a Member subclass with a kind")
+    MEMBER_TYPES[cls.kind] = cls
+    return cls
+
+
+def member_type(kind):
+    """The class registered for `kind`; the built-in members are imported on first use."""
+    if kind not in MEMBER_TYPES:
+        importlib.import_module("aam.ensemble.forest")  # the built-in member registers itself
+    if kind not in MEMBER_TYPES:
+        raise KeyError(kind)
+    return MEMBER_TYPES[kind]
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What a member fits on: the labelled samples of the training table.
+
+    Attributes
+    ----------
+    features : aam.inference.SampleFeatures
+        Every labelled sample, in the order of `target`.
+    target : np.ndarray, shape [N]
+        Class indices (int64) or values in the target column's units (float64).
+    classifier : bool
+    n_outputs : int
+        K: classes, or 1.
+    groups : list of str, optional
+        Group (subject) of each sample.
+    seed : int
+    threads : int
+    """
+
+    features: object
+    target: np.ndarray
+    classifier: bool
+    n_outputs: int
+    groups: Optional[List[str]]
+    seed: int
+    threads: int = 1
+
+    def subset(self, rows):
+        """The same data restricted to positions `rows` [M] (features, target and groups alike)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ids = [self.features.sample_ids[i] for i in rows]
+        return FitData(self.features.subset(ids), self.target[rows], self.classifier, self.n_outputs,
+                       None if self.groups is None else [self.groups[i] for i in rows], self.seed, self.threads)
+
+
+class Member(ABC):
+    """An ensemble member: fits on `FitData`, predicts [N, K] from `SampleFeatures`, stores tensors + JSON.
+
+    Subclasses set ``kind`` (the registry key and the ``ensemble`` option's choice) and implement the abstract
+    methods. ``name`` addresses the fitted member in predictions (``<name>``, ``<name>_probability_<class>``),
+    the model card and the model file.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, name=None):
+        self.name = name or self.kind
+
+    @classmethod
+    def from_options(cls, opts, record):
+        """An unfitted member configured from the run's `aam.options.Options` and its `ModelRecord`."""
+        return cls()
+
+    @abstractmethod
+    def fit(self, data):
+        """Fit on `FitData`; returns self."""
+
+    @abstractmethod
+    def predict(self, features):
+        """Outputs for the samples of `features`: [N, K] float64, in ``features.sample_ids`` order."""
+
+    @abstractmethod
+    def state(self):
+        """(tensors, settings): a dict of str -> torch.Tensor and a JSON-able dict that rebuild the member."""
+
+    @classmethod
+    @abstractmethod
+    def from_state(cls, name, tensors, settings, record, where):
+        """The fitted member of `state`, checked against the model's `record`; ValueError naming `where`."""
+
+    @abstractmethod
+    def summary(self):
+        """What the fitted member is, in one line (model cards)."""
+
+    def held_out_outputs(self, data, share_rows):
+        """Outputs for the samples at `share_rows` from a copy fitted on every other sample: [V, K].
+
+        They choose the blend's weights, so they must come from a fit that never saw those samples.
+        """
+        rest = np.setdiff1d(np.arange(len(data.target)), share_rows)
+        clone = copy.deepcopy(self).fit(data.subset(rest))
+        return clone.predict(data.features.subset([data.features.sample_ids[i] for i in share_rows]))
