@@ -12,12 +12,19 @@ batches, the linear head, the forest's axes, the share choice, prediction) is se
         -> distance_embedding()      [N, D]        (memoized)
         -> batches()                 loader of the table for a network (covariates attached)
 """
+from __future__ import annotations
+
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from aam.data.pipeline import PreparedTable
+from aam.options import Options
+from aam.record import ModelRecord
+
+if TYPE_CHECKING:  # the context module imports torch; SampleFeatures is importable without it
+    from aam.training.context import RunContext
 
 #: ASVs encoded per call when the cache is filled (bounds the token rows held at once)
 ENCODE_CHUNK = 8192
@@ -44,16 +51,17 @@ class SampleFeatures:
     """
 
     table: PreparedTable
-    record: object
-    opts: object
-    ctx: object
+    record: ModelRecord
+    opts: Options
+    ctx: RunContext
     base: Optional[object] = None
     covariates: Optional[np.ndarray] = None
     cache: Optional[object] = None
     _memo: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def build(cls, table, record, opts, ctx, base=None, covariates=None):
+    def build(cls, table: PreparedTable, record: ModelRecord, opts: Options, ctx: RunContext, base=None,
+              covariates: Optional[np.ndarray] = None) -> SampleFeatures:
         """Features of `table`; with a `base`, every ASV of the table is encoded now, once, in full precision."""
         features = cls(table, record, opts, ctx, base=base, covariates=covariates)
         if base is not None:
@@ -78,7 +86,7 @@ class SampleFeatures:
     def __len__(self):
         return len(self.table.sample_ids)
 
-    def subset(self, sample_ids):
+    def subset(self, sample_ids) -> SampleFeatures:
         """The same features for `sample_ids` (in that order), sharing the ASV embeddings and the rows of every
         sample-level output already computed for this table (a subset's own would draw other rarefactions: draws
         are seeded by a sample's position in its table)."""
@@ -89,7 +97,7 @@ class SampleFeatures:
                               covariates=covariates, cache=self.cache,
                               _memo={k: v[rows] for k, v in self._memo.items()})
 
-    def abundances(self, keys):
+    def abundances(self, keys) -> np.ndarray:
         """Relative abundances in the column order of `keys` (sequence digests; features not in `keys` are
         dropped, two IDs with one sequence share a column): [N, len(keys)]."""
         from aam.forest import aligned_features
@@ -111,7 +119,7 @@ class SampleFeatures:
         order = {s: i for i, s in enumerate(ids)}
         return out[[order[s] for s in self.table.sample_ids]]
 
-    def base_outputs(self, pick):
+    def base_outputs(self, pick) -> np.ndarray:
         """``pick(base outputs, batch)`` [B, F] of the frozen base for every sample, averaged over rarefaction
         draws: [N, F] float64 in table order."""
         from aam.training.forward import move_batch
@@ -124,7 +132,7 @@ class SampleFeatures:
             return pick(self.base.encode_samples(asv_emb, batch["counts"], batch["asv_ids"] >= 0), batch).float().cpu()
         return self.mean_over_draws(run).double().numpy()
 
-    def distance_embedding(self):
+    def distance_embedding(self) -> np.ndarray:
         """The base's distance embedding (pretrained to match UniFrac) of every sample: [N, D] (computed once)."""
         if "distance" not in self._memo:
             self._memo["distance"] = self.base_outputs(lambda out, batch: out["distance_embedding"])

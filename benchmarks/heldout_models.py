@@ -398,7 +398,7 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
     Extra options for a variant go in `pretrain_options` / `train_options`.
     """
     from aam import api
-    from aam.ensemble import member_outputs
+    from aam.ensemble import Ensemble, member_outputs
     data = fold.data
     common, pre_kw = aam_options(fold, seed, budget, pretrain_options)
     group = data.group_column
@@ -430,9 +430,9 @@ def aam_fit_predict(fold, seed, budget, pretrain_options=None, train_options=Non
         info["reused_seconds"] = round(reused, 1)
     ensemble = res.checkpoint.record.ensemble
     if ensemble is not None:
+        forest = Ensemble.from_checkpoint(res.checkpoint)["forest"] if "forest" in ensemble.names else None
         info.update(ensemble_share=ensemble.weight("network"), ensemble_share_choice=ensemble.choice,
-                    forest_embedding_axes=ensemble.member("forest").settings.get("embedding_axes", 0)
-                    if "forest" in ensemble.names else 0)
+                    forest_embedding_axes=0 if forest is None or forest.axes is None else len(forest.axes.components))
     info.update(_history_summary(pre.history, "pretrain"))
     info.update(_history_summary(res.history, "train"))
     result = Prediction(out["prediction"], prob, info)

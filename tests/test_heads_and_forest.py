@@ -91,16 +91,12 @@ def _forest(ckpt):
     return Ensemble.from_checkpoint(ckpt)["forest"]
 
 
-def _settings(ckpt):
-    return ckpt.record.ensemble.member("forest").settings
-
-
 def test_linear_ensemble_regressor_predicts_the_average_of_network_and_forest(base, tmp_path):
     res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, pretrained=base, head="linear", ensemble="forest",
                     forest_trees=30, output_dir=str(tmp_path / "reg"), progress=False, seed=2, **FIT)
     record = res.checkpoint.record
     assert record.architecture.head == "linear" and record.training.selection_metric == "cv/mae"
-    assert _settings(res.checkpoint)["trees"] == 30 and _forest(res.checkpoint).arrays.n_trees == 30
+    assert _forest(res.checkpoint).trees == 30 and _forest(res.checkpoint).arrays.n_trees == 30
     assert record.ensemble.names == ("network", "forest") and record.ensemble.weights == (0.5, 0.5)
     assert os.path.isfile(tmp_path / "reg" / "plots" / "pred_vs_actual_best.png")  # out-of-fold predictions
     back = load_checkpoint(tmp_path / "reg" / "model.pt")
@@ -203,7 +199,7 @@ def test_the_blend_weight_is_chosen_on_validation_samples_that_chose_nothing_els
     # the default rule, said in the record
     assert clf.checkpoint.record.ensemble.choice.startswith(
         "the share nearest the forest within one standard error of the lowest validation log loss")
-    assert _settings(clf.checkpoint)["embedding_axes"] > 0  # the default forest reads the embedding's axes
+    assert _forest(clf.checkpoint).axes is not None  # the default forest reads the embedding's axes
     out = api.predict(clf.checkpoint, TABLE, sequences=SEQS, num_threads=1, log=lambda line: None)
     w = clf.checkpoint.record.ensemble.weight("network")
     for c in clf.checkpoint.record.target.class_labels:
@@ -222,8 +218,7 @@ def test_the_forest_reads_axes_of_the_pretrained_embedding_when_asked(base, tmp_
                     seed=2, **FIT)
     ckpt = res.checkpoint
     forest = _forest(ckpt)
-    n_features = len(_settings(ckpt)["features"])
-    assert _settings(ckpt)["embedding_axes"] == 3
+    n_features = len(forest.keys)
     assert forest.axes.components.shape == (3, ckpt.record.architecture.encoder.embedding_dim)
     # the axes are orthonormal principal axes of the training samples' distance embeddings
     np.testing.assert_allclose(forest.axes.components @ forest.axes.components.T, np.eye(3), atol=1e-9)
@@ -239,7 +234,7 @@ def test_the_forest_reads_axes_of_the_pretrained_embedding_when_asked(base, tmp_
     prepared = prepare_new_table(back.record, TABLE, SEQS, opts)
     assert list(prepared.sample_ids) == list(pred.index)
     features = SampleFeatures.build(prepared, back.record, opts, single_process(), base=back.build_model().base)
-    x = np.hstack([aligned_features(_settings(back)["features"], prepared.sequences, prepared.counts,
+    x = np.hstack([aligned_features(_forest(back).keys, prepared.sequences, prepared.counts,
                                     back.record.max_bp), _forest(back).axes.transform(features.distance_embedding())])
     np.testing.assert_allclose(pred["forest"], _forest(back).arrays.predict(x)[:, 0])
     # a record and arrays that disagree on the axes are refused, like any altered forest (the digest recomputed, as
@@ -259,7 +254,7 @@ def test_the_forest_reads_axes_of_the_pretrained_embedding_when_asked(base, tmp_
 def test_without_a_pretrained_base_the_forest_reads_abundances_only():
     res = api.train(TABLE, METADATA, DAYS, sequences=SEQS, ensemble="forest", forest_trees=10,
                     forest_embedding_axes=5, epochs=1, progress=False, **TINY)
-    assert _settings(res.checkpoint)["embedding_axes"] == 0 and _forest(res.checkpoint).axes is None
+    assert _forest(res.checkpoint).axes is None
     assert any("no embedding axes" in line and "no pretrained base" in line
                for line in res.checkpoint.record.data.report)
 

@@ -14,13 +14,21 @@ A new member is one class here plus one choice of the ``ensemble`` option::
 
 Nothing else (the workflows, the checkpoint, the model card) names member kinds.
 """
+from __future__ import annotations
+
 import copy
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Dict, List, Optional
+from typing import TYPE_CHECKING, ClassVar, Dict, List, Optional, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: importing them here would load torch with the registry
+    import torch
+
+    from aam.inference import SampleFeatures
+    from aam.record import ModelRecord
 
 #: member kind -> class; filled by `register_member`
 MEMBER_TYPES: Dict[str, type] = {}
@@ -62,7 +70,7 @@ class FitData:
     threads : int
     """
 
-    features: object
+    features: SampleFeatures
     target: np.ndarray
     classifier: bool
     n_outputs: int
@@ -70,7 +78,7 @@ class FitData:
     seed: int
     threads: int = 1
 
-    def subset(self, rows):
+    def subset(self, rows) -> FitData:
         """The same data restricted to positions `rows` [M] (features, target and groups alike)."""
         rows = np.asarray(rows, dtype=np.int64)
         ids = [self.features.sample_ids[i] for i in rows]
@@ -88,36 +96,37 @@ class Member(ABC):
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, name=None):
+    def __init__(self, name: Optional[str] = None):
         self.name = name or self.kind
 
     @classmethod
-    def from_options(cls, opts, record):
+    def from_options(cls, opts, record: ModelRecord) -> Member:
         """An unfitted member configured from the run's `aam.options.Options` and its `ModelRecord`."""
         return cls()
 
     @abstractmethod
-    def fit(self, data):
+    def fit(self, data: FitData) -> Member:
         """Fit on `FitData`; returns self."""
 
     @abstractmethod
-    def predict(self, features):
+    def predict(self, features: SampleFeatures) -> np.ndarray:
         """Outputs for the samples of `features`: [N, K] float64, in ``features.sample_ids`` order."""
 
     @abstractmethod
-    def state(self):
+    def state(self) -> Tuple[Dict[str, torch.Tensor], dict]:
         """(tensors, settings): a dict of str -> torch.Tensor and a JSON-able dict that rebuild the member."""
 
     @classmethod
     @abstractmethod
-    def from_state(cls, name, tensors, settings, record, where):
+    def from_state(cls, name: str, tensors: Dict[str, torch.Tensor], settings: dict, record: ModelRecord,
+                   where: str) -> Member:
         """The fitted member of `state`, checked against the model's `record`; ValueError naming `where`."""
 
     @abstractmethod
-    def summary(self):
+    def summary(self) -> str:
         """What the fitted member is, in one line (model cards)."""
 
-    def held_out_outputs(self, data, share_rows):
+    def held_out_outputs(self, data: FitData, share_rows: np.ndarray) -> np.ndarray:
         """Outputs for the samples at `share_rows` from a copy fitted on every other sample: [V, K].
 
         They choose the blend's weights, so they must come from a fit that never saw those samples.
