@@ -22,6 +22,7 @@ _WHERE = {
     "Member": "aam.ensemble.member",
     "MEMBER_TYPES": "aam.ensemble.member",
     "register_member": "aam.ensemble.member",
+    "member_type": "aam.ensemble.composite",
     "Ensemble": "aam.ensemble.composite",
     "member_outputs": "aam.ensemble.composite",
     "check_member_states": "aam.ensemble.composite",

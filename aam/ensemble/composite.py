@@ -11,12 +11,20 @@ import numpy as np
 import pandas as pd
 
 from aam.ensemble.blend import choose_weights
-from aam.ensemble.member import member_type
+from aam.ensemble.forest import ForestMember
+from aam.ensemble.member import MEMBER_TYPES
 from aam.ensemble.network import NetworkMember
 from aam.ensemble.record import NETWORK, EnsembleRecord, MemberRecord
 
 #: prefix of the class-probability columns of a prediction table
 PROBABILITY = "probability_"
+#: the members that come with q2-aam (each registers itself on import; others register with `register_member`)
+BUILT_IN = (ForestMember,)
+
+
+def member_type(kind):
+    """The member class registered for `kind` (KeyError when there is none)."""
+    return MEMBER_TYPES[kind]
 
 
 class Ensemble:

@@ -17,7 +17,6 @@ Nothing else (the workflows, the checkpoint, the model card) names member kinds.
 from __future__ import annotations
 
 import copy
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Dict, List, Optional, Tuple
@@ -40,15 +39,6 @@ def register_member(cls):
         raise TypeError("register_member needs a Member subclass with a kind")
     MEMBER_TYPES[cls.kind] = cls
     return cls
-
-
-def member_type(kind):
-    """The class registered for `kind`; the built-in members are imported on first use."""
-    if kind not in MEMBER_TYPES:
-        importlib.import_module("aam.ensemble.forest")  # the built-in member registers itself
-    if kind not in MEMBER_TYPES:
-        raise KeyError(kind)
-    return MEMBER_TYPES[kind]
 
 
 @dataclass(frozen=True)

@@ -390,8 +390,8 @@ def _linear_scores(fit, targets, record, seconds):
 def _fit_ensemble(run_dir, opts, ctx, labelled, split, targets, record, features, training):
     """Fit the network and, with ``ensemble`` other than none, the member blended with it; the model file."""
     from aam.checkpoint import Checkpoint
-    from aam.ensemble.composite import Ensemble
-    from aam.ensemble.member import FitData, member_type
+    from aam.ensemble.composite import Ensemble, member_type
+    from aam.ensemble.member import FitData
     from aam.ensemble.network import NetworkMember
     network = NetworkMember(training=training)
     data = FitData(features, targets.members, record.is_classifier, labelled.out_dim or 1, labelled.groups,
