@@ -17,7 +17,7 @@ from aam import options as O
 from aam.errors import AAMInputError
 from aam.workflows.common import TrainResult, load_model, resolve, run_directory, start
 
-__all__ = ["TrainResult", "pretrain", "train", "predict", "embed", "embed_features"]
+__all__ = ["TrainResult", "pretrain", "train", "predict", "feature_importance", "embed", "embed_features"]
 
 
 def pretrain(table, sequences=None, tree=None, distance_matrix=None, distance_ids=None, taxonomy=None,
@@ -139,6 +139,48 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
     opts = resolve(O.PREDICT, options)
     ctx = start(opts, context)
     return predict_table(load_model(model, "predictor"), table, sequences, metadata, opts, ctx, log)
+
+
+def feature_importance(model, table, metadata, sequences=None, taxonomy=None, rank="genus", correlation=0.7,
+                       top=50, repeats=5, group_column=None, log=None, context=None, **options) -> pd.DataFrame:
+    """Which feature groups a predictor's predictions depend on: permutation importance, per member and blended.
+
+    Each group (the features of one taxon at `rank` when a `taxonomy` is given, else features whose abundances
+    correlate above `correlation`) is permuted across samples `repeats` times; its importance is the mean increase
+    of the loss, with a 95% interval over samples (or the groups of `group_column`) and a p-value corrected over
+    groups (Benjamini-Hochberg). Use samples the model did not train on. The cost (groups x repeats prediction
+    passes) is printed before it starts.
+
+    Parameters
+    ----------
+    model : str or Checkpoint
+    table : str or biom.Table
+    metadata : str or pd.DataFrame
+        Holds the model's target column (the truth) and `group_column`.
+    sequences : optional
+    taxonomy : pd.Series, optional
+        Feature ID -> lineage.
+    rank : str
+    correlation : float
+    top : int
+        The most abundant groups measured.
+    repeats : int
+    group_column : str, optional
+    **options
+        'predict' options (seed, batch_size, rarefaction_draws, device, ...).
+
+    Returns
+    -------
+    pd.DataFrame
+        See `aam.interpret.importance.permutation_importance`.
+    """
+    from aam.interpret.importance import ImportanceSettings
+    from aam.workflows.importance import importance_table
+    log = log or (lambda s: print(s, flush=True))
+    opts = resolve(O.PREDICT, options)
+    ctx = start(opts, context)
+    return importance_table(load_model(model, "predictor"), table, sequences, metadata, taxonomy, opts, ctx, log,
+                            rank, correlation, top, group_column, ImportanceSettings(repeats=repeats, seed=opts.seed))
 
 
 def embed(model, table, sequences=None, log=None, context=None, **options):

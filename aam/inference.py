@@ -97,6 +97,19 @@ class SampleFeatures:
                               covariates=covariates, cache=self.cache,
                               _memo={k: v[rows] for k, v in self._memo.items()})
 
+    def with_table(self, table: PreparedTable) -> SampleFeatures:
+        """These features over another table of the same samples and features (e.g. with some reads permuted):
+        the ASV embeddings are shared, every sample-level output is computed anew."""
+        if list(table.sample_ids) != self.sample_ids or table.tokens.shape != self.table.tokens.shape:
+            raise ValueError("with_table needs the same samples and features")
+        return SampleFeatures(table, self.record, self.opts, self.ctx, base=self.base, covariates=self.covariates,
+                              cache=self.cache)
+
+    def abundances_by_column(self) -> np.ndarray:
+        """Relative abundance of every feature of the table, in its column order: [N, F]."""
+        from aam.forest import relative_abundance
+        return relative_abundance(self.table.counts)
+
     def abundances(self, keys) -> np.ndarray:
         """Relative abundances in the column order of `keys` (sequence digests; features not in `keys` are
         dropped, two IDs with one sequence share a column): [N, len(keys)]."""

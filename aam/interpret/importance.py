@@ -1,0 +1,188 @@
+"""Permutation importance of feature groups, for every member of a fitted model and for their blend.
+
+For a group of features (a genus, or correlated features), its abundances are permuted across samples (one
+permutation of the samples for the whole group, so the group stays intact inside each sample) and the model
+predicts again; the importance is the mean increase of the per-sample loss (absolute error, or log loss of the
+true class) over `repeats` permutations:
+
+    baseline  ensemble.predict(features)                                 {member: [N, K]}
+    group g   ensemble.predict(features with g's columns permuted) x R   {member: [N, K]}
+    loss increase per sample, averaged over repeats -> importance, interval, p-value, direction
+
+Every permutation reads the same `SampleFeatures` encoding: an ASV's embedding does not depend on its sample, so
+only the sample-level layers and the members run again. The interval is a bootstrap over whole groups of samples
+(subjects; `aam.evaluation.stats.bootstrap_interval`); the p-value a one-sided sign-flip test over those groups,
+corrected over feature groups by Benjamini-Hochberg. Measure importance on samples the model did not train on:
+a model that memorized its training samples loses accuracy on them whatever is permuted.
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from aam.ensemble.blend import sample_losses
+
+BLEND = "prediction"
+
+
+@dataclass(frozen=True)
+class ImportanceSettings:
+    """How importance is measured.
+
+    Attributes
+    ----------
+    repeats : int
+        Permutations per group.
+    resamples : int
+        Bootstrap resamples of the interval, and sign flips of the test.
+    alpha : float
+        False discovery rate at which a group is called important.
+    seed : int
+    """
+
+    repeats: int = 5
+    resamples: int = 2000
+    alpha: float = 0.05
+    seed: int = 0
+
+
+def permuted_table(table, columns, order, rng=None):
+    """`table` (a PreparedTable) with the reads of `columns` taken from the samples `order` [N]: the group's
+    abundances permuted across samples, every other feature left in place. A sample that would be left without
+    reads keeps its own."""
+    counts = table.counts.tocsr().astype(np.float64)
+    mask = np.zeros(counts.shape[1])
+    mask[list(columns)] = 1.0
+    group = sp.diags(mask)
+    rest = sp.diags(1.0 - mask)
+    permuted = (counts @ rest + counts[order] @ group).tocsr()
+    empty = np.flatnonzero(np.asarray(permuted.sum(axis=1)).ravel() <= 0)
+    if len(empty):
+        keep = sp.diags(np.isin(np.arange(counts.shape[0]), empty).astype(np.float64))
+        permuted = (sp.diags(1.0 - keep.diagonal()) @ permuted + keep @ counts).tocsr()
+    out = table.subset(list(table.sample_ids))
+    out.counts = permuted
+    return out
+
+
+def _losses(outputs, truth, classifier):
+    return {name: sample_losses(np.asarray(out, dtype=np.float64), truth, classifier) for name, out in outputs.items()}
+
+
+def _sign_flip_p(per_group, resamples, rng):
+    """One-sided p-value that the mean of `per_group` [G] exceeds 0, by random sign flips (exact when few)."""
+    observed = per_group.mean()
+    G = len(per_group)
+    if G <= 12:
+        signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * G)).reshape(G, -1).T     # every flip: [2^G, G]
+    else:
+        signs = rng.choice([-1.0, 1.0], size=(resamples, G))
+    null = (signs * per_group).mean(axis=1)
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))
+
+
+def benjamini_hochberg(p):
+    """Benjamini-Hochberg adjusted p-values (q-values) of `p` [M]."""
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(p)
+    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty_like(q)
+    out[order] = np.minimum(q, 1.0)
+    return out
+
+
+def _direction(abundance, outputs, class_labels):
+    """Which way the blend moves with the group: '+' / '-' (regression), or the class whose probability rises
+    most with the group's abundance."""
+    from scipy.stats import spearmanr
+    if np.ptp(abundance) == 0:
+        return ""
+    blend = outputs[BLEND]
+    if class_labels is None:
+        rho = spearmanr(abundance, blend[:, 0]).correlation
+        return "" if not np.isfinite(rho) else ("+" if rho > 0 else "-")
+    rhos = [spearmanr(abundance, blend[:, k]).correlation for k in range(blend.shape[1])]
+    rhos = [r if np.isfinite(r) else -np.inf for r in rhos]
+    return class_labels[int(np.argmax(rhos))]
+
+
+def permutation_importance(ensemble, features, truth, feature_groups, record, sample_groups=None,
+                           settings=ImportanceSettings(), log=None):
+    """Importance of each feature group for every member and the blend.
+
+    Parameters
+    ----------
+    ensemble : aam.ensemble.Ensemble
+    features : aam.inference.SampleFeatures
+        The samples to measure on (not the training samples, ideally).
+    truth : np.ndarray, shape [N]
+        Class indices or values, in the order of ``features.sample_ids``.
+    feature_groups : list of aam.interpret.groups.FeatureGroup
+    record : aam.record.ModelRecord
+    sample_groups : list of str, optional
+        Subject of each sample: intervals and tests resample subjects, not samples.
+    settings : ImportanceSettings
+    log : callable, optional
+        Receives the cost estimate and progress.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per (group, member): ``group``, ``member`` (a member's name, or ``prediction`` for the blend),
+        ``importance`` (mean loss increase), ``low`` / ``high`` (95% interval), ``p_value``, ``q_value``,
+        ``important`` (q below alpha and the interval above 0), ``direction``, ``n_features``,
+        ``unseen_features`` (features the training table never had: the model reads them by sequence only).
+    """
+    log = log or (lambda line: None)
+    classifier = record.is_classifier
+    t0 = time.perf_counter()
+    base = ensemble.predict(features)
+    base_loss = _losses(base, truth, classifier)
+    seconds = time.perf_counter() - t0
+    n_passes = len(feature_groups) * settings.repeats
+    log(f"feature importance: {len(feature_groups)} feature groups x {settings.repeats} permutations = {n_passes} "
+        f"prediction passes of {len(truth)} samples; about {seconds * n_passes / 60:.1f} min at {seconds:.1f} s a "
+        "pass")
+    rng = np.random.default_rng(settings.seed)
+    seen = set((record.data.signature or {}).get("feature_digests") or [])
+    abundance = features.abundances_by_column()
+    rows = []
+    for i, group in enumerate(feature_groups):
+        increase = {name: np.zeros(len(truth)) for name in base}
+        for _ in range(settings.repeats):
+            order = rng.permutation(len(truth))
+            out = ensemble.predict(features.with_table(permuted_table(features.table, group.features, order)))
+            for name, loss in _losses(out, truth, classifier).items():
+                increase[name] += (loss - base_loss[name]) / settings.repeats
+        rows += _group_rows(group, increase, abundance, base, record, sample_groups, settings, seen, features, rng)
+        if (i + 1) % 10 == 0 or i + 1 == len(feature_groups):
+            log(f"feature importance: {i + 1}/{len(feature_groups)} groups")
+    frame = pd.DataFrame(rows)
+    frame["q_value"] = frame.groupby("member")["p_value"].transform(lambda p: benjamini_hochberg(p.to_numpy()))
+    frame["important"] = (frame["q_value"] < settings.alpha) & (frame["low"] > 0)
+    return frame.sort_values(["member", "importance"], ascending=[True, False]).reset_index(drop=True)
+
+
+def _group_rows(group, increase, abundance, base, record, sample_groups, settings, seen, features, rng):
+    from aam.data.novelty import sequence_digest
+    from aam.evaluation.stats import bootstrap_interval
+    n = len(next(iter(increase.values())))
+    subjects = np.asarray(sample_groups if sample_groups is not None else np.arange(n)).astype(str)
+    _, codes = np.unique(subjects, return_inverse=True)
+    unseen = sum(sequence_digest(features.table.sequences[j], record.max_bp) not in seen for j in group.features) \
+        if seen else 0
+    group_abundance = abundance[:, list(group.features)].sum(axis=1)
+    labels = record.target.class_labels if record.is_classifier else None
+    direction = _direction(group_abundance, base, labels)
+    rows = []
+    for name, diff in increase.items():
+        interval = bootstrap_interval(lambda idx, d=diff: float(np.mean(d[idx])), n, subjects,
+                                      n_resamples=settings.resamples, seed=settings.seed)
+        per_subject = np.bincount(codes, weights=diff) / np.bincount(codes)
+        rows.append({"group": group.name, "member": name, "importance": float(diff.mean()), "low": interval.low,
+                     "high": interval.high, "p_value": _sign_flip_p(per_subject, settings.resamples, rng),
+                     "direction": direction, "n_features": len(group.features), "unseen_features": int(unseen)})
+    return rows
