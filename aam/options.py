@@ -110,6 +110,12 @@ OPTIONS = [
     Option("rarefaction_draws", int, 5, "Predictions and embeddings (and a linear head's training embeddings) are "
            "averaged over this many independent rarefactions of each sample deeper than the training depth "
            "(1 = a single draw).", (TRAIN, PREDICT), "data", min=1),
+    Option("coverage_floor", float, 0.5, "An ensemble member keyed on the training table's features (the forest) "
+           "cannot read reads of features that table never had (another study, read length or processing): for a "
+           "sample with less than this share of its reads on features it saw, its weight shrinks in proportion "
+           "and the network, which reads every sequence, takes the rest. At or above it (held-out samples of the "
+           "training study, nearly always) the fitted weights apply unchanged; 0 turns this off. Each member's "
+           "share of each sample is reported beside its prediction.", (PREDICT,), "data", min=0.0, max=1.0),
     Option("rarefy_depth", int, None, "Reads per sample after rarefaction. Samples with fewer reads are left "
            "out of training (and listed). Default: the largest depth that keeps at least 90% of the samples.",
            FIT, "data", min=1),

@@ -107,3 +107,24 @@ def test_each_asv_of_the_training_table_is_encoded_once_per_train(monkeypatch):
     assert res.checkpoint.record.ensemble.share_samples  # the share was chosen on samples of their own
     # every feature of the training table encoded, none twice (rows counted: short reads may share tokens)
     assert len(encoded) == res.checkpoint.record.data.n_features
+
+
+def test_a_member_blind_to_a_samples_reads_gives_its_share_to_the_network(tmp_path):
+    """Reads of features the training table never had (another study, read length or processing) are invisible to
+    the forest; below half of a sample's reads on features it saw, its share passes to the network."""
+    from aam.data.sequences import as_mapping
+    model = os.path.join(os.path.dirname(__file__), "data", "format-2", "ensemble-regressor.pt")
+    seqs = as_mapping(SEQS)
+    same = api.predict(model, TABLE, sequences=SEQS, num_threads=1, seed=0, log=lambda line: None)
+    assert (same["forest_share"] == 0.5).all()  # in-study: every read on a known feature, the fitted weights
+    np.testing.assert_allclose(same["prediction"], 0.5 * same["network"] + 0.5 * same["forest"])
+    # the same reads as another pipeline would write them (one base changed at the end of each read): no feature
+    # of the training table is left, so the forest predicts from nothing and the network alone decides
+    foreign = tmp_path / "foreign.fasta"
+    foreign.write_text("".join(f">{k}\n{v[:40]}{'A' if v[40] != 'A' else 'C'}{v[41:]}\n" for k, v in seqs.items()))
+    other = api.predict(model, TABLE, sequences=str(foreign), num_threads=1, seed=0, log=lambda line: None)
+    assert (other["forest_share"] == 0).all() and (other["network_share"] == 1).all()
+    np.testing.assert_allclose(other["prediction"], other["network"])
+    off = api.predict(model, TABLE, sequences=str(foreign), num_threads=1, seed=0, log=lambda line: None,
+                      coverage_floor=0)
+    np.testing.assert_allclose(off["prediction"], 0.5 * off["network"] + 0.5 * off["forest"])

@@ -18,6 +18,8 @@ from aam.ensemble.record import NETWORK, EnsembleRecord, MemberRecord
 
 #: prefix of the class-probability columns of a prediction table
 PROBABILITY = "probability_"
+#: below this share of a sample's reads on features a feature-keyed member saw, its weight shrinks (`sample_weights`)
+COVERAGE_FLOOR = 0.5
 #: the members that come with q2-aam (each registers itself on import; others register with `register_member`)
 BUILT_IN = (ForestMember,)
 
@@ -88,15 +90,37 @@ class Ensemble:
         """The tensors of every member but the network (whose weights are the model's), by name."""
         return {m.name: m.state()[0] for m in self.members[1:]}
 
-    def predict(self, features):
-        """Every member's outputs and the blend: {name: [N, K]} plus ``"prediction"``."""
+    def sample_weights(self, features, coverage_floor=COVERAGE_FLOOR):
+        """Each member's share of the blend for each sample: [N, M].
+
+        A member keyed on the training table's features is blind to reads of features it never saw (another
+        study, read length or processing). Below `coverage_floor` of a sample's reads on features it can read, its
+        weight shrinks in proportion and the network, which reads every sequence, takes what it gives up; at or
+        above the floor (in-study samples, nearly always) the weights are the fitted ones, unchanged. 0 turns this
+        off.
+        """
+        weights = np.asarray(self.weights, dtype=np.float64)
+        shares = np.tile(weights, (len(features), 1))                                    # [N, M]
+        if coverage_floor <= 0:
+            return shares
+        for j, member in enumerate(self.members[1:], start=1):
+            usable = np.minimum(1.0, member.coverage(features) / coverage_floor)         # [N]
+            shares[:, j] = weights[j] * usable
+            shares[:, 0] += weights[j] * (1.0 - usable)
+        return shares
+
+    def predict(self, features, coverage_floor=COVERAGE_FLOOR):
+        """Every member's outputs and the blend: {name: [N, K]} plus ``"prediction"`` (weights per sample by
+        `sample_weights`) and ``"shares"`` ([N, M], each member's share of each sample's blend)."""
         outputs = {}
         for member in self.members[1:]:
             # before the network: a member reading the embedding's axes computes them from the features' encoding
             # in full precision, the way they were fit
             outputs[member.name] = member.predict(features)
         outputs[self.members[0].name] = self.members[0].predict(features)
-        outputs["prediction"] = sum(w * outputs[m.name] for m, w in zip(self.members, self.weights))
+        shares = self.sample_weights(features, coverage_floor)
+        outputs["prediction"] = sum(shares[:, [j]] * outputs[m.name] for j, m in enumerate(self.members))
+        outputs["shares"] = shares
         return outputs
 
     @classmethod
@@ -142,8 +166,10 @@ def check_member_states(record, member_states, where):
 
 def prediction_frame(outputs, sample_ids, record):
     """The prediction table of `Ensemble.predict` outputs: ``prediction`` (and ``probability_<class>`` columns of
-    a classifier), then, for an ensemble, each member's own outputs under its name."""
+    a classifier), then, for an ensemble, each member's own outputs under its name and its share of each sample's
+    blend (``<member>_share``)."""
     names = [] if record.ensemble is None else list(record.ensemble.names)
+    shares = outputs.get("shares")
     if record.is_classifier:
         labels = record.target.class_labels
         prob = outputs["prediction"]
@@ -156,6 +182,11 @@ def prediction_frame(outputs, sample_ids, record):
         df = pd.DataFrame({"prediction": outputs["prediction"][:, 0]}, index=sample_ids)
         for name in names:
             df[name] = outputs[name][:, 0]
+    if names and shares is not None:
+        # what each member contributed to each sample's blend (less than its fitted weight where it was blind to
+        # most of the sample's reads)
+        for j, name in enumerate(names):
+            df[f"{name}_share"] = shares[:, j]
     df.index.name = "sample_id"
     return df
 

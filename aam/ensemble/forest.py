@@ -75,6 +75,10 @@ class ForestMember(Member):
     def predict(self, features):
         return self.arrays.predict(self._columns(features))
 
+    def coverage(self, features):
+        # its columns are the training table's features: reads of any other feature are invisible to it
+        return np.clip(features.abundances(self.keys).sum(axis=1), 0.0, 1.0)
+
     def _settings(self):
         return {"trees": self.trees, "features": list(self.keys or []), "samples": self.samples,
                 "embedding_axes": 0 if self.axes is None else len(self.axes.components)}

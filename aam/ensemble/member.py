@@ -116,6 +116,11 @@ class Member(ABC):
     def summary(self) -> str:
         """What the fitted member is, in one line (model cards)."""
 
+    def coverage(self, features: SampleFeatures) -> np.ndarray:
+        """[N]: the share of each sample's reads this member can read. 1 for a member that reads sequences; a
+        member keyed on the training table's features reads only the reads of features it saw."""
+        return np.ones(len(features))
+
     def held_out_outputs(self, data: FitData, share_rows: np.ndarray) -> np.ndarray:
         """Outputs for the samples at `share_rows` from a copy fitted on every other sample: [V, K].
 

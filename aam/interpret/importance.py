@@ -68,7 +68,8 @@ def permuted_table(table, columns, order, rng=None):
 
 
 def _losses(outputs, truth, classifier):
-    return {name: sample_losses(np.asarray(out, dtype=np.float64), truth, classifier) for name, out in outputs.items()}
+    return {name: sample_losses(np.asarray(out, dtype=np.float64), truth, classifier) for name, out in outputs.items()
+            if name != "shares"}
 
 
 def _sign_flip_p(per_group, resamples, rng):
@@ -139,7 +140,7 @@ def permutation_importance(ensemble, features, truth, feature_groups, record, sa
     log = log or (lambda line: None)
     classifier = record.is_classifier
     t0 = time.perf_counter()
-    base = ensemble.predict(features)
+    base = ensemble.predict(features, features.opts.coverage_floor)
     base_loss = _losses(base, truth, classifier)
     seconds = time.perf_counter() - t0
     n_passes = len(feature_groups) * settings.repeats
@@ -151,10 +152,11 @@ def permutation_importance(ensemble, features, truth, feature_groups, record, sa
     abundance = features.abundances_by_column()
     rows = []
     for i, group in enumerate(feature_groups):
-        increase = {name: np.zeros(len(truth)) for name in base}
+        increase = {name: np.zeros(len(truth)) for name in base_loss}
         for _ in range(settings.repeats):
             order = rng.permutation(len(truth))
-            out = ensemble.predict(features.with_table(permuted_table(features.table, group.features, order)))
+            permuted = features.with_table(permuted_table(features.table, group.features, order))
+            out = ensemble.predict(permuted, features.opts.coverage_floor)
             for name, loss in _losses(out, truth, classifier).items():
                 increase[name] += (loss - base_loss[name]) / settings.repeats
         rows += _group_rows(group, increase, abundance, base, record, sample_groups, settings, seen, features, rng)

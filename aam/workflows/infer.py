@@ -54,7 +54,7 @@ def predict_table(ckpt, table, sequences, metadata, opts, ctx, log):
     net = ckpt.build_model()
     features = SampleFeatures.build(prepared, record, opts, ctx, base=net.base,
                                     covariates=covariates(record, metadata, prepared.sample_ids, log))
-    outputs = Ensemble.from_checkpoint(ckpt, model=net).predict(features)
+    outputs = Ensemble.from_checkpoint(ckpt, model=net).predict(features, opts.coverage_floor)
     return prediction_frame(outputs, list(prepared.sample_ids), record)
 
 
