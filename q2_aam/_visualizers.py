@@ -298,101 +298,180 @@ def _class_metrics(y_true, y_pred, labels, probabilities):
                                   probabilities=probs)
 
 
-def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColumn,
-             probabilities: pd.DataFrame = None, other_predictions: pd.Series = None,
-             other_probabilities: pd.DataFrame = None, name: str = "predictions", other_name: str = "other predictions",
-             missing_samples: str = "error") -> None:
+def _models_to_evaluate(name, predictions, probabilities, other_name, other_predictions, other_probabilities):
+    """(label, predictions, probabilities) of each model given: the first, and the other one when there is one.
+
+    Two models of the same name are told apart by a " (2)" after the second one's.
+    """
+    if other_predictions is None:
+        if other_probabilities is not None:
+            raise AAMInputError("--i-other-probabilities belongs to --i-other-predictions, which was not given.")
+        return [(name, predictions, probabilities)]
+    if name == other_name:
+        other_name = f"{other_name} (2)"
+    return [(name, predictions, probabilities), (other_name, other_predictions, other_probabilities)]
+
+
+def _truth_values(truth):
+    """The metadata column as a Series keyed by sample ID as text (samples without a value are NaN)."""
+    truth_all = truth.to_series()
+    truth_all.index = truth_all.index.astype(str)
+    return truth_all
+
+
+def _predictions_to_score(label, predictions, truth_all, missing_samples, regression, column):
+    """One model's predictions of the samples with a true value, checked and typed like the truth column.
+
+    Returns
+    -------
+    predictions : pd.Series
+        Floats against a numeric column, text against a categorical one.
+    note : str or None
+        How many predicted samples have no value in the column (they are left out).
+    """
+    what = f"the predictions of {label!r}"
+    predictions = _align(predictions, truth_all, missing_samples, what)
+    no_value = set(truth_all.index[truth_all.isna()])
+    dropped = [s for s in predictions.index if s in no_value]
+    note = (f"{len(dropped)} predicted sample(s) have no value for {column!r} and are left out: "
+            f"{preview(dropped)}." if dropped else None)
+    predictions = predictions[[s for s in predictions.index if s not in no_value]]
+    blank = predictions.index[predictions.isna() | (predictions.astype(str).str.strip() == "")]
+    if len(blank):
+        raise AAMInputError(f"{what} are empty for {len(blank)} sample(s) ({preview(blank)}): the model that made "
+                            "them is broken. Fix or retrain it.")
+    return (_regression(predictions, what) if regression else predictions.astype(str)), note
+
+
+def _on_shared_samples(aligned):
+    """Two models are scored on the samples both predicted (in the first one's order); one is kept as it is.
+
+    Returns
+    -------
+    aligned : list of (str, pd.Series, pd.DataFrame or None)
+    note : str or None
+        How many samples only one model predicted.
+    """
+    if len(aligned) != 2:
+        return aligned, None
+    first, second = aligned[0][1].index, set(aligned[1][1].index)
+    shared = [s for s in first if s in second]
+    only = len(set(first) ^ second)
+    note = (f"{only} sample(s) were predicted by only one of the models; both are scored on the {len(shared)} "
+            "samples they share." if only else None)
+    return [(label, preds.loc[shared], probs) for label, preds, probs in aligned], note
+
+
+def _scored_regressions(output_dir, y_true, aligned, column):
+    """Metrics, the predicted-vs-actual figure and the per-sample columns of regression predictions.
+
+    Returns
+    -------
+    metrics : dict of str -> dict
+        Per model label.
+    figures : list of dict
+    columns : dict of str -> pd.Series
+        ``predicted (label)`` and ``error (label)`` of each model, for the per-sample table.
+    """
     from matplotlib.figure import Figure
 
     from aam.evaluation import plots
     from aam.evaluation.metrics import regression_metrics
 
+    y_true = pd.to_numeric(y_true).astype(float)
+    metrics, columns = {}, {}
+    fig = Figure(figsize=(5.2 * len(aligned), 5.2), layout="constrained")
+    axes = fig.subplots(1, len(aligned), squeeze=False)[0]
+    for ax, (label, preds, _) in zip(axes, aligned):
+        metrics[label] = regression_metrics(y_true.to_numpy(), preds.to_numpy())
+        plots.prediction_plot(y_true.to_numpy(), preds.to_numpy(), title=label, xlabel=f"actual {column}",
+                              ylabel=f"predicted {column}", ax=ax)
+        columns[f"predicted ({label})"] = preds
+        columns[f"error ({label})"] = preds - y_true
+    figures = [_figure(fig, output_dir, "predicted-vs-actual", "Predicted vs actual",
+                       "Each point is a sample. Red: least-squares fit; dashed: the 1:1 line a perfect model would "
+                       "follow.")]
+    return metrics, figures, columns
+
+
+def _scored_classifications(output_dir, y_true, aligned, column):
+    """Metrics, one confusion matrix per model and the per-sample columns of class predictions.
+
+    Returns
+    -------
+    metrics, figures, columns
+        As `_scored_regressions`; the columns are ``predicted (label)`` and ``correct (label)``.
+
+    Raises
+    ------
+    AAMInputError
+        When no predicted label is a value of the column (regression predictions against a categorical column).
+    """
+    from aam.evaluation import plots
+
+    y_true = y_true.astype(str)
+    predicted = set()
+    for _, preds, _ in aligned:
+        predicted |= set(preds)
+    if not predicted & set(y_true):
+        raise AAMInputError(f"no predicted label is a value of {column!r} (predicted e.g. "
+                            f"{preview(sorted(predicted), 3)}; the column holds "
+                            f"{preview(sorted(set(y_true)), 3)}). Are these regression predictions? Evaluate "
+                            "them against a numeric column.")
+    labels = sorted(set(y_true) | predicted)
+    metrics, figures, columns = {}, [], {}
+    for k, (label, preds, probs) in enumerate(aligned):
+        m = _class_metrics(y_true, preds, labels, probs)
+        metrics[label] = m
+        fig = plots.confusion_matrix_plot(np.asarray(m["confusion_matrix"]), labels, metrics=m, title=label)
+        stem = "confusion-matrix" if k == 0 else "confusion-matrix-2"
+        figures.append(_figure(fig, output_dir, stem, f"Confusion matrix: {label}",
+                               "Rows: true class; columns: predicted class; cells count samples."))
+        columns[f"predicted ({label})"] = preds
+        columns[f"correct ({label})"] = preds == y_true
+    return metrics, figures, columns
+
+
+_REGRESSION_ROWS = ["mae", "rmse", "r2", "pearson_r", "mse", "n"]
+_CLASSIFICATION_ROWS = ["accuracy", "balanced_accuracy", "f1", "precision", "recall", "log_loss", "auc", "n"]
+
+
+def _metrics_table(metrics, rows):
+    """Metric x model table of the `rows` that at least one model has, labelled for people."""
+    rows = [r for r in rows if any(m.get(r) is not None for m in metrics.values())]
+    return pd.DataFrame({label: [m.get(r) for r in rows] for label, m in metrics.items()},
+                        index=pd.Index([_METRIC_LABELS.get(r, r) for r in rows], name="metric"), dtype=object)
+
+
+def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColumn,
+             probabilities: pd.DataFrame = None, other_predictions: pd.Series = None,
+             other_probabilities: pd.DataFrame = None, name: str = "predictions", other_name: str = "other predictions",
+             missing_samples: str = "error") -> None:
     regression = isinstance(truth, qiime2.NumericMetadataColumn)
     column = truth.name
-    truth_all = truth.to_series()
-    truth_all.index = truth_all.index.astype(str)
-    no_value = list(truth_all.index[truth_all.isna()])
-    truth_s = truth_all.dropna()
-    if other_predictions is not None and name == other_name:
-        other_name = f"{other_name} (2)"
-    models = [(name, predictions, probabilities)]
-    if other_predictions is not None:
-        models.append((other_name, other_predictions, other_probabilities))
-    elif other_probabilities is not None:
-        raise AAMInputError("--i-other-probabilities belongs to --i-other-predictions, which was not given.")
-
-    notes = []
-    aligned = []
+    truth_all = _truth_values(truth)
+    models = _models_to_evaluate(name, predictions, probabilities, other_name, other_predictions,
+                                 other_probabilities)
+    notes, aligned = [], []
     for label, preds, probs in models:
-        preds = _align(preds, truth_all, missing_samples, f"the predictions of {label!r}")
-        dropped = [s for s in preds.index if s in set(no_value)]
-        if dropped:
-            notes.append(f"{len(dropped)} predicted sample(s) have no value for {column!r} and are left out: "
-                         f"{preview(dropped)}.")
-        preds = preds[[s for s in preds.index if s in truth_s.index]]
-        blank = preds.index[preds.isna() | (preds.astype(str).str.strip() == "")]
-        if len(blank):
-            raise AAMInputError(f"the predictions of {label!r} are empty for {len(blank)} sample(s) "
-                                f"({preview(blank)}): the model that made them is broken. Fix or retrain it.")
-        if regression:
-            preds = _regression(preds, f"the predictions of {label!r}")
-        else:
-            preds = preds.astype(str)
+        preds, note = _predictions_to_score(label, preds, truth_all, missing_samples, regression, column)
+        notes += [note] if note else []
         aligned.append((label, preds, probs))
-    if len(aligned) == 2:
-        a, b = set(aligned[0][1].index), set(aligned[1][1].index)
-        shared = [s for s in aligned[0][1].index if s in b]
-        only = len(a ^ b)
-        if only:
-            notes.append(f"{only} sample(s) were predicted by only one of the models; both are scored on the "
-                         f"{len(shared)} samples they share.")
-        aligned = [(label, preds.loc[shared], probs) for label, preds, probs in aligned]
+    aligned, note = _on_shared_samples(aligned)
+    notes += [note] if note else []
     for label, preds, _ in aligned:
         if len(preds) == 0:
             raise AAMInputError(f"none of the samples predicted by {label!r} has a value for {column!r} in the "
                                 "metadata; check that the metadata and the predictions describe the same samples.")
-    y_true = truth_s.loc[aligned[0][1].index]
+    y_true = truth_all.loc[aligned[0][1].index]
 
-    figures, metrics, per_sample = [], {}, pd.DataFrame({column: y_true})
+    per_sample = pd.DataFrame({column: y_true})
     per_sample.index.name = "sample-id"
-    if regression:
-        y_true = pd.to_numeric(y_true).astype(float)
-        fig = Figure(figsize=(5.2 * len(aligned), 5.2), layout="constrained")
-        axes = fig.subplots(1, len(aligned), squeeze=False)[0]
-        for ax, (label, preds, _) in zip(axes, aligned):
-            metrics[label] = regression_metrics(y_true.to_numpy(), preds.to_numpy())
-            plots.prediction_plot(y_true.to_numpy(), preds.to_numpy(), title=label, xlabel=f"actual {column}",
-                                  ylabel=f"predicted {column}", ax=ax)
-            per_sample[f"predicted ({label})"] = preds
-            per_sample[f"error ({label})"] = preds - y_true
-        figures.append(_figure(fig, output_dir, "predicted-vs-actual", "Predicted vs actual",
-                               "Each point is a sample. Red: least-squares fit; dashed: the 1:1 line a perfect "
-                               "model would follow."))
-        rows = ["mae", "rmse", "r2", "pearson_r", "mse", "n"]
-    else:
-        y_true = y_true.astype(str)
-        predicted = set()
-        for _, preds, _ in aligned:
-            predicted |= set(preds)
-        if not predicted & set(y_true):
-            raise AAMInputError(f"no predicted label is a value of {column!r} (predicted e.g. "
-                                f"{preview(sorted(predicted), 3)}; the column holds "
-                                f"{preview(sorted(set(y_true)), 3)}). Are these regression predictions? Evaluate "
-                                "them against a numeric column.")
-        labels = sorted(set(y_true) | predicted)
-        for k, (label, preds, probs) in enumerate(aligned):
-            m = _class_metrics(y_true, preds, labels, probs)
-            metrics[label] = m
-            fig = plots.confusion_matrix_plot(np.asarray(m["confusion_matrix"]), labels, metrics=m, title=label)
-            stem = "confusion-matrix" if k == 0 else "confusion-matrix-2"
-            figures.append(_figure(fig, output_dir, stem, f"Confusion matrix: {label}",
-                                   "Rows: true class; columns: predicted class; cells count samples."))
-            per_sample[f"predicted ({label})"] = preds
-            per_sample[f"correct ({label})"] = preds == y_true
-        rows = ["accuracy", "balanced_accuracy", "f1", "precision", "recall", "log_loss", "auc", "n"]
-    rows = [r for r in rows if any(m.get(r) is not None for m in metrics.values())]
-    table = pd.DataFrame({label: [m.get(r) for r in rows] for label, m in metrics.items()},
-                         index=pd.Index([_METRIC_LABELS.get(r, r) for r in rows], name="metric"), dtype=object)
+    score = _scored_regressions if regression else _scored_classifications
+    metrics, figures, columns = score(output_dir, y_true, aligned, column)
+    for key, values in columns.items():
+        per_sample[key] = values
+    table = _metrics_table(metrics, _REGRESSION_ROWS if regression else _CLASSIFICATION_ROWS)
     table.to_csv(os.path.join(output_dir, "metrics.tsv"), sep="\t", na_rep="")
     per_sample.to_csv(os.path.join(output_dir, "per-sample.tsv"), sep="\t")
     # DataFrame.map replaced applymap in pandas 2.1
@@ -410,4 +489,3 @@ def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColu
                       ("per-sample.tsv", "truth and prediction of every sample (TSV)")],
     }
     _render("evaluate", output_dir, context)
-

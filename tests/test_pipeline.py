@@ -112,6 +112,50 @@ def test_unifrac_and_precomputed_formats_agree(tmp_path):
         D.align_distance_matrix(dm, ids + ["nope"])
 
 
+def test_bad_distance_matrices_are_refused_naming_the_file_and_the_fix(tmp_path):
+    d = np.array([[0.0, 0.3, 0.5], [0.3, 0.0, 0.4], [0.5, 0.4, 0.0]])
+    ids = ["a", "b", "c"]
+    # the IDs of a bare .npy come from a file beside it: <name>.ids.txt first, then <name>.txt, then <name>_ids.txt
+    np.save(tmp_path / "m.npy", d)
+    (tmp_path / "m.txt").write_text("x\ny\nz\n")
+    assert list(D.load_distance_matrix(str(tmp_path / "m.npy")).ids) == ["x", "y", "z"]
+    (tmp_path / "m.ids.txt").write_text("a\n\nb\nc\n")  # blank lines skipped
+    assert list(D.load_distance_matrix(str(tmp_path / "m.npy")).ids) == ids
+    assert list(D.load_distance_matrix(str(tmp_path / "m.npy"), ids=["p", "q", "r"]).ids) == ["p", "q", "r"]
+    np.save(tmp_path / "bare.npy", d)
+    with pytest.raises(AAMInputError, match=r"bare.npy is a bare .npy matrix: pass its sample IDs.*bare.ids.txt"):
+        D.load_distance_matrix(str(tmp_path / "bare.npy"))
+    with pytest.raises(AAMInputError, match=r"bare.npy: matrix of shape \(3, 3\) does not match 2 sample IDs"):
+        D.load_distance_matrix(str(tmp_path / "bare.npy"), ids=["a", "b"])
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(AAMInputError, match="objects.npy is not a numeric .npy matrix.*save the distances as a float"):
+        D.load_distance_matrix(str(tmp_path / "objects.npy"), ids=["a"])
+    with pytest.raises(AAMInputError, match="nope.tsv' does not exist"):
+        D.load_distance_matrix(str(tmp_path / "nope.tsv"))
+    for bad, problem in ((np.where(np.eye(3) > 0, 0.0, np.nan), "NaN or infinite"), (-d, "negative"),
+                         (d + np.triu(np.full((3, 3), 0.1), 1), "not symmetric")):
+        with pytest.raises(AAMInputError, match=problem):
+            D.load_distance_matrix(skbio.DistanceMatrix(bad, ids=ids, validate=False))
+
+
+def test_a_precomputed_matrix_is_used_where_distances_are_wanted_or_carried(tmp_path):
+    dm = D.compute_unweighted_unifrac(rarefy(load_table(TABLE), 500, seed=1)[0], TREE)
+    scaled = skbio.DistanceMatrix(dm.data * 0.5, ids=dm.ids)
+    common = dict(sequences=SEQS, distance_matrix=scaled, rarefy_depth=500, seed=1)
+    unifrac = prepare_table(TABLE, sequences=SEQS, tree=TREE, objective="unifrac", rarefy_depth=500, seed=1)
+    assert unifrac.distance_source == "unweighted UniFrac of the rarefied table"
+    for objective in ("unifrac", None):  # pretraining fits it; fine-tuning and prediction carry it along
+        p = prepare_table(TABLE, tree=TREE, objective=objective, **common)
+        assert p.distance_source == "precomputed distance matrix"
+        np.testing.assert_allclose(p.distances, 0.5 * unifrac.distances, atol=1e-6)
+        assert any(line.startswith("distances: precomputed distance matrix") for line in p.report)
+    faith = prepare_table(TABLE, tree=TREE, objective="faith_pd", **common)  # no distance objective: not used
+    assert faith.distances is None and faith.distance_source is None and faith.faith_pd is not None
+    assert not any(line.startswith("distances:") for line in faith.report)
+    off = prepare_table(TABLE, sequences=SEQS, rarefy_depth=0)
+    assert off.depth is None and off.dropped_low_depth == [] and "rarefaction depth none" in off.report[0]
+
+
 def test_features_missing_from_tree_are_counted():
     table, _ = rarefy(load_table(TABLE), 500, seed=1)
     tree = skbio.TreeNode.read(TREE)

@@ -291,3 +291,14 @@ def test_region_report_passes_v4_and_flags_keyboard():
         report["message"]
     with pytest.warns(UserWarning, match="another region"):
         embed_sequences(list(read_fasta(os.path.join(KB, "rep-seqs.fasta")).values())[:8])
+
+
+def test_sequence_list_numbers_plain_lists_and_keeps_ids_of_mappings():
+    from aam.data.sequences import read_fasta
+    from aam.reference.region import sequence_list
+    assert sequence_list(["ACGT", "GGCC"]) == (["ACGT", "GGCC"], ["0", "1"])
+    assert sequence_list(np.array(["ACGT"])) == (["ACGT"], ["0"])
+    assert sequence_list({"b": "ACGT", "a": "GGCC"}) == (["ACGT", "GGCC"], ["b", "a"])
+    fasta = os.path.join(MP, "rep-seqs.fasta")
+    seqs, ids = sequence_list(fasta)
+    assert dict(zip(ids, seqs)) == read_fasta(fasta) and len(ids) == 448

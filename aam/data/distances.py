@@ -160,6 +160,92 @@ def _read_text(path, sep):
     return skbio.DistanceMatrix(frame.to_numpy(dtype=np.float64), ids=list(frame.index), validate=False)
 
 
+def _load_numeric_npy(path):
+    """The array of a ``.npy`` file, refused unless it holds numbers (never unpickled)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        # a .npy of Python objects needs pickle, which AAM never unpickles from a file
+        raise AAMInputError(f"{path} is not a numeric .npy matrix ({str(err).splitlines()[0][:120]}); save "
+                            "the distances as a float array (numpy.save of a 2-D float array), or as a "
+                            "TSV / QIIME 2 DistanceMatrix.") from None
+    if not np.issubdtype(data.dtype, np.number):
+        raise AAMInputError(f"{path} holds {data.dtype} values, not numbers; save the distances as a float "
+                            "array.")
+    return data
+
+
+def _ids_beside(npy_path):
+    """Sample IDs from a ``<name>.ids.txt``, ``<name>.txt`` or ``<name>_ids.txt`` next to a ``.npy`` (or None).
+
+    The first of those files that exists is read: one ID per line, blank lines skipped.
+    """
+    stem = npy_path[:-4]
+    for candidate in (stem + ".ids.txt", stem + ".txt", stem + "_ids.txt"):
+        if os.path.exists(candidate):
+            with open(candidate) as fh:
+                return [line.strip() for line in fh if line.strip()]
+    return None
+
+
+def _read_npy(path, ids):
+    """A bare ``.npy`` matrix with its sample IDs (given, or from a file beside it)."""
+    import skbio
+    data = _load_numeric_npy(path)
+    if ids is None:
+        ids = _ids_beside(path)
+    if ids is None:
+        raise AAMInputError(f"{path} is a bare .npy matrix: pass its sample IDs (one per line in "
+                            f"{path[:-4]}.ids.txt, or {{input:distance_ids}}).")
+    if data.ndim != 2 or data.shape[0] != data.shape[1] or data.shape[0] != len(ids):
+        raise AAMInputError(f"{path}: matrix of shape {data.shape} does not match {len(ids)} sample IDs.")
+    return skbio.DistanceMatrix(np.asarray(data, dtype=np.float64), ids=[str(i) for i in ids], validate=False)
+
+
+def _read_qza(path):
+    """The matrix of a QIIME 2 DistanceMatrix artifact (its lsmat ``.tsv``, read without QIIME 2)."""
+    import io
+    import skbio
+    from aam.data.table import read_from_qza
+    return skbio.DistanceMatrix.read(io.StringIO(read_from_qza(path, ".tsv").decode()), format="lsmat")
+
+
+def _read_lsmat_or_tsv(path):
+    """scikit-bio's lsmat format, or else a square TSV with sample IDs in the first row and column."""
+    import skbio
+    try:
+        return skbio.DistanceMatrix.read(path, format="lsmat")
+    except Exception:
+        return _read_text(path, "\t")
+
+
+def _read_distance_file(source, ids):
+    """The distance matrix in the file `source`, read by its extension (see `load_distance_matrix`)."""
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise AAMInputError(f"distance matrix file {path!r} does not exist.")
+    lower = path.lower()
+    if lower.endswith(".npy"):
+        return _read_npy(path, ids)
+    if lower.endswith((".h5", ".hdf5")):
+        return _read_h5(path)
+    if lower.endswith(".qza"):
+        return _read_qza(path)
+    if lower.endswith(".csv"):
+        return _read_text(path, ",")
+    return _read_lsmat_or_tsv(path)
+
+
+def _check_distances(data):
+    """Refuse a matrix that is not a distance matrix: non-finite, negative or asymmetric values."""
+    if not np.isfinite(data).all():
+        raise AAMInputError("the distance matrix contains NaN or infinite values.")
+    if (data < 0).any():
+        raise AAMInputError("the distance matrix contains negative distances.")
+    if not np.allclose(data, data.T, atol=1e-6):
+        raise AAMInputError("the distance matrix is not symmetric.")
+
+
 def load_distance_matrix(source, ids=None):
     """A distance matrix from an object or a file.
 
@@ -175,59 +261,16 @@ def load_distance_matrix(source, ids=None):
     Returns
     -------
     skbio.DistanceMatrix
+        `source` itself when it is one.
+
+    Raises
+    ------
+    AAMInputError
+        A missing or unreadable file, a ``.npy`` without sample IDs, or values that are not distances.
     """
     import skbio
-    if isinstance(source, skbio.DistanceMatrix):
-        dm = source
-    else:
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise AAMInputError(f"distance matrix file {path!r} does not exist.")
-        lower = path.lower()
-        if lower.endswith(".npy"):
-            try:
-                data = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as err:
-                # a .npy of Python objects needs pickle, which AAM never unpickles from a file
-                raise AAMInputError(f"{path} is not a numeric .npy matrix ({str(err).splitlines()[0][:120]}); save "
-                                    "the distances as a float array (numpy.save of a 2-D float array), or as a "
-                                    "TSV / QIIME 2 DistanceMatrix.") from None
-            if not np.issubdtype(data.dtype, np.number):
-                raise AAMInputError(f"{path} holds {data.dtype} values, not numbers; save the distances as a float "
-                                    "array.")
-            if ids is None:
-                stem = path[:-4]
-                for cand in (stem + ".ids.txt", stem + ".txt", stem + "_ids.txt"):
-                    if os.path.exists(cand):
-                        with open(cand) as fh:
-                            ids = [line.strip() for line in fh if line.strip()]
-                        break
-            if ids is None:
-                raise AAMInputError(f"{path} is a bare .npy matrix: pass its sample IDs (one per line in "
-                                    f"{path[:-4]}.ids.txt, or {{input:distance_ids}}).")
-            if data.ndim != 2 or data.shape[0] != data.shape[1] or data.shape[0] != len(ids):
-                raise AAMInputError(f"{path}: matrix of shape {data.shape} does not match {len(ids)} sample IDs.")
-            dm = skbio.DistanceMatrix(np.asarray(data, dtype=np.float64), ids=[str(i) for i in ids], validate=False)
-        elif lower.endswith((".h5", ".hdf5")):
-            dm = _read_h5(path)
-        elif lower.endswith(".qza"):
-            import io
-            from aam.data.table import read_from_qza
-            dm = skbio.DistanceMatrix.read(io.StringIO(read_from_qza(path, ".tsv").decode()), format="lsmat")
-        elif lower.endswith(".csv"):
-            dm = _read_text(path, ",")
-        else:
-            try:
-                dm = skbio.DistanceMatrix.read(path, format="lsmat")
-            except Exception:
-                dm = _read_text(path, "\t")
-    data = dm.data
-    if not np.isfinite(data).all():
-        raise AAMInputError("the distance matrix contains NaN or infinite values.")
-    if (data < 0).any():
-        raise AAMInputError("the distance matrix contains negative distances.")
-    if not np.allclose(data, data.T, atol=1e-6):
-        raise AAMInputError("the distance matrix is not symmetric.")
+    dm = source if isinstance(source, skbio.DistanceMatrix) else _read_distance_file(source, ids)
+    _check_distances(dm.data)
     return dm
 
 

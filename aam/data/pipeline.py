@@ -183,62 +183,111 @@ def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distan
     PreparedTable
     """
     check_objective_inputs(objective, tree, distance_matrix, taxonomy)
-    report = []
-    bt = load_table(table, name=table_name)
-    validate_table(bt, name=table_name)
-    totals = np.asarray(bt.sum(axis="sample")).ravel()
-    empty = [str(s) for s, t in zip(bt.ids(), totals) if t <= 0]
-    bt = drop_empty(bt)
-    n0 = bt.shape[1]
-    if rarefy_depth == 0:
-        depth, rarefied, dropped = None, bt, []
-    else:
-        depth = int(rarefy_depth) if rarefy_depth else suggest_depth(bt)
-        rarefied, dropped = rarefy(bt, depth, seed)
-        kept = set(rarefied.ids())
-        bt = drop_empty(bt.filter(lambda v, i, m: i in kept, axis="sample", inplace=False))
-    report.append(f"{table_name}: {n0} samples x {bt.shape[0]} features; rarefaction depth "
-                  f"{depth if depth else 'none'}" +
-                  (f"; {len(dropped)} sample(s) below depth left out: {preview(dropped)}" if dropped else ""))
+    bt, empty = _load_nonempty_table(table, table_name)
+    n_samples = bt.shape[1]
+    bt, rarefied, depth, dropped = _rarefy_samples(bt, rarefy_depth, seed)
+    report = [_depth_line(table_name, n_samples, bt.shape[0], depth, dropped)]
     sample_ids = [str(s) for s in bt.ids()]
     feature_ids = [str(f) for f in bt.ids("observation")]
     seqs = resolve_sequences(feature_ids, sequences, table_name=table_name)
     tokenizer = SequenceTokenizer(max_bp=max_bp)
     tokens = tokenizer.encode_many(seqs, feature_ids)
-    lengths = np.array([len(s) for s in seqs])
-    report.append(f"ASV sequences: {len(seqs)}, {lengths.min()}-{lengths.max()} bp"
-                  + (f" ({int((lengths > max_bp).sum())} truncated to {max_bp} bp)" if lengths.max() > max_bp
-                     else ""))
+    report.append(_sequences_line(seqs, max_bp))
     counts = bt.matrix_data.T.tocsr().astype(np.float32)  # [N, F]
     prepared = PreparedTable(sample_ids, feature_ids, counts, seqs, tokens, tokenizer, depth, dropped,
                              report=report, empty_samples=empty)
-
-    wants_dist = objective in ("unifrac", "combined")
-    wants_faith = objective in ("faith_pd", "combined")
-    wants_tax = objective in ("taxonomy", "combined")
     if tree is not None:
         tree = load_tree(tree)  # TreeNode, Newick file or Phylogeny .qza
-    if distance_matrix is not None and (wants_dist or objective is None):
-        dm = load_distance_matrix(distance_matrix, ids=distance_ids)
-        prepared.distances = align_distance_matrix(dm, sample_ids)
-        prepared.distance_source = "precomputed distance matrix"
-    elif wants_dist:
-        rare_ids = rarefied.filter(lambda v, i, m: i in set(sample_ids), axis="sample", inplace=False)
-        dm = compute_unweighted_unifrac(drop_empty(rare_ids), tree)
-        prepared.distances = align_distance_matrix(dm, sample_ids)
-        prepared.distance_source = "unweighted UniFrac of the rarefied table"
+    prepared.distances, prepared.distance_source = _sample_distances(objective, distance_matrix, distance_ids,
+                                                                     tree, rarefied, sample_ids)
     if prepared.distances is not None:
-        d = prepared.distances[np.triu_indices(len(sample_ids), 1)]
-        report.append(f"distances: {prepared.distance_source}, {len(sample_ids)} samples, "
-                      f"mean {d.mean():.3f}, range {d.min():.3f}-{d.max():.3f}")
-    if wants_faith:
-        rare_ids = rarefied.filter(lambda v, i, m: i in set(sample_ids), axis="sample", inplace=False)
-        fpd = compute_faith_pd(drop_empty(rare_ids), tree)
+        report.append(_distances_line(prepared.distances, prepared.distance_source))
+    if objective in ("faith_pd", "combined"):
+        fpd = compute_faith_pd(_rarefied_subset(rarefied, sample_ids), tree)
         prepared.faith_pd = fpd.reindex(sample_ids).to_numpy(dtype=np.float32)
         report.append(f"Faith PD: mean {prepared.faith_pd.mean():.2f}")
-    if wants_tax:
+    if objective in ("taxonomy", "combined"):
         labels, classes = taxonomy_labels(taxonomy, feature_ids, taxonomy_level)
         prepared.taxonomy, prepared.taxonomy_classes = labels, classes
         report.append(f"taxonomy: {len(classes)} names at rank {taxonomy_level} "
                       f"({TAXONOMY_RANKS[taxonomy_level - 1]}); {(labels < 0).sum()} features unlabeled")
     return prepared
+
+
+def _load_nonempty_table(table, table_name):
+    """The validated table without its empty samples and features, and the IDs of the samples without any read."""
+    bt = load_table(table, name=table_name)
+    validate_table(bt, name=table_name)
+    totals = np.asarray(bt.sum(axis="sample")).ravel()
+    empty = [str(s) for s, t in zip(bt.ids(), totals) if t <= 0]
+    return drop_empty(bt), empty
+
+
+def _rarefy_samples(bt, rarefy_depth, seed):
+    """Rarefaction of a table without empty samples, as `prepare_table` documents `rarefy_depth`.
+
+    Returns
+    -------
+    kept : biom.Table
+        The unrarefied reads of the samples that reach the depth (all samples without rarefaction).
+    rarefied : biom.Table
+        The rarefied table (`bt` itself without rarefaction): UniFrac and Faith PD are computed on it.
+    depth : int or None
+    dropped : list of str
+        Samples below the depth.
+    """
+    if rarefy_depth == 0:
+        return bt, bt, None, []
+    depth = int(rarefy_depth) if rarefy_depth else suggest_depth(bt)
+    rarefied, dropped = rarefy(bt, depth, seed)
+    kept = set(rarefied.ids())
+    bt = drop_empty(bt.filter(lambda v, i, m: i in kept, axis="sample", inplace=False))
+    return bt, rarefied, depth, dropped
+
+
+def _depth_line(table_name, n_samples, n_features, depth, dropped):
+    """The report line on the table's size and its rarefaction."""
+    line = f"{table_name}: {n_samples} samples x {n_features} features; rarefaction depth {depth if depth else 'none'}"
+    if dropped:
+        line += f"; {len(dropped)} sample(s) below depth left out: {preview(dropped)}"
+    return line
+
+
+def _sequences_line(seqs, max_bp):
+    """The report line on the ASV sequences' number and lengths (and how many are cut at `max_bp`)."""
+    lengths = np.array([len(s) for s in seqs])
+    line = f"ASV sequences: {len(seqs)}, {lengths.min()}-{lengths.max()} bp"
+    if lengths.max() > max_bp:
+        line += f" ({int((lengths > max_bp).sum())} truncated to {max_bp} bp)"
+    return line
+
+
+def _rarefied_subset(rarefied, sample_ids):
+    """The rarefied reads of `sample_ids`, without features left empty."""
+    wanted = set(sample_ids)
+    return drop_empty(rarefied.filter(lambda v, i, m: i in wanted, axis="sample", inplace=False))
+
+
+def _sample_distances(objective, distance_matrix, distance_ids, tree, rarefied, sample_ids):
+    """The [N, N] distances of `sample_ids` and where they come from, or (None, None) when not asked for.
+
+    A precomputed matrix is used whenever it is given and the objective has a distance part or is None (fine-tuning
+    and prediction carry it along); otherwise a distance objective computes unweighted UniFrac on the rarefied
+    table.
+    """
+    wants_distances = objective in ("unifrac", "combined")
+    if distance_matrix is not None and (wants_distances or objective is None):
+        dm = load_distance_matrix(distance_matrix, ids=distance_ids)
+        return align_distance_matrix(dm, sample_ids), "precomputed distance matrix"
+    if wants_distances:
+        dm = compute_unweighted_unifrac(_rarefied_subset(rarefied, sample_ids), tree)
+        return align_distance_matrix(dm, sample_ids), "unweighted UniFrac of the rarefied table"
+    return None, None
+
+
+def _distances_line(distances, source):
+    """The report line on the distances between samples: where from, how many, their mean and range."""
+    n = len(distances)
+    d = distances[np.triu_indices(n, 1)]
+    return (f"distances: {source}, {n} samples, "
+            f"mean {d.mean():.3f}, range {d.min():.3f}-{d.max():.3f}")

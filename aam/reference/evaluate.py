@@ -29,8 +29,10 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 from aam.data.tokenizer import PAD
-from aam.reference.data import IGNORE, truncate_rows
+from aam.models.config import EncoderConfig
+from aam.reference.data import IGNORE, prepare_reference, truncate_rows
 from aam.reference.greengenes import RANKS
+from aam.reference.model import ReferencePretrainer, mask_nucleotides
 
 GENUS, FAMILY = RANKS.index("genus"), RANKS.index("family")
 
@@ -53,7 +55,6 @@ def encode(asv_encoder, tokens, batch_size=512):
 @torch.no_grad()
 def masked_accuracy(asv_encoder, tokens, seed, mask_ratio=0.15, batch_size=512):
     """Fraction of masked A/C/G/T positions whose nucleotide the encoder's head predicts (fixed-seed masks)."""
-    from aam.reference.pretrain import mask_nucleotides
     was_training = asv_encoder.training
     asv_encoder.eval()
     rng = np.random.default_rng([int(seed), 7717])
@@ -241,9 +242,6 @@ def evaluate(model, data, seed, lengths=(100, 120, 150), log=print, random_model
 
 
 def main(argv=None):
-    from aam.reference.pretrain import ReferencePretrainer
-    from aam.models.config import EncoderConfig
-    from aam.reference.data import prepare_reference
     p = argparse.ArgumentParser(prog="python -m aam.reference.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run directory of aam.reference.pretrain (reads final.pt)")
     p.add_argument("--output", help="metrics JSON (default RUN/metrics.json)")

@@ -24,81 +24,26 @@ resumable checkpoint (tensors + JSON, weights-only loadable) every --checkpoint-
 """
 import argparse
 import json
-import math
 import os
 import sys
 import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from aam.checkpoint import atomic_write
-from aam.data.dataset import Collator
 from aam.data.tokenizer import PAD
 from aam.errors import AAMInputError
-from aam.models.asv_encoder import ASVEncoder
 from aam.models.config import EncoderConfig
-from aam.models.layers import init_weights
 from aam.reference.data import IGNORE, prepare_reference, truncate_rows
+from aam.reference.evaluate import validation_metrics
 from aam.reference.greengenes import RANKS, reference_paths
-from aam.training.losses import pairwise_distances
+from aam.reference.model import ReferencePretrainer, mask_nucleotides
 from aam.training.optim import build_optimizer, build_scheduler
 
 CHECKPOINT_FORMAT = "aam-reference-pretraining"
 READ_LENGTHS = (100, 120, 150)
-
-
-class ReferencePretrainer(nn.Module):
-    """`ASVEncoder` plus the pretraining-only heads (taxonomy per rank, distance scale).
-
-    Parameters
-    ----------
-    cfg : EncoderConfig
-    n_classes : list of int
-        Classes per rank; a rank with 0 classes gets no head.
-    """
-
-    def __init__(self, cfg, n_classes):
-        super().__init__()
-        D = cfg.embedding_dim
-        self.asv_encoder = ASVEncoder(cfg)
-        self.taxonomy_heads = nn.ModuleList([nn.Linear(D, max(int(n), 1)) for n in n_classes])
-        self.taxonomy_heads.apply(init_weights)
-        self.has_head = [int(n) > 0 for n in n_classes]
-        # patristic distances are ~0-2 while layer-normed embeddings sit at a radius of ~sqrt(D): one learned
-        # scale lets the geometry, not the radius, carry the tree
-        self.log_distance_scale = nn.Parameter(torch.tensor(math.log(1.0 / math.sqrt(D))))
-
-    def forward(self, tokens):
-        """tokens [N, L] -> embeddings [N, D], nucleotide logits [N, L, V], list of taxonomy logits [N, C_r]."""
-        emb, nuc_logits = self.asv_encoder(tokens)                          # [N, D], [N, L, V]
-        tax_logits = [head(emb) for head in self.taxonomy_heads]            # 7 x [N, C_r]
-        return emb, nuc_logits, tax_logits
-
-    def embedding_distances(self, emb):
-        """Scaled Euclidean distances between all rows of emb [N, D] -> [N, N]."""
-        return pairwise_distances(emb) * self.log_distance_scale.exp()
-
-
-def mask_nucleotides(tokens, mask_ratio, rng):
-    """The engine's masking (`Collator._mask`): A/C/G/T positions -> MASK at `mask_ratio`; targets IGNORE elsewhere.
-
-    Parameters
-    ----------
-    tokens : torch.LongTensor, shape [N, L]
-    mask_ratio : float
-    rng : np.random.Generator
-
-    Returns
-    -------
-    masked : torch.LongTensor, shape [N, L]
-    targets : torch.LongTensor, shape [N, L]
-    """
-    # a Collator is only a holder of the masking settings here; no dataset is needed to mask
-    collator = Collator(None, np.zeros((1, 1), dtype=np.uint8), mask_ratio=mask_ratio)
-    return collator._mask(tokens, rng)
 
 
 def draw_batch(train_order, step, seed, batch_size, group_size, window):
@@ -234,6 +179,114 @@ _RUN_KEYS = ("seed", "steps", "batch_size", "group_size", "window", "lr", "weigh
              "n_validation", "sequences", "taxonomy", "tree")
 
 
+def _build_run(settings, out_dir, log):
+    """The reference data, the encoder configuration, and a freshly initialized model, optimizer and schedule."""
+    data = prepare_reference(settings["sequences"], settings["taxonomy"], settings["tree"],
+                             max_bp=settings["encoder_config"]["max_bp"], seed=settings["seed"],
+                             genus_fraction=settings["genus_fraction"], otu_fraction=settings["otu_fraction"],
+                             n_validation=settings["n_validation"], out_dir=out_dir, log=log)
+    cfg = EncoderConfig.from_dict(settings["encoder_config"])
+    torch.manual_seed(int(settings["seed"]))
+    model = ReferencePretrainer(cfg, [len(c) for c in data.classes])
+    optimizer = build_optimizer("adamw", model, settings["lr"], settings["weight_decay"])
+    schedule = build_scheduler("warmup_cosine", optimizer, settings["steps"], settings["warmup_steps"],
+                               eta_min=0.1 * settings["lr"])
+    return data, cfg, model, optimizer, schedule
+
+
+def _resume_from(ckpt_path, settings, out_dir, model, optimizer, schedule, log):
+    """Load the interrupted run's state into the model, optimizer, schedule and torch RNG.
+
+    Returns
+    -------
+    start : int
+        Steps already done.
+    history : list of dict
+
+    Raises
+    ------
+    AAMInputError
+        No checkpoint, or settings in `_RUN_KEYS` that differ from the interrupted run's.
+    """
+    if not os.path.exists(ckpt_path):
+        raise AAMInputError(f"--resume: no checkpoint at {ckpt_path}; start without --resume.")
+    state = load_checkpoint(ckpt_path)
+    before = json.loads(state["settings"])
+    changed = [k for k in _RUN_KEYS if before.get(k) != settings.get(k)]
+    if changed:
+        raise AAMInputError(f"--resume: settings differ from the interrupted run in {changed}; resume with the "
+                            f"same settings (see {os.path.join(out_dir, 'settings.json')}) or use a new --out.")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    start, history = int(state["step"]), json.loads(state["history"])
+    log(f"resuming at step {start:,} of {settings['steps']:,}")
+    return start, history
+
+
+def _train_step(model, optimizer, schedule, data, train_order, labels, step, settings):
+    """One optimizer step on the batch of `step`; returns its size and its losses and accuracies."""
+    rows, group, rng = draw_batch(train_order, step, settings["seed"], settings["batch_size"],
+                                  settings["group_size"], settings["window"])
+    tokens, targets, _ = make_inputs(data.tokens, rows, rng, settings["mask_ratio"], settings["read_lengths"])
+    tree_d = torch.from_numpy(data.tree.pairwise(rows).astype(np.float32))    # [n, n]
+    loss, parts = pretraining_losses(model, tokens, targets, labels[rows], tree_d, torch.from_numpy(group),
+                                     settings["weights"])
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"non-finite loss at step {step}: {parts}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    return len(rows), parts
+
+
+def _log_training(writer, schedule, window_parts, rate, done, batch_rows, settings, log):
+    """Log the mean losses of the steps since the last report; returns their history row.
+
+    `rate` is the throughput so far (sequences per second); `batch_rows` the size of the last batch (for the ETA).
+    """
+    mean = {k: float(np.mean([p[k] for p in window_parts if k in p])) for k in window_parts[-1]}
+    for k, v in mean.items():
+        writer.add_scalar(f"train/{k}", v, done)
+    writer.add_scalar("train/sequences_per_s", rate, done)
+    writer.add_scalar("train/lr", schedule.get_last_lr()[0], done)
+    eta = (settings["steps"] - done) * batch_rows / max(rate, 1e-9)
+    log(f"step {done:>6}/{settings['steps']} loss {mean['loss']:.4f} nuc {mean['nucleotide']:.3f} "
+        f"(acc {mean['nuc_acc']:.3f}) tax {mean['taxonomy']:.3f} (genus acc {mean.get('genus_acc', 0):.3f}) "
+        f"tree {mean['tree']:.4f} | {rate:.0f} seq/s, lr {schedule.get_last_lr()[0]:.2e}, "
+        f"eta {eta / 60:.1f} min")
+    return {"step": done, "sequences_per_s": rate, **mean}
+
+
+def _log_validation(model, data, writer, done, seed, log):
+    """Score the validation OTUs (`validation_metrics`), log them, and return their history row."""
+    metrics = validation_metrics(model, data, data.split["validation"], seed=seed)
+    model.train()
+    for k, v in metrics.items():
+        writer.add_scalar(f"validation/{k}", v, done)
+    log(f"validation at step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    return {"step": done, **{f"validation_{k}": v for k, v in metrics.items()}}
+
+
+def _due(done, every, steps):
+    """True at every `every`-th step and at the last one."""
+    return done % every == 0 or done == steps
+
+
+def _save_final(out_dir, model, cfg, settings, data, history, log):
+    """Write ``final.pt`` (weights + the run's summary as JSON text) atomically; returns its path."""
+    final = os.path.join(out_dir, "final.pt")
+    summary = {"format": "aam-reference-encoder-run", "encoder_config": cfg.to_dict(), "settings": settings,
+               "classes": data.classes, "history": history, "report": data.report}
+    state = {"format": CHECKPOINT_FORMAT + "-final", "config": _json_text(summary), "model": model.state_dict()}
+    atomic_write(final, lambda tmp: _save(state, tmp))
+    log(f"wrote {final}")
+    return final
+
+
 def pretrain(settings, out_dir, resume=False, log=print):
     """Train the reference encoder; returns the path of ``final.pt``.
 
@@ -246,96 +299,39 @@ def pretrain(settings, out_dir, resume=False, log=print):
         Continue from ``out_dir/checkpoint.pt`` (the settings must match the interrupted run's).
     log : callable
     """
-    from aam.reference.evaluate import validation_metrics
+    from torch.utils.tensorboard import SummaryWriter
     torch.set_num_threads(int(settings["threads"]))
     os.makedirs(out_dir, exist_ok=True)
     ckpt_path = os.path.join(out_dir, "checkpoint.pt")
-    data = prepare_reference(settings["sequences"], settings["taxonomy"], settings["tree"],
-                             max_bp=settings["encoder_config"]["max_bp"], seed=settings["seed"],
-                             genus_fraction=settings["genus_fraction"], otu_fraction=settings["otu_fraction"],
-                             n_validation=settings["n_validation"], out_dir=out_dir, log=log)
-    cfg = EncoderConfig.from_dict(settings["encoder_config"])
-    torch.manual_seed(int(settings["seed"]))
-    model = ReferencePretrainer(cfg, [len(c) for c in data.classes])
-    optimizer = build_optimizer("adamw", model, settings["lr"], settings["weight_decay"])
-    schedule = build_scheduler("warmup_cosine", optimizer, settings["steps"], settings["warmup_steps"],
-                               eta_min=0.1 * settings["lr"])
+    data, cfg, model, optimizer, schedule = _build_run(settings, out_dir, log)
     start, history = 0, []
     if resume:
-        if not os.path.exists(ckpt_path):
-            raise AAMInputError(f"--resume: no checkpoint at {ckpt_path}; start without --resume.")
-        state = load_checkpoint(ckpt_path)
-        before = json.loads(state["settings"])
-        changed = [k for k in _RUN_KEYS if before.get(k) != settings.get(k)]
-        if changed:
-            raise AAMInputError(f"--resume: settings differ from the interrupted run in {changed}; resume with the "
-                                f"same settings (see {os.path.join(out_dir, 'settings.json')}) or use a new --out.")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start, history = int(state["step"]), json.loads(state["history"])
-        log(f"resuming at step {start:,} of {settings['steps']:,}")
+        start, history = _resume_from(ckpt_path, settings, out_dir, model, optimizer, schedule, log)
     with open(os.path.join(out_dir, "settings.json"), "w") as fh:
         json.dump(settings, fh, indent=1, sort_keys=True)
 
-    from torch.utils.tensorboard import SummaryWriter
     writer = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=start)
     train_rows = data.split["train"]
     train_order = train_rows[np.argsort(data.tree.positions[train_rows], kind="stable")]
-    labels_all = torch.from_numpy(data.labels)
-    weights = settings["weights"]
+    labels = torch.from_numpy(data.labels)
+    steps = settings["steps"]
     model.train()
     seen, t0, window_parts = 0, time.time(), []
-    for step in range(start, settings["steps"]):
-        rows, group, rng = draw_batch(train_order, step, settings["seed"], settings["batch_size"],
-                                      settings["group_size"], settings["window"])
-        tokens, targets, _ = make_inputs(data.tokens, rows, rng, settings["mask_ratio"], settings["read_lengths"])
-        tree_d = torch.from_numpy(data.tree.pairwise(rows).astype(np.float32))    # [n, n]
-        loss, parts = pretraining_losses(model, tokens, targets, labels_all[rows], tree_d,
-                                         torch.from_numpy(group), weights)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss at step {step}: {parts}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        seen += len(rows)
+    for step in range(start, steps):
+        batch_rows, parts = _train_step(model, optimizer, schedule, data, train_order, labels, step, settings)
+        seen += batch_rows
         window_parts.append(parts)
         done = step + 1
-        if done % settings["log_every"] == 0 or done == settings["steps"]:
-            elapsed = time.time() - t0
-            rate = seen / max(elapsed, 1e-9)
-            mean = {k: float(np.mean([p[k] for p in window_parts if k in p])) for k in window_parts[-1]}
-            for k, v in mean.items():
-                writer.add_scalar(f"train/{k}", v, done)
-            writer.add_scalar("train/sequences_per_s", rate, done)
-            writer.add_scalar("train/lr", schedule.get_last_lr()[0], done)
-            eta = (settings["steps"] - done) * len(rows) / max(rate, 1e-9)
-            log(f"step {done:>6}/{settings['steps']} loss {mean['loss']:.4f} nuc {mean['nucleotide']:.3f} "
-                f"(acc {mean['nuc_acc']:.3f}) tax {mean['taxonomy']:.3f} (genus acc {mean.get('genus_acc', 0):.3f}) "
-                f"tree {mean['tree']:.4f} | {rate:.0f} seq/s, lr {schedule.get_last_lr()[0]:.2e}, "
-                f"eta {eta / 60:.1f} min")
-            history.append({"step": done, "sequences_per_s": rate, **mean})
+        if _due(done, settings["log_every"], steps):
+            rate = seen / max(time.time() - t0, 1e-9)
+            history.append(_log_training(writer, schedule, window_parts, rate, done, batch_rows, settings, log))
             window_parts = []
-        if done % settings["eval_every"] == 0 or done == settings["steps"]:
-            metrics = validation_metrics(model, data, data.split["validation"], seed=settings["seed"])
-            model.train()
-            for k, v in metrics.items():
-                writer.add_scalar(f"validation/{k}", v, done)
-            log(f"validation at step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-            history.append({"step": done, **{f"validation_{k}": v for k, v in metrics.items()}})
-        if done % settings["checkpoint_every"] == 0 or done == settings["steps"]:
+        if _due(done, settings["eval_every"], steps):
+            history.append(_log_validation(model, data, writer, done, settings["seed"], log))
+        if _due(done, settings["checkpoint_every"], steps):
             save_checkpoint(ckpt_path, model, optimizer, schedule, done, settings, history)
     writer.close()
-    final = os.path.join(out_dir, "final.pt")
-    summary = {"format": "aam-reference-encoder-run", "encoder_config": cfg.to_dict(), "settings": settings,
-               "classes": data.classes, "history": history, "report": data.report}
-    state = {"format": CHECKPOINT_FORMAT + "-final", "config": _json_text(summary), "model": model.state_dict()}
-    atomic_write(final, lambda tmp: _save(state, tmp))
-    log(f"wrote {final}")
-    return final
+    return _save_final(out_dir, model, cfg, settings, data, history, log)
 
 
 def default_settings():

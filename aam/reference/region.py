@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from aam.reference.amplicons import primer_pattern
+from aam.reference.encoder_files import DEFAULT_ENCODER, load_region
 
 # fraction of sequences whose first nucleotides must match the training amplicons for a table to "match": real
 # V4 tables have 98-100% (amazon-homes 79%: its other sequences are off-target amplicons); another region ~1%
@@ -35,6 +36,26 @@ def prefix_signature(amplicons, k=8):
             p = a[:k].upper()
             out[p] = out.get(p, 0) + 1
     return dict(sorted(out.items()))
+
+
+def sequence_list(sequences):
+    """Sequences and their IDs, in order, from any of the forms `region_report` and `embed_sequences` take.
+
+    Parameters
+    ----------
+    sequences : list of str, dict ID -> str, pd.Series, iterable of skbio.DNA, or FASTA path
+        A plain list (or tuple, or array) of strings is numbered ``'0', '1', ...``.
+
+    Returns
+    -------
+    (list of str, list of str)
+        The sequences and their IDs.
+    """
+    from aam.data.sequences import as_mapping
+    if isinstance(sequences, (list, tuple, np.ndarray)) and all(isinstance(s, str) for s in sequences):
+        return [str(s) for s in sequences], [str(i) for i in range(len(sequences))]
+    mapping = as_mapping(sequences)
+    return list(mapping.values()), list(mapping.keys())
 
 
 def region_report(sequences, name=None, region=None):
@@ -58,12 +79,11 @@ def region_report(sequences, name=None, region=None):
         and ``message`` (one sentence for a log or a warning).
     """
     from aam.data.tokenizer import clean
-    from aam.reference.shipped import DEFAULT_ENCODER, _sequence_list, load_region
     if region is None:
         name = name or DEFAULT_ENCODER
         region = load_region(name)
     label = region.get("name", name or "encoder")
-    seqs, _ = _sequence_list(sequences)
+    seqs, _ = sequence_list(sequences)
     seqs = [clean(s).upper().replace("U", "T") for s in seqs]
     n = len(seqs)
     k = int(region["prefix_length"])

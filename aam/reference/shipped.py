@@ -1,4 +1,7 @@
-"""Encoders shipped inside the package: files, checksums, loading, embedding.
+"""Encoders shipped inside the package: loading their weights and embedding sequences with them.
+
+Finding an encoder's directory and checking its files against the manifest is the job of
+`aam.reference.encoder_files`, whose names this module re-exports.
 
 An encoder is a directory ``aam/assets/encoders/<name>/`` holding
 
@@ -14,78 +17,21 @@ then reads the weights with ``torch.load(weights_only=True)`` (tensors and plain
 runs code from the file).
 """
 import functools
-import hashlib
 import json
 import os
 import warnings
 
-import numpy as np
-
 from aam.errors import AAMInputError
+from aam.reference.encoder_files import (DEFAULT_ENCODER, ENCODERS_DIR, EncoderIntegrityError, available_encoders,
+                                         encoder_dir, load_region, read_manifest, sha256_file)
 
-DEFAULT_ENCODER = "gg13_8-v4-d64"
+# the directory layer (`aam.reference.encoder_files`) is re-exported: callers import these names from here
+__all__ = ["DEFAULT_ENCODER", "ENCODERS_DIR", "EncoderIntegrityError", "FORMAT_VERSION", "WEIGHTS_FORMAT",
+           "available_encoders", "build_encoder", "embed_sequences", "encoder_dir", "load_encoder", "load_region",
+           "read_manifest", "sha256_file"]
+
 WEIGHTS_FORMAT = "aam-reference-encoder"
 FORMAT_VERSION = 1
-ENCODERS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "encoders")
-
-
-class EncoderIntegrityError(AAMInputError):
-    """A shipped encoder's files do not match their checksums (corrupted or modified installation)."""
-
-
-def available_encoders():
-    """Names of the encoders shipped with this installation (sorted)."""
-    if not os.path.isdir(ENCODERS_DIR):
-        return []
-    return sorted(d for d in os.listdir(ENCODERS_DIR)
-                  if os.path.isfile(os.path.join(ENCODERS_DIR, d, "manifest.json")))
-
-
-def encoder_dir(name=DEFAULT_ENCODER):
-    """Directory of the encoder `name` (a shipped name, or the path of a directory with a manifest.json)."""
-    if name is None:
-        name = DEFAULT_ENCODER
-    candidate = os.fspath(name)
-    if os.path.isfile(os.path.join(candidate, "manifest.json")):
-        return os.path.abspath(candidate)
-    path = os.path.join(ENCODERS_DIR, candidate)
-    if os.sep in candidate or not os.path.isfile(os.path.join(path, "manifest.json")):
-        shipped = available_encoders()
-        raise AAMInputError(f"no encoder {candidate!r}: use one of the shipped encoders "
-                            f"({', '.join(shipped) or 'none installed'}) or a directory with a manifest.json.")
-    return path
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_manifest(directory):
-    """The manifest of an encoder directory, after checking every listed file against its SHA-256.
-
-    Raises
-    ------
-    EncoderIntegrityError
-        A file is missing or its checksum differs.
-    """
-    with open(os.path.join(directory, "manifest.json")) as fh:
-        manifest = json.load(fh)
-    name = manifest.get("name", os.path.basename(directory))
-    for file_name, expected in sorted(manifest.get("files", {}).items()):
-        path = os.path.join(directory, file_name)
-        if not os.path.isfile(path):
-            raise EncoderIntegrityError(f"encoder {name!r} is incomplete: {path} is missing. Reinstall q2-aam.")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise EncoderIntegrityError(
-                f"encoder {name!r}: {path} does not match its checksum (sha256 {actual[:16]}..., expected "
-                f"{expected[:16]}... from manifest.json); the file is corrupted or was modified. Reinstall q2-aam "
-                "or rebuild the encoder (make encoder).")
-    return manifest
 
 
 def load_encoder(name=DEFAULT_ENCODER):
@@ -133,14 +79,6 @@ def load_encoder(name=DEFAULT_ENCODER):
     return dict(meta["encoder_config"]), dict(blob["state_dict"])
 
 
-def load_region(name=DEFAULT_ENCODER):
-    """The region.json of an encoder (checksums verified)."""
-    directory = encoder_dir(name)
-    read_manifest(directory)
-    with open(os.path.join(directory, "region.json")) as fh:
-        return json.load(fh)
-
-
 @functools.lru_cache(maxsize=4)
 def _cached_encoder(directory, mtime):
     from aam.models.asv_encoder import ASVEncoder
@@ -158,14 +96,6 @@ def build_encoder(name=DEFAULT_ENCODER):
     directory = encoder_dir(name)
     weights = os.path.join(directory, "weights.pt")
     return _cached_encoder(directory, os.path.getmtime(weights) if os.path.exists(weights) else 0.0)
-
-
-def _sequence_list(sequences):
-    from aam.data.sequences import as_mapping
-    if isinstance(sequences, (list, tuple, np.ndarray)) and all(isinstance(s, str) for s in sequences):
-        return [str(s) for s in sequences], [str(i) for i in range(len(sequences))]
-    mapping = as_mapping(sequences)
-    return list(mapping.values()), list(mapping.keys())
 
 
 def embed_sequences(sequences, name=DEFAULT_ENCODER, batch_size=512, check_region=True):
@@ -190,10 +120,12 @@ def embed_sequences(sequences, name=DEFAULT_ENCODER, batch_size=512, check_regio
     import torch
     from aam.data.tokenizer import SequenceTokenizer
     from aam.reference.evaluate import encode
-    seqs, ids = _sequence_list(sequences)
+    # imported here, not at the top: `aam.reference` imports this module, and `python -m aam.reference.region`
+    # must not find its module already imported
+    from aam.reference.region import region_report, sequence_list
+    seqs, ids = sequence_list(sequences)
     model = build_encoder(name)
     if check_region and seqs:
-        from aam.reference.region import region_report
         report = region_report(seqs, name=name)
         if not report["matches"] or report["shorter_than_trained"] > 0.5:
             warnings.warn(report["message"], stacklevel=2)

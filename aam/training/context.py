@@ -3,62 +3,20 @@
 A `RunContext` is built once by the caller (`build_context`, from the resolved options) and passed explicitly to
 everything that needs it: the data loaders (which shard of the samples this process sees), `parallelize` (which
 wraps the model for DDP / FSDP2 / DataParallel before the trainer sees it), the trainer (who logs and writes) and
-the collectives of `aam.training.distributed`. Nothing reads it from a module global.
+the collectives of `aam.training.distributed`. Nothing reads it from a module global. The record itself is
+defined in `aam.training.run_context` (below `distributed` and `losses`, which use it) and re-exported here.
 """
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
 from aam.errors import warn
+from aam.training import distributed as D
+from aam.training.device import resolve_device, set_threads
+from aam.training.losses import GatheredPairwiseLoss
+from aam.training.run_context import RunContext
 
-
-@dataclass
-class RunContext:
-    """How this process takes part in a run.
-
-    Attributes
-    ----------
-    device : torch.device
-    precision : {'none', 'bf16', 'fp16'}
-        Autocast precision actually used (fp16 asked for on a CPU runs as bf16).
-    threads : int
-        CPU threads PyTorch uses.
-    mode : {None, 'ddp', 'fsdp', 'dp'}
-        None for plain single-process training.
-    rank, world_size, local_rank : int
-    backend : str or None
-        'nccl' or 'gloo' when a process group is in use.
-    sharded_checkpoint : bool
-        FSDP only: write training checkpoints with torch.distributed.checkpoint (one shard per rank).
-    owns_group : bool
-        True when this run created the process group (and `aam.training.distributed.shutdown` destroys it).
-    """
-
-    device: object = None
-    precision: str = "none"
-    threads: int = 0
-    mode: object = None
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    backend: object = None
-    sharded_checkpoint: bool = False
-    owns_group: bool = False
-
-    @property
-    def active(self):
-        """True when a process group with more than one rank takes part (collectives are needed)."""
-        return self.mode in ("ddp", "fsdp") and self.world_size > 1
-
-    @property
-    def wrapped(self):
-        """True when the model is trained through a wrapper (DDP, FSDP2 or DataParallel)."""
-        return self.active or self.mode == "dp"
-
-    @property
-    def is_main(self):
-        """Rank 0 alone writes logs, plots, TensorBoard and checkpoints."""
-        return self.rank == 0
+__all__ = ["RunContext", "build_context", "parallelize", "single_process"]
 
 
 def build_context(opts):
@@ -72,8 +30,6 @@ def build_context(opts):
     -------
     RunContext
     """
-    from aam.training import distributed as D
-    from aam.training.device import resolve_device, set_threads
     threads = set_threads(opts.num_threads)
     if opts.command in ("pretrain", "train"):
         ctx = D.init_distributed(D.mode_from_options(opts), opts.device,
@@ -110,8 +66,6 @@ def parallelize(model, loss_fn, ctx, distances=None, sample_ids=None):
         The (possibly wrapped) model on ``ctx.device``, the training loss and the evaluation loss (validation:
         every rank scores the same batches, so nothing is gathered).
     """
-    from aam.training import distributed as D
-    from aam.training.losses import GatheredPairwiseLoss
     model = D.wrap_model(model, ctx) if ctx.wrapped else model.to(ctx.device)
     train_loss = loss_fn
     if ctx.active and distances is not None and loss_fn.penalty > 0:

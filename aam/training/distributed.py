@@ -16,7 +16,7 @@ import torch
 
 from aam.errors import AAMInputError, AAMTrainingError, warn
 from aam.training import forward
-from aam.training.context import RunContext
+from aam.training.run_context import RunContext
 
 DEFAULT_TIMEOUT = 600
 

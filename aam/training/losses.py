@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from aam.training.distributed import gather_rows
+
 IGNORE = -100
 
 # sum of weights below this counts as "nothing to average over"
@@ -443,12 +445,11 @@ class GatheredPairwiseLoss:
 
     def __call__(self, emb, distances, sample_ids=None):
         """Loss of [B_local, D] embeddings; `distances` ([B_local, B_local]) is used in a single process."""
-        from aam.training import distributed as dist
         if not self.ctx.active or sample_ids is None:
             return pairwise_distance_loss(emb, distances)
         rows = torch.tensor([self.row[str(s)] for s in sample_ids], dtype=torch.long, device=emb.device)
-        global_emb, _ = dist.gather_rows(emb, self.ctx)  # [B_global, D], rank order
-        global_rows, _ = dist.gather_rows(rows, self.ctx)  # [B_global], the same order
+        global_emb, _ = gather_rows(emb, self.ctx)  # [B_global, D], rank order
+        global_rows, _ = gather_rows(rows, self.ctx)  # [B_global], the same order
         idx = global_rows.cpu()
         block = self.distances[idx][:, idx]  # [B_global, B_global]
         return pairwise_distance_loss(global_emb, block)

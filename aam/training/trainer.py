@@ -15,7 +15,7 @@ before), write logs, figures and the history (`aam.training.run_logger.RunLogger
 import contextlib
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -32,6 +32,32 @@ from aam.training.optim import build_optimizer, build_scheduler
 from aam.training.resume import (TrainingProgress, restore_training_checkpoint, save_training_checkpoint)
 
 __all__ = ["Trainer", "forward_batch", "move_batch"]
+
+
+@dataclass
+class _EpochOutcome:
+    """What one epoch of `Trainer.fit` produced.
+
+    Attributes
+    ----------
+    row : dict
+        The epoch's history row (``epoch``, training and validation metrics; ``seconds`` and ``best`` are added).
+    raw : dict or None
+        Validation predictions and truths, for the figures of a best epoch.
+    improved : bool
+        Whether the selection metric improved (decided on rank 0).
+    score, tiebreak : float or None
+        The selection metric and, for classification, the validation loss that breaks ties.
+    best_state : dict of str -> torch.Tensor or None
+        A CPU copy of the scored weights when `improved`.
+    """
+
+    row: dict
+    raw: object
+    improved: bool
+    score: object
+    tiebreak: object
+    best_state: object
 
 
 class Trainer:
@@ -323,8 +349,25 @@ class Trainer:
 
     def fit(self):
         """Train until `epochs` or early stopping; returns the history (one dict per epoch)."""
-        opts, progress = self.opts, self.progress
         name, _ = self.selection_metric
+        self._announce(name)
+        for epoch in range(self.progress.epoch + 1, self.opts.epochs + 1):
+            t0 = time.time()
+            outcome = self._train_and_score(epoch, name)
+            if self.scheduler.step_per == "epoch":
+                row = outcome.row
+                self.scheduler.step(row.get("val/total_loss", row.get("train/total_loss")))
+            outcome.row["seconds"] = time.time() - t0
+            self._advance_progress(epoch, outcome)
+            self._report_epoch(epoch, outcome, name)
+            if self._early_stop(name):
+                break
+        self._finish()
+        return self.progress.history
+
+    def _announce(self, name):
+        """Log what is trained on what, and say so when a resumed run has no epoch left."""
+        opts, progress = self.opts, self.progress
         self.logger.line(f"training {self.task} model: {self.n_trainable:,} trainable parameters, "
                          f"{len(self.train_loader.dataset)} training / "
                          f"{len(self.val_loader.dataset) if self.val_loader else 0} validation samples, device "
@@ -332,50 +375,67 @@ class Trainer:
         if progress.epoch >= opts.epochs:
             self.logger.line(f"the checkpoint already finished epoch {progress.epoch} of {opts.epochs}: nothing "
                              "left to train, the run ends with its best model")
-        for epoch in range(progress.epoch + 1, opts.epochs + 1):
-            t0 = time.time()
-            row = {"epoch": epoch}
-            row.update(self.train_epoch(epoch))
-            raw = None
-            averaged = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
-            with averaged:  # score (and keep, if best) the averaged weights when there are any
-                if self.val_loader is not None:
-                    val, raw = self.evaluate(self.val_loader, "val", epoch=0)
-                    row.update(val)
-                score = row.get(name)
-                # rank 0 decides, so that early stopping and best-model saves can never diverge between ranks
-                tiebreak = row.get("val/total_loss") if self.task == "classification" else None
-                improved = bool(D.broadcast_object(self.ctx, self._improved(score, tiebreak)))
-                if improved:
-                    # collective under FSDP: every rank takes part, rank 0 holds the full state
-                    state = D.full_model_state(self.model, self.ctx)
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-            if self.scheduler.step_per == "epoch":
-                self.scheduler.step(row.get("val/total_loss", row.get("train/total_loss")))
-            row["seconds"] = time.time() - t0
-            row["best"] = improved
-            progress.epoch = epoch
-            progress.history.append(row)
+
+    def _train_and_score(self, epoch, name):
+        """One training epoch, then the validation score and (when it improved) a CPU copy of the weights.
+
+        With weight averaging the averaged weights are scored and kept, the raw ones train on.
+        """
+        row = {"epoch": epoch}
+        row.update(self.train_epoch(epoch))
+        raw, best_state = None, None
+        averaged = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
+        with averaged:
+            if self.val_loader is not None:
+                val, raw = self.evaluate(self.val_loader, "val", epoch=0)
+                row.update(val)
+            score = row.get(name)
+            # rank 0 decides, so that early stopping and best-model saves can never diverge between ranks
+            tiebreak = row.get("val/total_loss") if self.task == "classification" else None
+            improved = bool(D.broadcast_object(self.ctx, self._improved(score, tiebreak)))
             if improved:
-                progress.best_score, progress.best_tiebreak, progress.best_epoch = score, tiebreak, epoch
-                progress.wait = 0
-                progress.best_state = best_state
-            else:
-                progress.wait += 1
-            self.logger.epoch(row, opts.epochs, improved)
-            if improved:
-                self.logger.validation_figures(raw, epoch, self.task, self.class_labels)
-            if self.run_dir is not None:
-                if improved and self.ctx.is_main:
-                    self.best_checkpoint().save(self.run_dir.best_checkpoint, include_training_state=False)
-                save_training_checkpoint(self.run_dir.last_checkpoint, self.record, self.model, self.optimizer,
-                                         self.scheduler, progress, self.ctx, name)
-                self.logger.history(progress.history)
-            stop = D.broadcast_object(self.ctx, progress.wait >= opts.patience)
-            if stop:
-                self.logger.line(f"early stopping: {name} has not improved for {opts.patience} epochs "
-                                 f"(best {progress.best_score:.4f} at epoch {progress.best_epoch})")
-                break
+                # collective under FSDP: every rank takes part, rank 0 holds the full state
+                state = D.full_model_state(self.model, self.ctx)
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        return _EpochOutcome(row, raw, improved, score, tiebreak, best_state)
+
+    def _advance_progress(self, epoch, outcome):
+        """Add the epoch to the progress: its history row, and the new best or one more epoch of patience used."""
+        progress = self.progress
+        outcome.row["best"] = outcome.improved
+        progress.epoch = epoch
+        progress.history.append(outcome.row)
+        if outcome.improved:
+            progress.best_score, progress.best_tiebreak, progress.best_epoch = outcome.score, outcome.tiebreak, epoch
+            progress.wait = 0
+            progress.best_state = outcome.best_state
+        else:
+            progress.wait += 1
+
+    def _report_epoch(self, epoch, outcome, name):
+        """Log the epoch (figures when it is the best), write the best and last checkpoints and the history."""
+        self.logger.epoch(outcome.row, self.opts.epochs, outcome.improved)
+        if outcome.improved:
+            self.logger.validation_figures(outcome.raw, epoch, self.task, self.class_labels)
+        if self.run_dir is None:
+            return
+        if outcome.improved and self.ctx.is_main:
+            self.best_checkpoint().save(self.run_dir.best_checkpoint, include_training_state=False)
+        save_training_checkpoint(self.run_dir.last_checkpoint, self.record, self.model, self.optimizer,
+                                 self.scheduler, self.progress, self.ctx, name)
+        self.logger.history(self.progress.history)
+
+    def _early_stop(self, name):
+        """True on every rank once `patience` epochs passed without improvement (rank 0's count decides)."""
+        progress = self.progress
+        stop = D.broadcast_object(self.ctx, progress.wait >= self.opts.patience)
+        if stop:
+            self.logger.line(f"early stopping: {name} has not improved for {self.opts.patience} epochs "
+                             f"(best {progress.best_score:.4f} at epoch {progress.best_epoch})")
+        return stop
+
+    def _finish(self):
+        """Write the final weights (the last epoch's, beside the best) and warn about skipped steps."""
         if self.run_dir is not None:
             final = Checkpoint(self._record(), D.full_model_state(self.model, self.ctx))
             if self.ctx.is_main:
@@ -384,7 +444,6 @@ class Trainer:
         if self.nonfinite_steps:
             self.logger.line(f"warning: {self.nonfinite_steps} training steps were skipped because the model "
                              "produced non-finite values")
-        return progress.history
 
     def _record(self):
         return replace(self.record, training=self.progress.summary(self.selection_metric[0]))
