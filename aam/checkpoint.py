@@ -151,12 +151,15 @@ def model_digest(record_json, model_state, member_states):
 def check_weights(record, weights, where):
     """The weights must be finite and have exactly the tensors and shapes the record's architecture builds.
 
-    The architecture is built on PyTorch's meta device, which allocates nothing, so a record claiming a huge
-    model costs no memory before it is refused.
+    The record's sizes are first bounded by the weights present (`aam.safety.bound_architecture`), then the
+    architecture is built on PyTorch's meta device, which allocates no tensor, so a record claiming a huge model
+    costs no memory before it is refused.
     """
     import torch
 
     from aam.models import build_model
+    from aam.safety import bound_architecture
+    bound_architecture(record.architecture, weights, where)  # before building: modules cost memory even on meta
     try:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in build_model(record.architecture).state_dict().items()}
@@ -275,6 +278,9 @@ def load_checkpoint(path, expect=None, map_location="cpu"):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise AAMInputError(f"checkpoint {path!r} does not exist")
+    from aam.safety import check_archive, require_safe_torch
+    require_safe_torch()
+    check_archive(path, "model file", require_zip=False)  # a torch file is a zip: measured before torch unpacks anything
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for foreign or unsafe content

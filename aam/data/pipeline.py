@@ -199,6 +199,7 @@ def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distan
         bt = drop_empty(bt.filter(lambda v, i, m: i in kept, axis="sample", inplace=False))
     report.append(f"{table_name}: {n0} samples x {bt.shape[0]} features; rarefaction depth "
                   f"{depth if depth else 'none'}" +
+                  (f"; {len(empty)} sample(s) without reads left out: {preview(empty)}" if empty else "") +
                   (f"; {len(dropped)} sample(s) below depth left out: {preview(dropped)}" if dropped else ""))
     sample_ids = [str(s) for s in bt.ids()]
     feature_ids = [str(f) for f in bt.ids("observation")]
