@@ -280,7 +280,7 @@ def load_checkpoint(path, expect=None, map_location="cpu"):
         raise AAMInputError(f"checkpoint {path!r} does not exist")
     from aam.safety import check_archive, require_safe_torch
     require_safe_torch()
-    check_archive(path, "model file", require_zip=False)  # a torch file is a zip: measured before torch unpacks anything
+    check_archive(path, "model file", require_zip=False)  # a torch file is a zip: measured before torch unpacks it
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for foreign or unsafe content
