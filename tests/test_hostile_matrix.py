@@ -27,7 +27,8 @@ import pytest
 import torch
 
 from aam import api, cli
-from aam.checkpoint import Checkpoint, load_checkpoint
+from aam.checkpoint import Checkpoint, load_checkpoint, model_digest
+from aam.forest import ForestArrays
 
 from tests.conftest import KB, MP, TINY
 
@@ -296,11 +297,13 @@ HANGS = ("self-loop", "back-edge")
 
 
 def crafted_forest(models, directory, case):
-    """model.pt with one crafted forest (its checksum consistent: the file is crafted, not damaged)."""
+    """model.pt with one crafted forest, its digest made anew: the file is crafted, not damaged."""
     ckpt = load_checkpoint(models["model"])
-    FORESTS[case][0](ckpt.forest)
+    forest = ForestArrays.from_tensors(ckpt.member_states["forest"])
+    FORESTS[case][0](forest)
     path = directory / f"{case}.pt"
-    Checkpoint(ckpt.record, ckpt.model_state, forest=ckpt.forest).save(path)
+    members = dict(ckpt.member_states, forest=forest.to_tensors())
+    Checkpoint(ckpt.record, ckpt.model_state, member_states=members).save(path)
     return path
 
 
@@ -404,9 +407,11 @@ def record_results(models, tmp_path_factory):
     ckpt = load_checkpoint(models["model"])
     cases = {}
     for case, (edit, _) in RECORDS.items():
-        payload = Checkpoint(ckpt.record, ckpt.model_state, forest=ckpt.forest).payload(False)
+        payload = Checkpoint(ckpt.record, ckpt.model_state, member_states=ckpt.member_states).payload(False)
         record = json.loads(payload["record"])
         edit(record)
+        # signed anew: a crafted file, whose digest matches its record (the digest proves integrity, not intent)
+        record["weights_sha256"] = model_digest(record, payload["model"], payload.get("members", {}))
         payload["record"] = json.dumps(record)
         torch.save(payload, root / f"{case}.pt")
         assert os.path.getsize(root / f"{case}.pt") < 10 * 1024 ** 2  # a small file claiming a huge model
