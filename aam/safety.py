@@ -170,16 +170,16 @@ def _claimed_sizes(architecture):
     """(counts, widths) of an architecture: how many modules it builds per kind, and every table / layer width."""
     enc = getattr(architecture, "encoder", architecture)
     counts = {"attention_layers": int(enc.attention_layers)}
-    widths = {"embedding_dim": int(enc.embedding_dim), "max_bp": int(enc.max_bp) + 1,
+    widths = {"embedding_dim": int(enc.embedding_dim), "max_bp + 1": int(enc.max_bp) + 1,
               "token_limit": int(enc.token_limit), "taxonomy_classes": int(enc.taxonomy_classes),
-              "feed-forward width": int(enc.ff_mult) * int(enc.embedding_dim)}
+              "ff_mult x embedding_dim": int(enc.ff_mult) * int(enc.embedding_dim)}
     if enc is not architecture:  # a predictor's head
         counts["head_layers"] = int(architecture.head_layers)
         counts["categorical columns"] = len(architecture.categorical_cardinalities)
         widths["out_dim"] = int(architecture.out_dim)
         for column, n in architecture.categorical_cardinalities.items():
-            widths[f"categories of {column!r}"] = int(n)
-            widths[f"embedding of {column!r}"] = architecture.embed_dim(column)
+            widths[f"categorical_cardinalities[{column!r}]"] = int(n)
+            widths[f"categorical_embed_dims[{column!r}]"] = architecture.embed_dim(column)
     return counts, widths
 
 
@@ -208,7 +208,7 @@ def bound_architecture(architecture, weights, where):
                                 f"{n_tensors} weight tensors; the record was edited or belongs to another model.")
     for name, n in widths.items():
         if n > max(largest, 1):
-            raise AAMInputError(f"{where!r}: the model record claims a {name} of {n:,}, larger than any dimension "
+            raise AAMInputError(f"{where!r}: the model record claims {name} = {n:,}, larger than any dimension "
                                 f"of the weights in the file ({largest:,}); the record was edited or belongs to "
                                 "another model.")
 

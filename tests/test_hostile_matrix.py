@@ -393,11 +393,11 @@ RECORDS = {
     "layers-1M": (_arch(attention_layers=1_000_000), "1,000,000 attention_layers"),
     "head-layers-1M": (_head(head_layers=1_000_000), "1,000,000 head_layers"),
     "covariates-100k": (_columns, "100,000 categorical columns"),
-    "token-limit-1e9": (_arch(token_limit=10 ** 9), "token_limit of 1,000,000,000"),
-    "embedding-dim-1e9": (_arch(embedding_dim=10 ** 9, attention_heads=1), "embedding_dim of 1,000,000,000"),
-    "max-bp-1e9": (_arch(max_bp=10 ** 9), "max_bp of 1,000,000,001"),
-    "taxonomy-classes-1e9": (_arch(taxonomy_classes=10 ** 9), "taxonomy_classes of 1,000,000,000"),
-    "classes-1e9": (_head(out_dim=10 ** 9), "out_dim of 1,000,000,000"),
+    "token-limit-1e9": (_arch(token_limit=10 ** 9), "token_limit = 1,000,000,000"),
+    "embedding-dim-1e9": (_arch(embedding_dim=10 ** 9, attention_heads=1), "embedding_dim = 1,000,000,000"),
+    "max-bp-1e9": (_arch(max_bp=10 ** 9), "max_bp + 1 = 1,000,000,001"),
+    "taxonomy-classes-1e9": (_arch(taxonomy_classes=10 ** 9), "taxonomy_classes = 1,000,000,000"),
+    "classes-1e9": (_head(out_dim=10 ** 9), "out_dim = 1,000,000,000"),
 }
 
 
