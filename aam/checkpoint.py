@@ -274,19 +274,10 @@ def load_checkpoint(path, expect=None, map_location="cpu"):
         Missing file, not an AAM checkpoint, written by a newer format, a damaged or altered file, or the wrong
         kind.
     """
-    import torch
+    from aam.safety import load_torch_file
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise AAMInputError(f"checkpoint {path!r} does not exist")
-    from aam.safety import check_archive, require_safe_torch
-    require_safe_torch()
-    check_archive(path, "model file", require_zip=False)  # a torch file is a zip: measured before torch unpacks it
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for foreign or unsafe content
-        raise AAMInputError(
-            f"{path!r} is not a readable AAM checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-            "AAM loads only tensors and plain data; files holding Python objects are refused.") from None
+    # the file is measured (archive caps, a readable zip) before torch.load(weights_only=True) reads it
+    payload = load_torch_file(path, map_location)
     return checkpoint_from_payload(payload, path, expect)
 
 

@@ -268,10 +268,17 @@ _INPUT_FILES = ("table", "sequences", "tree", "unifrac_matrix", "unifrac_ids", "
                 "pretrained_encoder", "model", "resume")
 
 
+#: model files read only after the data are prepared: their absence is named before any work
+_MODEL_FILES = ("pretrained_encoder", "model", "resume")
+
+
 def _check_readable(args):
-    """Name an input file that exists but cannot be read (permissions) before any work starts."""
+    """Name an input file that exists but cannot be read (permissions), or a model file that does not exist,
+    before any work starts."""
     for name in _INPUT_FILES:
         path = getattr(args, name, None)
+        if path and name in _MODEL_FILES and not os.path.exists(path):
+            raise AAMInputError(f"--{name.replace('_', '-')} {path!r} does not exist; check the path.")
         if path and os.path.exists(path) and not os.access(path, os.R_OK):
             raise AAMInputError(f"--{name.replace('_', '-')} {path!r} cannot be read (permission denied); make it "
                                 "readable for you or pass a copy you can read.")

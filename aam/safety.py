@@ -18,6 +18,7 @@ It is torch-free except `require_safe_torch`, which imports torch only to read i
 import contextlib
 import errno
 import os
+import pickle
 import stat
 import tempfile
 import warnings
@@ -145,6 +146,47 @@ def read_archive_member(zf, info, path, what="archive"):
                                     f"{_size(limit)} its archive states; the archive is damaged or crafted.")
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def load_torch_file(path, map_location="cpu"):
+    """``torch.load(weights_only=True)`` of a model file, after every check that needs no unpickling.
+
+    The file must exist, be a zip archive as ``torch.save`` writes (AAM never wrote torch's legacy format) within
+    the caps of `check_archive`, and torch must be one whose ``weights_only`` loading is safe. Whatever torch still
+    refuses (Python objects other than tensors, a damaged member) is reported in one line.
+
+    Returns
+    -------
+    object
+        The loaded payload (tensors and plain containers only).
+    """
+    import torch
+    if os.path.isdir(path):
+        raise AAMInputError(f"{path!r} is a directory, not a model file; pass its model.pt.")
+    if not os.path.isfile(path):
+        raise AAMInputError(f"checkpoint {path!r} does not exist")
+    require_safe_torch()
+    if os.path.getsize(path) == 0:
+        raise AAMInputError(f"{path!r} is not a readable AAM checkpoint: the file is empty. Use an intact copy of the "
+                            "model.")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            damaged_zip = fh.read(4) == b"PK\x03\x04"
+        raise AAMInputError(f"{path!r} is not a readable AAM checkpoint: " + (
+            "its zip archive is damaged (cut short?)" if damaged_zip else "it is not the zip archive torch.save "
+            "writes") + ". Use an intact copy of the model.")
+    check_archive(path, "model file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise AAMInputError(f"{path!r} is not a readable AAM checkpoint: it holds Python objects other than tensors "
+                            "and plain data, and such files are refused (loading them could run code from the "
+                            "file).") from None
+    except Exception as err:  # torch raises several types for damaged content
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise AAMInputError(f"{path!r} is not a readable AAM checkpoint: torch cannot read it ({type(err).__name__}"
+                            f"{': ' + first if first else ''}); the file is damaged. Use an intact copy of the "
+                            "model.") from None
 
 
 def require_safe_torch(version=None):

@@ -371,6 +371,109 @@ def test_crafted_forest_refused_by_qiime_tools_import(models, tmp_path):
     assert "cycle" in str(caught.value) and "Traceback" not in str(caught.value)
 
 
+# ---- model files: damaged, foreign, altered, or carrying code ----------------------------------------------------
+class _Pwn:
+    """Unpickling this runs code: it would create pwned.txt in the current directory."""
+
+    def __reduce__(self):
+        return (open, ("pwned.txt", "w"))
+
+
+def _truncated(models, path):
+    data = models["model"].read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _with_code(models, path):
+    torch.save({"format": "aam-checkpoint", "format_version": 3, "record": "{}", "model": {}, "x": _Pwn()}, path)
+
+
+def _tampered_record(models, path):
+    """The stored target scale edited (max 168 -> 169), the digest left as it was: every prediction would shift."""
+    payload = load_checkpoint(models["model"]).payload(False)
+    record = json.loads(payload["record"])
+    record["target"]["transform"]["max"] += 1
+    payload["record"] = json.dumps(record)
+    torch.save(payload, path)
+
+
+def _null_digest(models, path):
+    payload = load_checkpoint(models["model"]).payload(False)
+    record = json.loads(payload["record"])
+    record["weights_sha256"] = None
+    payload["record"] = json.dumps(record)
+    torch.save(payload, path)
+
+
+def _nan_weights(models, path):
+    ckpt = load_checkpoint(models["model"])
+    state = {k: v.clone() for k, v in ckpt.model_state.items()}
+    next(v for v in state.values() if v.is_floating_point()).view(-1)[0] = float("nan")
+    Checkpoint(ckpt.record, state, member_states=ckpt.member_states).save(path)  # signed: the values are the fault
+
+
+MODEL_FILES = {
+    "truncated": (_truncated, "damaged"),
+    "empty": (lambda models, path: path.write_bytes(b""), "empty"),
+    "text": (lambda models, path: path.write_text("hello"), "not the zip archive"),
+    "python-object": (_with_code, "Python objects"),
+    "directory": (lambda models, path: path.mkdir(), "is a directory"),
+    "missing": (lambda models, path: None, "does not exist"),
+    "tampered-record": (_tampered_record, "checksum"),
+    "null-digest": (_null_digest, "no digest"),
+    "nan-weights": (_nan_weights, "NaN or infinite"),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_FILES))
+def test_model_files(case, models, tmp_path, capsys, monkeypatch):
+    make, needle = MODEL_FILES[case]
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "model.pt"
+    make(models, path)
+    refused(capsys, _predict_argv(path, tmp_path / "p.tsv"), tmp_path, needle, str(path))
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+# ---- inputs: missing, foreign or misspelled, named before any work --------------------------------------------
+def _replace(args, old, new):
+    return [(new if a == old else a) for a in args]
+
+
+INPUTS = {
+    "table-missing": (lambda t: _replace(TRAIN, TABLE, str(t / "nope.biom")), "does not exist"),
+    "table-not-biom": (lambda t: _replace(TRAIN, TABLE, str(t / "notes.txt")), "not a BIOM table"),
+    "metadata-missing": (lambda t: _replace(TRAIN, METADATA, str(t / "nope.tsv")), "does not exist"),
+    "column-typo": (lambda t: _replace(TRAIN, DAYS, "days-sinse"), "'days-sinse'"),
+    "pretrain-without-distances": (lambda t: [a for a in PRETRAIN if a != TREE and a != "--tree"], "--tree"),
+    "sequences-of-another-study": (lambda t: _replace(TRAIN, SEQS, os.path.join(KB, "rep-seqs.fasta")),
+                                   "sequence"),
+    "resume-missing": (lambda t: TRAIN + ["--resume", str(t / "nope.pt")], "--resume"),
+    "predictor-as-pretrained": (lambda t: TRAIN + ["--pretrained-encoder", "MODEL"], "pretrained base"),
+    "base-as-predictor": (lambda t: _predict_argv("BASE", t / "p.tsv"), "pretrained base"),
+}
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "run"
+    api.pretrain(TABLE, sequences=SEQS, tree=TREE, output_dir=str(out), progress=False, epochs=1, seed=1, **TINY)
+    return out / "model.pt"
+
+
+@pytest.mark.parametrize("case", list(INPUTS))
+def test_inputs(case, models, tmp_path, capsys, request):
+    (tmp_path / "notes.txt").write_text("not a table\n")
+    build, needle = INPUTS[case]
+    argv = [str(a) for a in build(tmp_path)]
+    argv = _replace(argv, "MODEL", str(models["model"]))
+    if "BASE" in argv:
+        argv = _replace(argv, "BASE", str(request.getfixturevalue("base_model")))
+    if argv[0] in ("train", "pretrain"):
+        argv += ["--output-dir", str(tmp_path / "out")]
+    refused(capsys, argv, tmp_path, needle, exclude=[tmp_path / "out"])
+
+
 # ---- item 3: sizes in a record are bounded by the weights present, before anything is built --------------------------
 def _arch(**changes):
     def edit(record):

@@ -72,7 +72,7 @@ def load_table(source, name="table"):
     if path.endswith(".qza"):
         return load_table(extract_from_qza(path, ".biom"), name)
     try:
-        return biom.load_table(path)
+        table = biom.load_table(path)
     except Exception as err:  # biom raises many types for a file that is not BIOM
         table = _hdf5_with_utf8_ids(path)
         if table is not None:
@@ -80,6 +80,11 @@ def load_table(source, name="table"):
         raise AAMInputError(f"{name} file {path!r} is not a readable BIOM table (v1 JSON or v2 HDF5): {err}. "
                             "Export a FeatureTable[Frequency] with `qiime tools export` or convert TSV tables "
                             "with `biom convert --to-hdf5`.") from None
+    if table.shape == (0, 0):
+        # biom reads any text as a classic TSV table: a file that is no table at all comes back empty
+        raise AAMInputError(f"{name} file {path!r} holds no samples and no features: it is not a BIOM table (v1 JSON "
+                            "or v2 HDF5), or an empty one. Export a FeatureTable[Frequency] with `qiime tools export`.")
+    return table
 
 
 def _hdf5_with_utf8_ids(path):
