@@ -134,8 +134,10 @@ def _link_plots(run, victim):
 
 
 def _link_checkpoints(run, victim):
-    shutil.rmtree(run / "checkpoints")
-    os.symlink(os.path.dirname(victim), run / "checkpoints")
+    """checkpoints/ moved outside and linked back: resuming would write the new checkpoints out there."""
+    elsewhere = os.path.join(os.path.dirname(victim), "checkpoints")
+    shutil.move(run / "checkpoints", elsewhere)
+    os.symlink(elsewhere, run / "checkpoints")
 
 
 def _link_plot_file(run, victim):
