@@ -151,12 +151,15 @@ def model_digest(record_json, model_state, member_states):
 def check_weights(record, weights, where):
     """The weights must be finite and have exactly the tensors and shapes the record's architecture builds.
 
-    The architecture is built on PyTorch's meta device, which allocates nothing, so a record claiming a huge
-    model costs no memory before it is refused.
+    The record's sizes are first bounded by the weights present (`aam.safety.bound_architecture`), then the
+    architecture is built on PyTorch's meta device, which allocates no tensor, so a record claiming a huge model
+    costs no memory before it is refused.
     """
     import torch
 
     from aam.models import build_model
+    from aam.safety import bound_architecture
+    bound_architecture(record.architecture, weights, where)  # before building: modules cost memory even on meta
     try:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in build_model(record.architecture).state_dict().items()}
@@ -271,16 +274,10 @@ def load_checkpoint(path, expect=None, map_location="cpu"):
         Missing file, not an AAM checkpoint, written by a newer format, a damaged or altered file, or the wrong
         kind.
     """
-    import torch
+    from aam.safety import load_torch_file
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise AAMInputError(f"checkpoint {path!r} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for foreign or unsafe content
-        raise AAMInputError(
-            f"{path!r} is not a readable AAM checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-            "AAM loads only tensors and plain data; files holding Python objects are refused.") from None
+    # the file is measured (archive caps, a readable zip) before torch.load(weights_only=True) reads it
+    payload = load_torch_file(path, map_location)
     return checkpoint_from_payload(payload, path, expect)
 
 

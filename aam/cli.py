@@ -11,6 +11,7 @@ import warnings
 
 from aam import __version__, options as O
 from aam.errors import AAMInputError, AAMTrainingError, render
+from aam.safety import check_writable, os_error_line, plain_warning
 
 
 def _add_options(parser, command):
@@ -209,6 +210,7 @@ def _finish(res, ctx):
 
 def cmd_predict(args, ctx):
     from aam import api
+    check_writable(args.output, "--output")  # before the work, not after it
     df = api.predict(args.model, args.table, sequences=args.sequences, metadata=args.metadata,
                      **_option_values(args, O.PREDICT))
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -219,9 +221,11 @@ def cmd_predict(args, ctx):
 
 def cmd_embed(args, ctx):
     from aam import api
+    stem = os.path.splitext(args.output)[0]
+    check_writable(args.output, "--output")
+    check_writable(stem + ".distances.tsv", "--output's distance file")
     frame, dm = api.embed(args.model, args.table, sequences=args.sequences, **_option_values(args, O.PREDICT))
     frame.to_csv(args.output, sep="\t")
-    stem = os.path.splitext(args.output)[0]
     dm.write(stem + ".distances.tsv")
     print(f"embeddings of {len(frame)} samples written to {args.output}; distances to {stem}.distances.tsv")
     return 0
@@ -259,12 +263,34 @@ COMMANDS = {"prepare": cmd_prepare, "pretrain": cmd_pretrain, "train": cmd_train
             "embed": cmd_embed, "doctor": cmd_doctor}
 
 
+#: the file arguments each command reads, checked for readability before any work
+_INPUT_FILES = ("table", "sequences", "tree", "unifrac_matrix", "unifrac_ids", "taxonomy", "metadata",
+                "pretrained_encoder", "model", "resume")
+
+
+#: model files read only after the data are prepared: their absence is named before any work
+_MODEL_FILES = ("pretrained_encoder", "model", "resume")
+
+
+def _check_readable(args):
+    """Name an input file that exists but cannot be read (permissions), or a model file that does not exist,
+    before any work starts."""
+    for name in _INPUT_FILES:
+        path = getattr(args, name, None)
+        if path and name in _MODEL_FILES and not os.path.exists(path):
+            raise AAMInputError(f"--{name.replace('_', '-')} {path!r} does not exist; check the path.")
+        if path and os.path.exists(path) and not os.access(path, os.R_OK):
+            raise AAMInputError(f"--{name.replace('_', '-')} {path!r} cannot be read (permission denied); make it "
+                                "readable for you or pass a copy you can read.")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default", UserWarning)
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    warnings.formatwarning = plain_warning
     ctx = None
     try:
+        _check_readable(args)
         ctx = _run_context(args)
         return COMMANDS[args.command](args, ctx)
     except (AAMInputError, AAMTrainingError) as err:
@@ -275,7 +301,18 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        if os.environ.get("AAM_DEBUG"):
+            raise
+        print(f"error: {_rank_prefix(ctx)}out of memory; lower --batch-size, --token-limit or --asv-chunk-size, "
+              "or use a machine with more memory", file=sys.stderr)
+        return 2
     except Exception as err:
+        if isinstance(err, OSError) and not (ctx is not None and ctx.active and _is_dist_error(err)) \
+                and not os.environ.get("AAM_DEBUG"):
+            # permission denied, disk full, read-only file system: what, where and what to do, in one line
+            print(f"error: {_rank_prefix(ctx)}{os_error_line(err)}", file=sys.stderr)
+            return 2
         # a collective that failed inside DDP/FSDP (a peer died or timed out) is reported in one line too
         if ctx is None or not ctx.active or os.environ.get("AAM_DEBUG") or not _is_dist_error(err):
             raise

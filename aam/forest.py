@@ -22,6 +22,12 @@ from aam.data.novelty import sequence_digest
 
 ARRAY_NAMES = ("tree_offsets", "left", "right", "feature", "threshold", "value")
 AXES_NAMES = ("axes_mean", "axes_components")
+#: deepest tree a model file may hold (scikit-learn's trees on a study's samples stay far below)
+MAX_TREE_DEPTH = 10_000
+
+
+def _floating(array):
+    return np.issubdtype(array.dtype, np.floating)
 
 
 @dataclass
@@ -87,34 +93,83 @@ class ForestArrays:
 
     def check(self, n_features, n_outputs, where, n_axes=0, embedding_dim=None):
         """Raise ValueError unless the arrays describe trees over `n_features` abundance columns and `n_axes`
-        embedding axes (of an `embedding_dim`-wide embedding) with `n_outputs` outputs."""
-        if n_axes:
-            a = self.axes
-            if (a is None or a.components.ndim != 2 or a.components.shape != (n_axes, embedding_dim)
-                    or a.mean.shape != (embedding_dim,)):
-                raise ValueError(f"{where}: the forest's embedding axes do not match its record ({n_axes} axes of "
-                                 f"a {embedding_dim}-wide embedding)")
-            if not (np.all(np.isfinite(a.mean)) and np.all(np.isfinite(a.components))):
-                raise ValueError(f"{where}: the forest's embedding axes hold NaN or infinite values")
-        elif self.axes is not None:
-            raise ValueError(f"{where}: the forest holds embedding axes its record does not mention")
-        n_features += n_axes
-        n = len(self.left)
-        if not (len(self.right) == len(self.feature) == len(self.threshold) == len(self.value) == n):
-            raise ValueError(f"{where}: the forest's node arrays differ in length")
-        if self.tree_offsets[0] != 0 or self.tree_offsets[-1] != n or np.any(np.diff(self.tree_offsets) < 1):
-            raise ValueError(f"{where}: the forest's tree offsets do not cover its nodes")
-        if self.value.ndim != 2 or self.value.shape[1] != n_outputs:
-            raise ValueError(f"{where}: the forest predicts {self.value.shape[1:]} outputs, the model {n_outputs}")
+        embedding axes (of an `embedding_dim`-wide embedding) with `n_outputs` outputs.
+
+        A model file comes from anywhere, and `predict` walks its trees until every sample reaches a leaf, so
+        every property that walk relies on is checked here: integer arrays of integer dtype and values of a float
+        dtype, every child inside its own tree and after its parent (so no walk can loop), at most
+        `MAX_TREE_DEPTH` levels, split features inside the table, and finite thresholds and leaf values.
+        """
+        self._check_axes(n_axes, embedding_dim, where)
+        self._check_layout(n_outputs, where)
         sizes = np.repeat(np.diff(self.tree_offsets), np.diff(self.tree_offsets))
+        local = np.arange(len(self.left)) - np.repeat(self.tree_offsets[:-1], np.diff(self.tree_offsets))
         internal = self.left >= 0
-        if np.any((self.left[internal] >= sizes[internal]) | (self.right[internal] >= sizes[internal])
-                  | (self.right[internal] < 0)):
+        left, right = self.left[internal], self.right[internal]
+        if np.any((left >= sizes[internal]) | (right >= sizes[internal]) | (right < 0)):
             raise ValueError(f"{where}: a tree of the forest points outside itself")
-        if np.any((self.feature[internal] < 0) | (self.feature[internal] >= n_features)):
+        if np.any((left <= local[internal]) | (right <= local[internal])):
+            raise ValueError(f"{where}: a tree of the forest points back to itself or an earlier node (a cycle)")
+        if np.any((self.feature[internal] < 0) | (self.feature[internal] >= n_features + n_axes)):
             raise ValueError(f"{where}: a split of the forest uses a feature it does not have")
         if not np.all(np.isfinite(self.value)) or not np.all(np.isfinite(self.threshold[internal])):
             raise ValueError(f"{where}: the forest holds NaN or infinite values")
+        depth = self.depth()
+        if depth > MAX_TREE_DEPTH:
+            raise ValueError(f"{where}: a tree of the forest is {depth} levels deep, more than the "
+                             f"{MAX_TREE_DEPTH} a forest may have")
+
+    def _check_axes(self, n_axes, embedding_dim, where):
+        """The embedding axes match the record: `n_axes` rows of `embedding_dim` finite values (or none)."""
+        if not n_axes:
+            if self.axes is not None:
+                raise ValueError(f"{where}: the forest holds embedding axes its record does not mention")
+            return
+        a = self.axes
+        if (a is None or a.components.ndim != 2 or a.components.shape != (n_axes, embedding_dim)
+                or a.mean.shape != (embedding_dim,)):
+            raise ValueError(f"{where}: the forest's embedding axes do not match its record ({n_axes} axes of "
+                             f"a {embedding_dim}-wide embedding)")
+        if not (_floating(a.mean) and _floating(a.components)):
+            raise ValueError(f"{where}: the forest's embedding axes must be floating-point arrays")
+        if not (np.all(np.isfinite(a.mean)) and np.all(np.isfinite(a.components))):
+            raise ValueError(f"{where}: the forest's embedding axes hold NaN or infinite values")
+
+    def _check_layout(self, n_outputs, where):
+        """Dtypes, dimensions and lengths of the arrays, and tree offsets that cover the nodes."""
+        integers = {"tree_offsets": self.tree_offsets, "left": self.left, "right": self.right,
+                    "feature": self.feature}
+        for name, array in integers.items():
+            if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+                raise ValueError(f"{where}: the forest's {name} must be a 1-D integer array, not {array.ndim}-D "
+                                 f"{array.dtype}")
+        if self.threshold.ndim != 1 or not _floating(self.threshold) or not _floating(self.value):
+            raise ValueError(f"{where}: the forest's thresholds and leaf values must be floating-point arrays")
+        n = len(self.left)
+        if not (len(self.right) == len(self.feature) == len(self.threshold) == len(self.value) == n):
+            raise ValueError(f"{where}: the forest's node arrays differ in length")
+        offsets = self.tree_offsets
+        if len(offsets) < 2 or offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) < 1):
+            raise ValueError(f"{where}: the forest's tree offsets do not cover its nodes")
+        if self.value.ndim != 2 or self.value.shape[1] != n_outputs:
+            raise ValueError(f"{where}: the forest predicts {self.value.shape[1:]} outputs, the model {n_outputs}")
+
+    def depth(self):
+        """Levels of the deepest tree (a root alone is 1), walking every tree at once, level by level.
+
+        Only for checked arrays (children after their parents), where it ends after at most the largest tree's
+        size levels; it stops early once `MAX_TREE_DEPTH` is passed.
+        """
+        tree_start = np.repeat(self.tree_offsets[:-1], np.diff(self.tree_offsets))   # per node: its tree's root
+        frontier = self.tree_offsets[:-1].astype(np.int64)                          # global index of every root
+        levels = 0
+        while frontier.size and levels <= MAX_TREE_DEPTH:
+            levels += 1
+            base = tree_start[frontier]
+            inner = self.left[frontier] >= 0
+            frontier = np.unique(np.concatenate([base[inner] + self.left[frontier][inner],
+                                                 base[inner] + self.right[frontier][inner]]))
+        return levels
 
     @property
     def n_trees(self):

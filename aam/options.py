@@ -11,6 +11,7 @@ Values travel as one `Options` object (``resolve(command, **given)``): a frozen 
 option, so the engine reads ``opts.token_limit`` and never restates a default. Invalid values raise
 `aam.errors.AAMInputError` naming the option as ``{opt:name}``, which each front end spells its own way.
 """
+import math
 from dataclasses import dataclass, field, make_dataclass, replace
 from typing import Any, Optional, Tuple
 
@@ -20,6 +21,7 @@ PRETRAIN, TRAIN, PREDICT = "pretrain", "train", "predict"
 FIT = (PRETRAIN, TRAIN)
 ALL = (PRETRAIN, TRAIN, PREDICT)
 COMMANDS = ALL
+_LARGEST_INT = 2 ** 63 - 1  # what numpy and torch take without an OverflowError
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
@@ -83,6 +85,10 @@ class Option:
             value = float(value)
         if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
             raise AAMInputError(f"{{opt:{self.name}}} must be {_TYPE_NAMES[self.type]}; got {value!r}")
+        if self.type is float and not math.isfinite(value):
+            raise AAMInputError(f"{{opt:{self.name}}} must be a finite number; got {value!r}")
+        if self.type is int and abs(value) > _LARGEST_INT:
+            raise AAMInputError(f"{{opt:{self.name}}} must be a 64-bit integer; got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise AAMInputError(f"{{opt:{self.name}}} must be one of {', '.join(map(str, self.choices))}; "
                                 f"got {value!r}")
@@ -98,18 +104,18 @@ class Option:
 OPTIONS = [
     # --- data -----------------------------------------------------------------------------------------------
     Option("max_bp", int, 150, "Nucleotides read from each ASV sequence; longer sequences are truncated at the 3' "
-           "end and shorter ones padded.", FIT, "data", min=1),
+           "end and shorter ones padded.", FIT, "data", min=1, max=4096),
     Option("token_limit", int, 256, "Maximum number of ASVs per sample (the most abundant are kept, or a random "
            "subset with {opt:asv_selection} random). The main memory and speed knob: the sample-level attention "
            "grows with its square. 256 keeps the ASVs that hold most reads of a gut or soil sample and trains a few "
            "hundred samples in minutes on a CPU; up to 1024 (the original AAM setting) for very rich samples on a "
-           "GPU.", FIT, "data", min=1),
+           "GPU.", FIT, "data", min=1, max=16384),
     Option("asv_selection", str, "abundance", "How ASVs are chosen when a sample has more than {opt:token_limit}: "
            "the most abundant (ties broken by feature order) or a seeded random subset.", FIT, "data",
            choices=("abundance", "random")),
     Option("rarefaction_draws", int, 5, "Predictions and embeddings (and a linear head's training embeddings) are "
            "averaged over this many independent rarefactions of each sample deeper than the training depth "
-           "(1 = a single draw).", (TRAIN, PREDICT), "data", min=1),
+           "(1 = a single draw).", (TRAIN, PREDICT), "data", min=1, max=1000),
     Option("coverage_floor", float, 0.5, "An ensemble member keyed on the training table's features (the forest) "
            "cannot read reads of features that table never had (another study, read length or processing): for a "
            "sample with less than this share of its reads on features it saw, its weight shrinks in proportion "
@@ -131,11 +137,11 @@ OPTIONS = [
     # --- architecture ---------------------------------------------------------------------------------------
     Option("embedding_dim", int, 64, "Width of nucleotide, ASV and sample embeddings. 64 trains a few hundred "
            "samples on a laptop CPU; on a GPU and thousands of samples 128 (the original AAM setting) gives more "
-           "capacity.", FIT, "architecture", min=8),
+           "capacity.", FIT, "architecture", min=8, max=4096),
     Option("attention_heads", int, 4, "Attention heads per transformer layer (must divide {opt:embedding_dim}).",
-           FIT, "architecture", min=1),
+           FIT, "architecture", min=1, max=256),
     Option("attention_layers", int, 2, "Transformer layers at the nucleotide level and at the sample level "
-           "(the original AAM setting, 4, costs twice the compute).", FIT, "architecture", min=1),
+           "(the original AAM setting, 4, costs twice the compute).", FIT, "architecture", min=1, max=64),
     Option("dropout", float, 0.1, "Dropout rate inside the transformers.", FIT, "architecture",
            min=0.0, max=1.0, max_exclusive=True),
     Option("asv_encoder", str, "gg13_8-v4-d64", "Nucleotide-level encoder to start from: a reference encoder "
@@ -157,10 +163,10 @@ OPTIONS = [
     Option("taxonomy_level", int, 6, "Taxonomic rank predicted per ASV by the taxonomy objective "
            "(1 = kingdom/domain ... 6 = genus, 7 = species).", (PRETRAIN,), "objective", min=1, max=7),
     Option("penalty", float, 1.0, "Weight of the UniFrac / distance (or Faith PD, taxonomy) loss.",
-           FIT, "objective", min=0.0),
+           FIT, "objective", min=0.0, max=1e6),
     Option("nuc_penalty", float, 1.0, "Weight of the masked-nucleotide loss (ignored with {opt:freeze_base}). "
            "Fine-tuning defaults to 0: masked nucleotides would blur the ASVs the target is read from.",
-           FIT, "objective", min=0.0, command_defaults=((TRAIN, 0.0),)),
+           FIT, "objective", min=0.0, max=1e6, command_defaults=((TRAIN, 0.0),)),
     Option("nuc_mask_ratio", float, 0.15, "Fraction of nucleotide positions masked for masked-nucleotide "
            "prediction; the start token and padding are never masked.", FIT, "objective",
            min=0.0, max=1.0, max_exclusive=True),
@@ -168,9 +174,9 @@ OPTIONS = [
            FIT, "objective", choices=("random", "span")),
     # --- prediction target ------------------------------------------------------------------------------------
     Option("target_penalty", float, 1.0, "Weight of the target (regression or classification) loss.",
-           (TRAIN,), "target", min=0.0),
+           (TRAIN,), "target", min=0.0, max=1e6),
     Option("count_penalty", float, 1.0, "Weight of the per-ASV relative-abundance reconstruction loss.",
-           (TRAIN,), "target", min=0.0),
+           (TRAIN,), "target", min=0.0, max=1e6),
     Option("head", str, "transformer", "The prediction layers: linear (ridge or logistic regression on the frozen "
            "pretrained base's sample embeddings, its penalty chosen by cross-validation on the training samples: "
            "seconds, and robust with few samples), transformer (a sample-level transformer and MLP trained by "
@@ -189,12 +195,12 @@ OPTIONS = [
            "gets weight only where it clearly earns it (the default: the lowest-loss share followed the noise of a "
            "small validation split and lost to the forest alone on most tasks of the benchmark); lowest-loss takes "
            "the share with the lowest loss.", (TRAIN,), "target", choices=("lowest-loss", "one-se")),
-    Option("forest_trees", int, 500, "Trees of the ensemble's random forest.", (TRAIN,), "target", min=1),
+    Option("forest_trees", int, 500, "Trees of the ensemble's random forest.", (TRAIN,), "target", min=1, max=100_000),
     Option("forest_embedding_axes", int, 20, "With {opt:ensemble} forest and a frozen pretrained base: the forest "
            "also reads this many principal axes of the base's sample embedding (its learned ordination of the "
            "study's UniFrac), beside the relative abundances; new samples are placed on them from their reads "
            "alone. 0 reads abundances only. With these axes the forest beat the same forest without them on 5 of 7 "
-           "tasks of the project's benchmark (docs/science.md).", (TRAIN,), "target", min=0),
+           "tasks of the project's benchmark (docs/science.md).", (TRAIN,), "target", min=0, max=4096),
     Option("freeze_base", bool, True, "Keep the pretrained base ({input:pretrained}) fixed and train only the "
            "prediction layers (much faster: each ASV is encoded once per run; the default because fine-tuning the "
            "base as well predicted held-out samples no better in the project's benchmark, docs/science.md). "
@@ -217,28 +223,29 @@ OPTIONS = [
            "(inverse class frequency in the training split).", (TRAIN,), "target",
            choices=("none", "balanced")),
     Option("categorical_embed_dim", int, 16, "Embedding size of each categorical covariate.", (TRAIN,),
-           "target", min=1),
+           "target", min=1, max=4096),
     Option("categorical_fusion", str, "concat", "How categorical covariates join the sample embedding: concat "
            "(concatenate, then project) or add (project, then add).", (TRAIN,), "target",
            choices=("concat", "add")),
     # --- optimization -----------------------------------------------------------------------------------------
     Option("epochs", int, 30, "Maximum number of passes over the training samples (training stops earlier after "
-           "{opt:patience} epochs without improvement).", FIT, "optimization", min=1),
+           "{opt:patience} epochs without improvement).", FIT, "optimization", min=1, max=1_000_000),
     Option("batch_size", int, 8, "Samples per batch. The pairwise UniFrac loss compares all samples of a "
            "batch, so larger batches give it more pairs (prediction: samples per forward pass, which bounds "
-           "memory only).", ALL, "optimization", min=1, command_defaults=((PRETRAIN, 32), (TRAIN, 16), (PREDICT, 32))),
+           "memory only).", ALL, "optimization", min=1, max=1_000_000,
+           command_defaults=((PRETRAIN, 32), (TRAIN, 16), (PREDICT, 32))),
     Option("drop_last", bool, False, "Leave out the last, incomplete training batch of each epoch (which batch "
            "that is changes with the shuffle; validation always scores every sample).", FIT, "optimization"),
     Option("patience", int, 10, "Stop after this many epochs without improvement of the validation score.",
-           FIT, "optimization", min=1),
+           FIT, "optimization", min=1, max=1_000_000),
     Option("lr", float, 1e-3, "Peak learning rate; the scheduler ({opt:scheduler}) warms up to it and decays from "
-           "it.", FIT, "optimization", min=0.0),
+           "it.", FIT, "optimization", min=0.0, max=10.0),
     Option("ema_epochs", float, 0.0, "Score and keep an exponential moving average of the trained weights instead "
            "of the raw ones, its memory about this many epochs of optimizer steps (0: the raw weights). Smooths the "
            "epoch-to-epoch noise of fine-tuning on few samples, so the best epoch is less a matter of luck.",
-           (TRAIN,), "optimization", min=0.0),
+           (TRAIN,), "optimization", min=0.0, max=1e6),
     Option("weight_decay", float, 0.01, "Decoupled weight decay (adamw) or L2 penalty (adam, sgd).", FIT,
-           "optimization", min=0.0),
+           "optimization", min=0.0, max=1e3),
     Option("optimizer", str, "adamw", "Optimizer: adamw (Adam with decoupled weight decay), adam, or sgd (momentum "
            "0.9); weight decay is an L2 penalty for adam and sgd.", FIT, "optimization",
            choices=("adamw", "adam", "sgd")),
@@ -250,19 +257,19 @@ OPTIONS = [
     Option("scheduler_t0", int, None, "cosine_restarts: optimizer steps in the first cycle (default: a "
            "quarter of all steps).", FIT, "optimization", min=1),
     Option("scheduler_t_mult", int, 1, "cosine_restarts: factor by which each cycle grows.", FIT,
-           "optimization", min=1),
+           "optimization", min=1, max=1000),
     Option("scheduler_eta_min", float, 0.0, "Lowest learning rate of the cosine schedules.", FIT,
            "optimization", min=0.0),
     Option("scheduler_patience", int, 5, "plateau: epochs without improvement before the learning rate drops.",
-           FIT, "optimization", min=0),
+           FIT, "optimization", min=0, max=1_000_000),
     Option("scheduler_factor", float, 0.5, "plateau: factor applied to the learning rate at each drop.", FIT,
            "optimization", min=0.0, max=1.0, max_exclusive=True),
     Option("gradient_accumulation_steps", int, 1, "Batches whose gradients are summed before each optimizer "
-           "step (a larger effective batch in the same memory).", FIT, "optimization", min=1),
+           "step (a larger effective batch in the same memory).", FIT, "optimization", min=1, max=1_000_000),
     Option("max_grad_norm", float, 1.0, "Clip the gradient norm to this value (0 disables clipping).", FIT,
            "optimization", min=0.0),
     Option("seed", int, 42, "Random seed for splits, rarefaction, masking and initialization: the same seed "
-           "and data give the same model.", ALL, "optimization", min=0),
+           "and data give the same model.", ALL, "optimization", min=0, max=2 ** 32 - 1),
     # --- hardware and speed ------------------------------------------------------------------------------------
     Option("device", str, "auto", "Where to compute: auto (a CUDA or ROCm GPU when present, else CPU), cpu, or "
            "cuda.", ALL, "hardware", choices=("auto", "cpu", "cuda")),
@@ -273,14 +280,14 @@ OPTIONS = [
     Option("gradient_checkpointing", bool, False, "Recompute transformer activations in the backward pass: "
            "less memory, about a third more compute.", FIT, "hardware"),
     Option("asv_chunk_size", int, 256, "Encode at most this many distinct ASV sequences at once; bounds the "
-           "peak memory of the nucleotide transformer.", ALL, "hardware", min=1),
+           "peak memory of the nucleotide transformer.", ALL, "hardware", min=1, max=1_000_000),
     Option("asv_dedup", bool, True, "Encode each distinct ASV of a batch once and share the result between "
            "samples (identical results; disable only to compare with the per-slot reference).", ALL,
            "hardware"),
     Option("num_workers", int, 0, "Background processes preparing batches (0 prepares them in the main "
-           "process).", ALL, "hardware", min=0),
+           "process).", ALL, "hardware", min=0, max=1024),
     Option("num_threads", int, 0, "CPU threads for PyTorch (0 uses all available cores).", ALL, "hardware",
-           min=0),
+           min=0, max=4096),
     # --- CLI only: files and multi-process runs --------------------------------------------------------------------
     Option("output_dir", str, None, "Directory for checkpoints, plots, TensorBoard logs and the training "
            "history.", FIT, "output", plugin=False),
@@ -392,6 +399,9 @@ def resolve(command, **given):
 
 def _check_together(values):
     """Constraints between options (each option alone was checked by `Option.check`)."""
+    if values["scheduler_eta_min"] > values["lr"]:
+        raise AAMInputError(f"{{opt:scheduler_eta_min}} ({values['scheduler_eta_min']:g}) must not exceed "
+                            f"{{opt:lr}} ({values['lr']:g}): it is the lowest learning rate of the schedule.")
     if values["embedding_dim"] % values["attention_heads"]:
         raise AAMInputError(f"{{opt:attention_heads}} ({values['attention_heads']}) must divide "
                             f"{{opt:embedding_dim}} ({values['embedding_dim']}): each head takes an equal share "

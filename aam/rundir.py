@@ -17,6 +17,7 @@ Only this module spells these names. Everything in it but `read_model` is torch-
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from aam.checkpoint import FORMAT, FORMAT_VERSION, atomic_write_text, format_version
@@ -110,51 +111,120 @@ class RunDirectory:
 
     # ---- owning a directory for a run ---------------------------------------------------------------------------
     LOCK = ".aam-run.lock"
+    #: where `claim(overwrite=True)` keeps the previous run until the new one has finished
+    REPLACED = ".aam-replaced"
     _RUN_FILES = (MODEL, CONFIG, HISTORY, PLOTS, TENSORBOARD, CHECKPOINTS)
+    _CHECKPOINT_FILES = ("best_model.pt", "last_checkpoint.pt", "final_model.pt")
 
     def existing_run_files(self):
         """Names of the run files already in the directory (a previous run's)."""
         if not os.path.isdir(self.path):
             return []
-        return [name for name in self._RUN_FILES if os.path.exists(self._join(name))]
+        return [name for name in self._RUN_FILES if os.path.lexists(self._join(name))]
+
+    def _members(self):
+        """Every path of a run, relative to the directory: what a symlink must not stand in for."""
+        names = [self.LOCK, self.REPLACED, *self._RUN_FILES]
+        names += [os.path.join(self.CHECKPOINTS, n) for n in self._CHECKPOINT_FILES]
+        for sub in (self.PLOTS, self.TENSORBOARD):
+            folder = self._join(sub)
+            if os.path.isdir(folder) and not os.path.islink(folder):
+                names += [os.path.join(sub, n) for n in sorted(os.listdir(folder))]
+        return names
 
     def claim(self, resume=False, overwrite=False):
         """Own this directory for a run, until `release`.
 
         Another run into the same directory at the same time is refused (an advisory lock, respected by every
         aam run), and so is a directory that already holds a run, unless the new run continues it (`resume`) or
-        replaces it (`overwrite`, which deletes the old run's files first, so nothing of the two runs mixes).
-        Temporary files left by a process killed while writing are removed.
+        replaces it (`overwrite`). A replaced run is set aside, not deleted: `release` deletes it only once the
+        new run has finished, and puts it back when the new run fails, so a failed ``--overwrite`` keeps the
+        previous model. The directory must be writable (checked before any work), and no member of a run may be
+        a symlink (the lock is opened without following one). Temporary files left by a process killed while
+        writing are removed.
 
         Raises
         ------
         AAMInputError
-            The path is a file, another run holds the directory, or it holds a finished run.
+            The path is a file or cannot be written, a run member is a symlink, another run holds the directory,
+            or it holds a finished run.
         """
+        from aam.safety import check_writable, open_lock, refuse_symlinks
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise AAMInputError(f"{{opt:output_dir}} {self.path!r} is a file, not a directory; choose a directory "
                                 "for the run's outputs.")
+        check_writable(self.path, "{opt:output_dir}")
         os.makedirs(self.path, exist_ok=True)
-        self._lock = _lock_file(self._join(self.LOCK), self.path)
+        refuse_symlinks(self.path, self._members())
+        self._lock = _lock_file(self._join(self.LOCK), self.path, open_lock)
+        self._replacing = False
         try:
+            self._recover_interrupted_overwrite(resume)
             existing = self.existing_run_files()
             if existing and not resume and not overwrite:
                 raise AAMInputError(
-                    f"{{opt:output_dir}} {self.path!r} already holds a run ({', '.join(existing)}). Continue it with "
-                    f"{{opt:resume}} {self.last_checkpoint}, replace it with {{opt:overwrite}}, or choose a new "
-                    "directory.")
-            if overwrite and not resume:
-                for name in existing:
-                    target = self._join(name)
-                    shutil.rmtree(target) if os.path.isdir(target) else os.unlink(target)
+                    f"{{opt:output_dir}} {self.path!r} already holds a run ({', '.join(existing)}). "
+                    + self._continue_hint() + "replace it with {opt:overwrite}, or choose a new directory.")
+            if overwrite and not resume and existing:
+                self._set_aside(existing)
             self._remove_stale_temporaries()
         except BaseException:
-            self.release()
+            self.release(finished=False)
             raise
         return self
 
-    def release(self):
-        """Give up the directory (see `claim`)."""
+    def _continue_hint(self):
+        """How to continue the run in this directory, if it left a checkpoint to continue from."""
+        if os.path.isfile(self.last_checkpoint):
+            return f"Continue it with {{opt:resume}} {self.last_checkpoint}, "
+        return "It left no checkpoint to continue from; "
+
+    def _set_aside(self, names):
+        """Move a previous run's files into `REPLACED` (same file system: renames, nothing copied or lost)."""
+        aside = self._join(self.REPLACED)
+        os.makedirs(aside, exist_ok=True)
+        for name in names:
+            os.replace(self._join(name), os.path.join(aside, name))
+        self._replacing = True
+
+    def _put_back(self):
+        """Remove what a failed run wrote and move the previous run back from `REPLACED`."""
+        aside = self._join(self.REPLACED)
+        for name in self._RUN_FILES:
+            if os.path.lexists(os.path.join(aside, name)):
+                _remove(self._join(name))
+                os.replace(os.path.join(aside, name), self._join(name))
+        shutil.rmtree(aside)
+
+    def _recover_interrupted_overwrite(self, resume):
+        """A `REPLACED` folder left by a process killed during ``--overwrite``: its run is the last one that
+        finished, so it comes back (unless this run resumes the interrupted one, which then owns the swap)."""
+        if not os.path.isdir(self._join(self.REPLACED)):
+            return
+        if resume:
+            self._replacing = True
+            return
+        from aam.errors import warn
+        self._put_back()
+        warn(f"{self.path!r}: an earlier {{opt:overwrite}} run was interrupted; the run it was replacing is back.")
+
+    def release(self, finished=None):
+        """Give up the directory (see `claim`).
+
+        Parameters
+        ----------
+        finished : bool, optional
+            Whether the run finished. A replaced run is deleted only after a finished run and put back after
+            a failed one. Default: finished unless an exception is propagating through the caller right now.
+        """
+        if finished is None:
+            finished = sys.exc_info()[0] is None
+        if getattr(self, "_replacing", False):
+            if finished:
+                shutil.rmtree(self._join(self.REPLACED), ignore_errors=True)
+            else:
+                self._put_back()
+            self._replacing = False
         lock = getattr(self, "_lock", None)
         if lock is not None:
             lock.close()  # closing the file releases the lock
@@ -234,9 +304,17 @@ class RunDirectory:
         return load_checkpoint(self.model_file, expect=expect)
 
 
-def _lock_file(path, directory):
-    """An open file holding an exclusive advisory lock on `path` (no locking where fcntl is missing)."""
-    handle = open(path, "a+")
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _lock_file(path, directory, opener):
+    """An open file holding an exclusive advisory lock on `path` (no locking where fcntl is missing); `opener`
+    opens it (`aam.safety.open_lock`: never through a symlink)."""
+    handle = opener(path)
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks; the directory check still protects finished runs

@@ -64,6 +64,11 @@ class AAMWeightsFormat(model.BinaryFileFormat):
                                   f"{err}).") from None
         if not any(n.endswith("data.pkl") for n in names):
             raise ValidationError("model.pt is a zip archive but not a PyTorch checkpoint (no data.pkl).")
+        from aam.safety import check_archive
+        try:
+            check_archive(path, "model.pt")  # decompression-bomb caps, before testzip or torch unpack anything
+        except AAMInputError as err:
+            raise ValidationError(str(err)) from None
         if bad is not None:
             raise ValidationError(f"model.pt is damaged: the member {bad!r} fails its checksum.")
         if level == "max":
@@ -72,6 +77,13 @@ class AAMWeightsFormat(model.BinaryFileFormat):
     def _load_checkpoint(self):
         """The checkpoint, loaded safely and checked; raises ValidationError when it is not an intact AAM model."""
         import torch
+
+        from aam.safety import check_archive, require_safe_torch
+        try:
+            require_safe_torch()
+            check_archive(str(self), "model.pt")
+        except AAMInputError as err:
+            raise ValidationError(str(err)) from None
         try:
             payload = torch.load(str(self), map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for damaged or unsafe content

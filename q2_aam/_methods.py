@@ -17,6 +17,7 @@ import skbio
 
 from aam.checkpoint import Checkpoint
 from aam.errors import AAMInputError, AAMTrainingError, AAMWarning, preview
+from aam.safety import plain_warnings
 
 from q2_types.tree import NewickFormat
 
@@ -35,7 +36,8 @@ def _log(line):
 @contextlib.contextmanager
 def _plugin_errors():
     """The engine's errors and warnings in the plugin's spelling of what they name (``--p-epochs``,
-    ``--i-phylogeny``): errors raised again, warnings issued again when the engine's work ends."""
+    ``--i-phylogeny``): errors raised again, warnings issued again when the engine's work ends, each printed as
+    one plain ``warning: ...`` line."""
     caught = []
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -44,11 +46,12 @@ def _plugin_errors():
     except (AAMInputError, AAMTrainingError) as err:
         raise type(err)(err.render(Q2)) from None
     finally:
-        for w in caught:
-            if isinstance(w.message, AAMWarning):
-                warnings.warn(w.message.render(Q2), UserWarning, stacklevel=3)
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        with plain_warnings():  # one line each, like every other message (no Python source location)
+            for w in caught:
+                if isinstance(w.message, AAMWarning):
+                    warnings.warn(w.message.render(Q2), UserWarning, stacklevel=3)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _options(options):

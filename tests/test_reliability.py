@@ -193,8 +193,9 @@ def test_non_finite_weights_are_refused(runs, tmp_path):
         load_checkpoint(tmp_path / "nan.pt")
 
 
-@pytest.mark.parametrize("width, message", [(4096, "do not fit the architecture"),
-                                            (10 ** 9, "describes no valid architecture")])
+@pytest.mark.parametrize("width, message", [(64, "do not fit the architecture"),
+                                            (4096, "larger than any dimension of the weights"),
+                                            (10 ** 9, "larger than any dimension of the weights")])
 def test_a_record_that_does_not_fit_its_weights_is_refused_without_allocating(runs, tmp_path, width, message):
     import resource
     ckpt = runs["reg"].checkpoint
@@ -316,3 +317,26 @@ def test_unicode_sample_ids_in_hdf5_biom(tmp_path):
     back = load_table(str(tmp_path / "u.biom"))
     assert list(back.ids()) == ["sämple-1", "échantillon-2"]
     assert back.matrix_data.toarray().tolist() == [[5, 3], [2, 9]]
+
+
+def test_per_sample_novelty_fields_flag_another_region(runs):
+    """The per-sample fields behind the prediction warnings (for the prediction table): a keyboard sample (454
+    reads of another region) is flagged, the Moving Pictures samples are not."""
+    from aam.data.novelty import sample_novelty
+    from aam.data.pipeline import prepare_table
+    from aam.data.sequences import read_fasta
+    mp, kb = read_fasta(SEQS), read_fasta(os.path.join(KB, "rep-seqs.fasta"))
+    kb_ids = list(kb)[:30]
+    table = biom.load_table(TABLE)
+    frame = pd.DataFrame(table.matrix_data.toarray(), index=table.ids("observation"), columns=table.ids())
+    frame = pd.concat([frame, pd.DataFrame(0.0, index=kb_ids, columns=frame.columns)])
+    frame["keyboard-1"] = 0.0
+    frame.loc[kb_ids, "keyboard-1"] = 50.0
+    table = biom.Table(frame.to_numpy(), list(frame.index), list(frame.columns))
+    record = runs["reg"].checkpoint.record
+    prepared = prepare_table(table, sequences={**mp, **{k: kb[k] for k in kb_ids}}, max_bp=record.max_bp,
+                             rarefy_depth=0)
+    novelty = sample_novelty(prepared, record.data.signature, record.max_bp)
+    assert novelty.loc["keyboard-1", "region_share"] < 0.5 and novelty.loc["keyboard-1", "seen_feature_share"] == 0
+    others = novelty.drop(index="keyboard-1")
+    assert (others["region_share"] >= 0.5).all() and (others["seen_feature_share"] > 0.9).all()

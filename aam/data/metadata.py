@@ -14,10 +14,12 @@ import os
 import numpy as np
 import pandas as pd
 
-from aam.errors import AAMInputError, preview
+from aam.errors import AAMInputError, preview, warn
 
 #: Name given to the index of every loaded metadata frame.
 INDEX_NAME = "sample_id"
+#: the largest 32-bit float: the model computes in float32, so a target beyond it overflows
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Headers QIIME 2 accepts for the ID column. Those starting with '#' must be recognized here, otherwise the
 # header line would be mistaken for a comment. Compared case-insensitively.
@@ -277,6 +279,14 @@ def numeric_target(md, column):
         raise AAMInputError(f"metadata column {column!r} has infinite values for sample(s) "
                             f"{preview(values.index[inf])}; replace them with finite numbers or leave the "
                             "cells empty to drop those samples.")
+    huge = np.abs(values.to_numpy()) >= FLOAT32_MAX
+    if huge.any():
+        raise AAMInputError(f"metadata column {column!r} has values beyond what the model computes with (32-bit "
+                            f"floats hold at most {FLOAT32_MAX:.1e}) for sample(s) {preview(values.index[huge])}; "
+                            "rescale the column (e.g. other units) or fix those values.")
+    if len(values) > 1 and values.nunique() == 1:
+        warn(f"metadata column {column!r} has the same value ({values.iloc[0]:g}) for every sample; a regressor "
+             "can learn nothing from it but that constant.")
     values.name = column
     values.index.name = INDEX_NAME
     return values, [str(s) for s in raw.index[missing]]
@@ -309,6 +319,11 @@ def categorical_target(md, column):
     raw = _column(md, column)
     missing = raw.isna()
     labels = raw[~missing].map(as_label).astype(object)
+    counts = labels.value_counts()
+    single = sorted(str(c) for c in counts.index[counts == 1])
+    if single:
+        warn(f"metadata column {column!r}: class(es) {preview(single)} have a single sample; such a class cannot be "
+             "both learned and validated, and its predictions rest on one example. Add samples or merge classes.")
     labels.name = column
     labels.index.name = INDEX_NAME
     return labels, [str(s) for s in raw.index[missing]]

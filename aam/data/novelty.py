@@ -51,6 +51,43 @@ def training_signature(prepared, max_bp):
             "start_coverage": round(float(sum(top.values())), 6)}
 
 
+def sample_novelty(prepared, signature, max_bp):
+    """Per sample, how much of it the training data covers: the fields behind the novelty warnings.
+
+    Parameters
+    ----------
+    prepared : aam.data.pipeline.PreparedTable
+        The new samples (with reads).
+    signature : dict or None
+        `training_signature` of the model's training data.
+    max_bp : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by sample ID: ``seen_feature_share``, the share of the sample's reads in features seen in
+        training, and ``region_share``, the share of its reads whose sequences start like the training sequences
+        (low for another 16S region or primer pair), relative to the share of training reads those starts cover.
+        NaN where the model's record keeps no signature to compare with.
+    """
+    import pandas as pd
+    counts = prepared.counts.tocsr()                                       # [N, F]
+    totals = np.maximum(np.asarray(counts.sum(axis=1)).ravel(), 1)         # [N]
+    signature = signature or {}
+    seen_share = np.full(len(prepared.sample_ids), np.nan)
+    region_share = np.full(len(prepared.sample_ids), np.nan)
+    seen = set(signature.get("feature_digests") or [])
+    if seen:
+        known = np.array([sequence_digest(s, max_bp) in seen for s in prepared.sequences], dtype=np.float64)
+        seen_share = (counts @ known) / totals
+    starts, coverage = signature.get("starts") or {}, signature.get("start_coverage") or 0.0
+    if starts and coverage > 0:
+        usual = np.array([str(s).upper()[:START_LENGTH] in starts for s in prepared.sequences], dtype=np.float64)
+        region_share = (counts @ usual) / totals / coverage
+    return pd.DataFrame({"seen_feature_share": seen_share, "region_share": region_share},
+                        index=pd.Index([str(i) for i in prepared.sample_ids], name="sample_id"))
+
+
 def prediction_warnings(prepared, signature, depth, max_bp, empty_samples=()):
     """Warnings about new samples, one per kind, each with a count and examples.
 
@@ -74,8 +111,7 @@ def prediction_warnings(prepared, signature, depth, max_bp, empty_samples=()):
     if empty_samples:
         out.append(f"{len(empty_samples)} sample(s) have no reads and get no prediction: {preview(empty_samples)}")
     ids = np.asarray(prepared.sample_ids)
-    counts = prepared.counts.tocsr()                                       # [N, F]
-    totals = np.asarray(counts.sum(axis=1)).ravel()                        # [N]
+    totals = np.asarray(prepared.counts.sum(axis=1)).ravel()              # [N]
     if depth:
         shallow = ids[totals < max(2, 0.1 * depth)]
         if len(shallow):
@@ -83,10 +119,9 @@ def prediction_warnings(prepared, signature, depth, max_bp, empty_samples=()):
                        f"training depth, {depth}); their predictions rest on very few reads: {preview(shallow)}")
     if not signature:
         return out
-    seen = set(signature.get("feature_digests") or [])
-    if seen:
-        known = np.array([sequence_digest(s, max_bp) in seen for s in prepared.sequences], dtype=np.float64)
-        share_known = (counts @ known) / np.maximum(totals, 1)             # [N]
+    novelty = sample_novelty(prepared, signature, max_bp)
+    share_known = novelty["seen_feature_share"].to_numpy()
+    if not np.isnan(share_known).all():
         none = ids[share_known == 0]
         few = ids[(share_known > 0) & (share_known < 0.1)]
         if len(none):
@@ -95,12 +130,11 @@ def prediction_warnings(prepared, signature, depth, max_bp, empty_samples=()):
         if len(few):
             out.append(f"{len(few)} sample(s) have less than 10% of their reads in features seen in training: "
                        f"{preview(few)}")
-    starts, coverage = signature.get("starts") or {}, signature.get("start_coverage") or 0.0
-    if starts and coverage > 0:
-        usual = np.array([str(s).upper()[:START_LENGTH] in starts for s in prepared.sequences], dtype=np.float64)
-        share_usual = (counts @ usual) / np.maximum(totals, 1)             # [N]
-        other = ids[share_usual < 0.5 * coverage]
+    region = novelty["region_share"].to_numpy()
+    if not np.isnan(region).all():
+        other = ids[region < 0.5]
         if len(other):
+            starts = signature["starts"]
             common = sorted(starts, key=lambda k: -starts[k])[:3]
             out.append(f"{len(other)} sample(s) look like another 16S region or primer pair: their sequences start "
                        f"unlike the training sequences (which mostly start {', '.join(common)}), so the model may "

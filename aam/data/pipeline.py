@@ -186,7 +186,7 @@ def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distan
     bt, empty = _load_nonempty_table(table, table_name)
     n_samples = bt.shape[1]
     bt, rarefied, depth, dropped = _rarefy_samples(bt, rarefy_depth, seed)
-    report = [_depth_line(table_name, n_samples, bt.shape[0], depth, dropped)]
+    report = [_depth_line(table_name, n_samples, bt.shape[0], depth, dropped, empty)]
     sample_ids = [str(s) for s in bt.ids()]
     feature_ids = [str(f) for f in bt.ids("observation")]
     seqs = resolve_sequences(feature_ids, sequences, table_name=table_name)
@@ -245,9 +245,11 @@ def _rarefy_samples(bt, rarefy_depth, seed):
     return bt, rarefied, depth, dropped
 
 
-def _depth_line(table_name, n_samples, n_features, depth, dropped):
-    """The report line on the table's size and its rarefaction."""
+def _depth_line(table_name, n_samples, n_features, depth, dropped, empty=()):
+    """The report line on the table's size and its rarefaction (samples left out named)."""
     line = f"{table_name}: {n_samples} samples x {n_features} features; rarefaction depth {depth if depth else 'none'}"
+    if empty:
+        line += f"; {len(empty)} sample(s) without reads left out: {preview(empty)}"
     if dropped:
         line += f"; {len(dropped)} sample(s) below depth left out: {preview(dropped)}"
     return line

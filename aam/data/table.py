@@ -20,13 +20,15 @@ def read_from_qza(path, suffix):
     -------
     bytes
     """
+    from aam.safety import check_archive, read_archive_member
+    check_archive(path, "QIIME 2 archive")  # caps against decompression bombs, before anything is unpacked
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if "/data/" in n and n.endswith(suffix)]
             if len(names) != 1:
                 raise AAMInputError(f"{path} holds no single data file ending with {suffix!r}; is it the right kind "
                                     "of artifact?")
-            return zf.read(names[0])
+            return read_archive_member(zf, zf.getinfo(names[0]), path, "QIIME 2 archive")
     except zipfile.BadZipFile:
         raise AAMInputError(f"{path} is not a QIIME 2 archive (.qza) or is damaged.") from None
 
@@ -70,7 +72,7 @@ def load_table(source, name="table"):
     if path.endswith(".qza"):
         return load_table(extract_from_qza(path, ".biom"), name)
     try:
-        return biom.load_table(path)
+        table = biom.load_table(path)
     except Exception as err:  # biom raises many types for a file that is not BIOM
         table = _hdf5_with_utf8_ids(path)
         if table is not None:
@@ -78,6 +80,11 @@ def load_table(source, name="table"):
         raise AAMInputError(f"{name} file {path!r} is not a readable BIOM table (v1 JSON or v2 HDF5): {err}. "
                             "Export a FeatureTable[Frequency] with `qiime tools export` or convert TSV tables "
                             "with `biom convert --to-hdf5`.") from None
+    if table.shape == (0, 0):
+        # biom reads any text as a classic TSV table: a file that is no table at all comes back empty
+        raise AAMInputError(f"{name} file {path!r} holds no samples and no features: it is not a BIOM table (v1 JSON "
+                            "or v2 HDF5), or an empty one. Export a FeatureTable[Frequency] with `qiime tools export`.")
+    return table
 
 
 def _hdf5_with_utf8_ids(path):
@@ -114,6 +121,10 @@ def validate_table(table, name="table"):
     AAMInputError
     """
     n_features, n_samples = table.shape
+    broken = [str(s) for s in table.ids() if any(ch in str(s) for ch in "\t\n\r")]
+    if broken:
+        raise AAMInputError(f"{name} has sample ID(s) containing a tab or line break ({preview(broken)}); no "
+                            "metadata or output file can hold such an ID. Rename those samples.")
     if n_samples == 0 or n_features == 0:
         raise AAMInputError(f"{name} is empty ({n_samples} samples x {n_features} features); AAM needs a table "
                             "with reads.")
