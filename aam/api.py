@@ -132,7 +132,9 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
         Indexed by sample ID: ``prediction`` in the target's units (regression) or the predicted class, plus one
         ``probability_<class>`` column per class for classifiers. An ensemble adds each member's own outputs
         under its name (``<member>``, or ``<member>_probability_<class>``; `aam.ensemble.member_outputs` reads
-        them back).
+        them back) and its share of each sample's blend (``<member>_share``). Every table ends with how much of
+        each sample the training data covers: ``seen_feature_share`` (reads in features seen in training) and
+        ``region_share`` (reads starting like the training reads; low for another 16S region).
     """
     from aam.workflows.infer import predict_table
     log = log or (lambda s: print(s, flush=True))

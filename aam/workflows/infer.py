@@ -47,6 +47,7 @@ def covariates(record, metadata, sample_ids, log):
 
 def predict_table(ckpt, table, sequences, metadata, opts, ctx, log):
     """The prediction table of a predictor (`aam.api.predict`)."""
+    from aam.data.novelty import sample_novelty
     from aam.ensemble.composite import Ensemble, prediction_frame
     from aam.inference import SampleFeatures
     record = ckpt.record
@@ -55,7 +56,9 @@ def predict_table(ckpt, table, sequences, metadata, opts, ctx, log):
     features = SampleFeatures.build(prepared, record, opts, ctx, base=net.base,
                                     covariates=covariates(record, metadata, prepared.sample_ids, log))
     outputs = Ensemble.from_checkpoint(ckpt, model=net).predict(features, opts.coverage_floor)
-    return prediction_frame(outputs, list(prepared.sample_ids), record)
+    frame = prediction_frame(outputs, list(prepared.sample_ids), record)
+    # how much of each sample the training data covers (the warnings' per-sample fields), in the output itself
+    return frame.join(sample_novelty(prepared, record.data.signature, record.max_bp))
 
 
 def embed_table(ckpt, table, sequences, opts, ctx):
