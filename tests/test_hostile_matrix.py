@@ -312,6 +312,18 @@ def crafted_forest(models, directory, case):
 DRIVER = """
 import contextlib, io, json, resource, sys, traceback
 from aam import cli
+
+
+def peak_kib():
+    # VmHWM: the peak of this process's own memory since exec (ru_maxrss would include the parent's peak, which
+    # Linux carries across fork and exec)
+    try:
+        with open("/proc/self/status") as fh:
+            return int(next(line for line in fh if line.startswith("VmHWM:")).split()[1])
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 results = {}
 for case, argv in json.loads(sys.argv[1]).items():
     err = io.StringIO()
@@ -320,8 +332,7 @@ for case, argv in json.loads(sys.argv[1]).items():
             status = cli.main(argv)
         except BaseException:
             status, err = "exception", io.StringIO(err.getvalue() + traceback.format_exc())
-    results[case] = {"status": status, "err": err.getvalue(),
-                     "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    results[case] = {"status": status, "err": err.getvalue(), "peak_kib": peak_kib()}
 print(json.dumps(results))
 """
 
