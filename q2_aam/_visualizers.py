@@ -443,10 +443,84 @@ def _metrics_table(metrics, rows):
                         index=pd.Index([_METRIC_LABELS.get(r, r) for r in rows], name="metric"), dtype=object)
 
 
+#: bootstrap resamples of the intervals and permutations of the paired test in `evaluate`
+_RESAMPLES = 1000
+
+
+def _formatted(frame):
+    """A table with its numbers in the page's format."""
+    # DataFrame.map replaced applymap in pandas 2.1
+    return frame.map(_fmt) if hasattr(frame, "map") else frame.applymap(_fmt)
+
+
+def _scored(y_true, preds, probs, regression):
+    """An `aam.evaluation.stats.Scored` of one model's aligned predictions."""
+    from aam.evaluation.stats import Scored
+    if regression:
+        return Scored(pd.to_numeric(y_true).to_numpy(float), preds.to_numpy(float))
+    truth = y_true.astype(str).to_numpy()
+    classes = tuple(sorted(set(truth) | set(preds.astype(str))))
+    matrix = None
+    if probs is not None:
+        matrix = probs.reindex(index=y_true.index, columns=list(classes)).fillna(0.0).to_numpy(float)
+    return Scored(truth, preds.astype(str).to_numpy(), matrix, classes)
+
+
+def _sample_groups(group, index):
+    """The group (subject) of each scored sample, or None; every scored sample must have one."""
+    if group is None:
+        return None
+    values = group.to_series()
+    values.index = values.index.astype(str)
+    values = values.reindex(index)
+    if values.isna().any():
+        missing = list(values.index[values.isna()])
+        raise AAMInputError(f"the group column {group.name!r} has no value for {len(missing)} scored sample(s) "
+                            f"({preview(missing)}); fill them in or choose another column.")
+    return values.astype(str).to_numpy()
+
+
+def _uncertainty(aligned, y_true, group, regression):
+    """Every metric of every model with its 95% bootstrap interval (over groups when given) and, for two models,
+    their paired difference with its interval, verdict and permutation p-value.
+
+    Returns
+    -------
+    (pd.DataFrame, pd.DataFrame or None)
+        The intervals (one row per model and metric) and the comparison (one row per metric).
+    """
+    from aam.evaluation.permutation import paired_permutation_p
+    from aam.evaluation.stats import CLASSIFICATION_METRICS, REGRESSION_METRICS, compare, metric_interval
+    groups = _sample_groups(group, y_true.index)
+    scored = [(label, _scored(y_true, preds, probs, regression)) for label, preds, probs in aligned]
+    metrics = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+    rows = []
+    for label, sc in scored:
+        for metric in metrics:
+            iv = metric_interval(metric, sc, groups, _RESAMPLES, seed=0)
+            if iv.estimate is not None:
+                rows.append({"model": label, "metric": _METRIC_LABELS.get(metric, metric), "value": iv.estimate,
+                             "95% low": iv.low, "95% high": iv.high})
+    intervals = pd.DataFrame(rows, columns=["model", "metric", "value", "95% low", "95% high"])
+    if len(scored) < 2:
+        return intervals, None
+    (first, a), (second, b) = scored
+    rows = []
+    for metric in metrics:
+        cmp = compare(metric, a, b, groups, _RESAMPLES, seed=0)
+        if cmp.difference.estimate is None:
+            continue
+        rows.append({"metric": _METRIC_LABELS.get(metric, metric), f"{first} - {second}": cmp.difference.estimate,
+                     "95% low": cmp.difference.low, "95% high": cmp.difference.high,
+                     "verdict": f"{first} {cmp.verdict}" if cmp.verdict != "level" else "level",
+                     "permutation p": paired_permutation_p(metric, a, b, groups, _RESAMPLES, seed=0)})
+    return intervals, pd.DataFrame(rows)
+
+
 def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColumn,
              probabilities: pd.DataFrame = None, other_predictions: pd.Series = None,
              other_probabilities: pd.DataFrame = None, name: str = "predictions", other_name: str = "other predictions",
-             missing_samples: str = "error") -> None:
+             missing_samples: str = "error", group: qiime2.CategoricalMetadataColumn = None) -> None:
     regression = isinstance(truth, qiime2.NumericMetadataColumn)
     column = truth.name
     truth_all = _truth_values(truth)
@@ -474,8 +548,15 @@ def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColu
     table = _metrics_table(metrics, _REGRESSION_ROWS if regression else _CLASSIFICATION_ROWS)
     table.to_csv(os.path.join(output_dir, "metrics.tsv"), sep="\t", na_rep="")
     per_sample.to_csv(os.path.join(output_dir, "per-sample.tsv"), sep="\t")
-    # DataFrame.map replaced applymap in pandas 2.1
-    shown = (table.map(_fmt) if hasattr(table, "map") else table.applymap(_fmt)).reset_index()
+    intervals, comparison = _uncertainty(aligned, y_true, group, regression)
+    intervals.to_csv(os.path.join(output_dir, "intervals.tsv"), sep="\t", index=False, na_rep="")
+    downloads = [("metrics.tsv", "the metrics table (TSV)"),
+                 ("intervals.tsv", "every metric with its 95% interval (TSV)"),
+                 ("per-sample.tsv", "truth and prediction of every sample (TSV)")]
+    if comparison is not None:
+        comparison.to_csv(os.path.join(output_dir, "comparison.tsv"), sep="\t", index=False, na_rep="")
+        downloads.insert(2, ("comparison.tsv", "the paired comparison of the two models (TSV)"))
+    shown = _formatted(table).reset_index()
     context = {
         "title": f"{'Regression' if regression else 'Classification'} accuracy: {column}",
         "column": column,
@@ -484,8 +565,10 @@ def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColu
         "n_samples": len(y_true),
         "notes": notes,
         "metrics": _table_html(shown, index=False),
+        "intervals": _table_html(_formatted(intervals), index=False),
+        "comparison": None if comparison is None else _table_html(_formatted(comparison), index=False),
+        "resampled": (f"whole groups of {group.name!r}" if group is not None else "samples"),
         "figures": figures,
-        "downloads": [("metrics.tsv", "the metrics table (TSV)"),
-                      ("per-sample.tsv", "truth and prediction of every sample (TSV)")],
+        "downloads": downloads,
     }
     _render("evaluate", output_dir, context)

@@ -353,7 +353,7 @@ plugin.visualizers.register_function(
             "other_predictions": SampleData[RegressorPredictions | ClassifierPredictions],
             "other_probabilities": SampleData[Probabilities]},
     parameters={"truth": MetadataColumn[Numeric | Categorical], "name": Str, "other_name": Str,
-                "missing_samples": Str % Choices(["error", "ignore"])},
+                "missing_samples": Str % Choices(["error", "ignore"]), "group": MetadataColumn[Categorical]},
     input_descriptions={
         "predictions": "Predictions to evaluate (from q2-aam or any other tool writing these types, e.g. "
                        "q2-sample-classifier).",
@@ -372,12 +372,16 @@ plugin.visualizers.register_function(
         "other_name": "Label of --i-other-predictions in tables and figures.",
         "missing_samples": "What to do with predicted samples that are not in the metadata: 'error' stops "
                            "with their IDs, 'ignore' leaves them out.",
+        "group": "The group (subject, house) of each sample: the 95% intervals resample whole groups, since "
+                 "samples of one subject are not independent (without it, samples are resampled one by one).",
     },
     name="Evaluate predictions against the truth",
     description=(
-        "Compare predictions with the true values of a metadata column: a metrics table and a "
-        "predicted-vs-actual scatter (regression) or confusion matrix (classification), for one model or two "
-        "side by side. Figures are provided as PNG and SVG; the metrics and per-sample values as TSV."),
+        "Compare predictions with the true values of a metadata column: a metrics table with 95% bootstrap "
+        "intervals (over subjects when a group column is given) and a predicted-vs-actual scatter "
+        "(regression) or confusion matrix (classification), for one model or two side by side; two models get "
+        "a paired comparison (the difference of each metric with its interval, and a permutation p-value). "
+        "Figures are provided as PNG and SVG; the metrics, intervals and per-sample values as TSV."),
     citations=[_C["cantrell2024aam"], _C["bokulich2018q2sampleclassifier"]],
     examples=EXAMPLES["evaluate"],
 )

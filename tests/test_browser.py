@@ -238,8 +238,12 @@ def test_page_in_a_browser(name, browser, request, visualizations, server, artif
         assert len(report.tables) >= 4, report.tables  # model, data, best-epoch metrics, hyperparameters
         assert "Hyperparameters" in report.text and "seed used" in report.text
     if kind == "evaluate":
-        _, data = _fetch(f"{prefix}metrics.tsv")
-        assert report.tables == [len(_tsv_rows(data))], (report.tables, _tsv_rows(data))
+        # the metrics, then every metric with its interval (and, for two models, their paired comparison): the
+        # tables offered as TSV
+        files = ["metrics.tsv", "intervals.tsv"] + (["comparison.tsv"] if name.endswith("two-models") else [])
+        expected = [len(_tsv_rows(_fetch(f"{prefix}{f}")[1])) for f in files]
+        assert report.tables == expected, (report.tables, expected)
+        assert "95% intervals" in report.text
         if name.endswith("two-models"):
             assert "AAM" in report.text and "random forest" in report.text
 
