@@ -289,7 +289,8 @@ def read_slice(directory):
     samples = pd.read_csv(os.path.join(directory, "samples.tsv"), sep="\t", dtype=str, index_col=0)
     corpus = Corpus(table, sequences, os.path.join(directory, "tree.nwk"), samples["study"].to_dict(),
                     samples["subject"].to_dict())
-    corpus.report = [f"corpus slice {directory}: {table.shape[1]} samples x {table.shape[0]} OTUs"]
+    sizes = ", ".join(f"{n} {k}" for k, n in corpus.counts_by_study().items())
+    corpus.report = [f"corpus slice {directory}: {table.shape[1]} samples ({sizes}) x {table.shape[0]} OTUs"]
     return corpus
 
 
