@@ -185,6 +185,8 @@ def test_fine_tuning_starts_from_the_base_and_cuts_longer_reads(bases):
     assert record.pretrained_encoder["shipped_base"]["name"] == NAME
     assert record.pretrained_encoder["shipped_base"]["read_length"] == 100
     assert record.options["base"] == NAME
+    from q2_aam._visualizers import _model_rows
+    assert f"shipped base {NAME}" in dict(_model_rows(record))["pretrained base"]
     predictions = api.predict(result.checkpoint, os.path.join(MP, "table.biom"),
                               sequences=os.path.join(MP, "rep-seqs.fasta"), log=lambda s: None)
     assert len(predictions) > 0
@@ -204,6 +206,8 @@ def test_pretraining_continues_the_base_on_a_study(bases):
     shipped = load_base(NAME)
     assert record.encoder == shipped.checkpoint.record.encoder and record.max_bp == 100
     assert record.pretrained_encoder["shipped_base"]["sha256"] == shipped.sha256
+    from q2_aam._visualizers import _model_rows
+    assert f"shipped base {NAME}" in dict(_model_rows(record))["continued from"]
     # the nucleotide level stays the frozen reference encoder it was shipped with
     for key, value in shipped.checkpoint.model_state.items():
         if key.startswith("asv_encoder."):

@@ -250,6 +250,8 @@ def main(argv=None):
     for name in ("epochs", "batch_size", "patience", "seed", "token_limit", "rarefy_depth"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--distributed", action="store_true", help="DDP over the processes torchrun started")
     args = p.parse_args(argv)
     corpus = load_corpus(args.data_dir)
     if args.max_samples:
@@ -258,7 +260,9 @@ def main(argv=None):
         corpus.report.append(f"pilot: {len(keep)} samples ({args.max_samples[0]} american-gut, "
                              f"{args.max_samples[1]} pgp, seeded)")
     options = {n: getattr(args, n) for n in ("epochs", "batch_size", "patience", "seed", "token_limit",
-                                             "rarefy_depth", "lr") if getattr(args, n) is not None}
+                                             "rarefy_depth", "lr", "device") if getattr(args, n) is not None}
+    if args.distributed:
+        options["distributed"] = True
     resume = os.path.join(args.out, "checkpoints", "last_checkpoint.pt") if args.resume else None
     command = "python -m aam.base.pretrain " + " ".join(argv if argv is not None else sys.argv[1:])
     pretrain_base(corpus, args.out, truncations=args.truncations, truncate_fraction=args.truncate_fraction,
