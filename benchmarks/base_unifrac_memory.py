@@ -7,8 +7,8 @@ Side by side, each in a fresh process (peak resident memory, ``ru_maxrss``, is a
 2. ``batch``: `aam.base.unifrac.BatchUniFrac` (presence table + tree paths), then 50 batches of 64 samples.
 
 At the real corpus (American Gut + PGP rarefied to 5,000 reads: 2,716 of its 2,725 samples) and at a simulated
-corpus of 30,000 samples (the size of today's American Gut): each simulated sample is a real one thinned to half its reads
-(binomial, seeded), so presence patterns differ as between real samples. The full matrix is not run at 30,000
+corpus of 30,000 samples (the size of today's American Gut): each simulated sample is a real one thinned to half
+its reads (binomial, seeded), so presence patterns differ as between real samples. The full matrix is not run at 30,000
 samples unless ``--full-at-scale`` is given (450 million pairs; 7.2 GB for the float64 matrix `unifrac`
 returns): its size is then stated as computed.
 
