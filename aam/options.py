@@ -140,10 +140,11 @@ OPTIONS = [
            "fine-tuning a pretrained base.",
            FIT, "architecture", choices=("gg13_8-v4-d64", "none")),
     Option("base", str, "none", "Start from a sample-level base shipped with AAM instead of {input:pretrained}: "
-           "ag-pgp-v4 was pretrained on UniFrac of 2,725 public human samples (American Gut and the Personal Genome "
-           "Project; stool, oral, skin; 16S V4 reads cut at 100 nt, longer reads of this study are cut alike; see "
-           "its MODEL_CARD.md). Fine-tuning starts from it; pretrain continues pretraining it on this study. none "
-           "starts from {input:pretrained}, or from the reference encoder alone.",
+           "ag-pgp-v4 is pretrained on the UniFrac of 2,725 public human samples (American Gut and the Personal "
+           "Genome Project; stool, oral, skin; 16S V4 reads cut at 100 nt, and longer reads of this study are cut "
+           "alike; its MODEL_CARD.md gives the corpus, metrics and license; built by `make base`). Fine-tuning starts "
+           "from it; pretrain continues pretraining it on this study. none starts from {input:pretrained}, or from "
+           "the reference encoder alone.",
            FIT, "architecture", choices=("none",) + SHIPPED_BASES),
     Option("freeze_asv_encoder", bool, True, "Keep the reference encoder ({opt:asv_encoder}) fixed: each distinct "
            "ASV is encoded once per run and only the sample-level layers train (much faster; the masked-nucleotide "
