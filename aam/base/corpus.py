@@ -302,7 +302,11 @@ def main(argv=None):
                    help="samples per study in the slice")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    corpus = load_corpus(args.data_dir)
+    try:
+        corpus = load_corpus(args.data_dir)
+    except AAMInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     for line in corpus.report:
         print(line)
     if args.slice:

@@ -15,6 +15,7 @@ import sys
 
 from aam.base.shipped import BASES_DIR, FORMAT_VERSION, META_FILE, MODEL_FILE
 from aam.checkpoint import atomic_write
+from aam.errors import AAMInputError
 
 MAX_SHIPPED_BYTES = 10 * 1024 * 1024
 RUN_INFO = "corpus.json"  # written by aam.base.pretrain into its run directory
@@ -53,9 +54,13 @@ def export_base(run, name, dest=None, log=print):
     from aam.base.model_card import license_text, model_card
     from aam.reference.shipped import sha256_file
     from aam.rundir import RunDirectory
+    info_path = os.path.join(run, RUN_INFO)
+    if not os.path.isfile(info_path) or not os.path.isfile(os.path.join(run, "model.pt")):
+        raise AAMInputError(f"{run} is not a finished corpus pretraining run (no {RUN_INFO} or model.pt): run "
+                            "python -m aam.base.pretrain --out RUN (or make base) first, or --resume it to the end.")
     run_dir = RunDirectory(run)
     checkpoint = run_dir.read_model(expect="encoder")
-    with open(os.path.join(run, RUN_INFO)) as fh:
+    with open(info_path) as fh:
         info = json.load(fh)
     dest = dest or os.path.join(BASES_DIR, name)
     os.makedirs(dest, exist_ok=True)
@@ -89,7 +94,11 @@ def main(argv=None):
     p.add_argument("--name", required=True, help="base name (directory under aam/assets/bases)")
     p.add_argument("--dest", help="output directory (default aam/assets/bases/NAME)")
     args = p.parse_args(argv)
-    export_base(args.run, args.name, args.dest)
+    try:
+        export_base(args.run, args.name, args.dest)
+    except AAMInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

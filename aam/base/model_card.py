@@ -1,4 +1,7 @@
 """The model card and license of a shipped base, generated from its run so the card states the shipped figures."""
+import textwrap
+
+WIDTH = 116
 
 LICENSE = """The files in this directory (model.pt, base.json, metrics.json, history.tsv and this license) hold and
 describe the sample-level base {name} of q2-aam, a model trained on:
@@ -33,6 +36,34 @@ def _metrics_table(metrics):
     return "\n".join(["| validation metric (best epoch) | value |", "|---|---|"] + rows)
 
 
+def reflow(markdown, width=WIDTH):
+    """Markdown with its paragraphs and bullets wrapped at `width` (headings, tables and code left as they are)."""
+    out = []
+    for block in markdown.strip("\n").split("\n\n"):
+        lines = block.split("\n")
+        heading = []
+        if lines[0].startswith("#"):
+            heading, lines = [lines[0]], lines[1:]
+        if not lines or lines[0].startswith(("|", "```")):
+            out.append("\n".join(heading + lines))
+            continue
+        items, current = [], []
+        for line in lines:
+            if line.startswith("- ") and current:
+                items.append(current)
+                current = []
+            current.append(line.strip())
+        items.append(current)
+        wrapped = []
+        for item in items:
+            text = " ".join(item)
+            bullet = text.startswith("- ")
+            wrapped.append(textwrap.fill(text, width, subsequent_indent="  " if bullet else "",
+                                         break_long_words=False, break_on_hyphens=False))
+        out.append("\n".join(heading + wrapped))
+    return "\n\n".join(out) + "\n"
+
+
 def model_card(name, checkpoint, meta, metrics, info):
     """MODEL_CARD.md of a shipped base (markdown text)."""
     record = checkpoint.record
@@ -40,7 +71,7 @@ def model_card(name, checkpoint, meta, metrics, info):
     n_params = sum(int(v.numel()) for v in checkpoint.model_state.values())
     corpus = "\n".join(f"- {line}" for line in info["corpus"])
     truncations = "/".join(map(str, meta["truncations"]))
-    return f"""# Model card: `{name}`, a sample-level base pretrained on American Gut + PGP
+    return reflow(f"""# Model card: `{name}`, a sample-level base pretrained on American Gut + PGP
 
 ## Model
 - `aam.models.SequenceEncoder` (a pretrained base, kind `encoder`): the frozen reference encoder
@@ -89,7 +120,7 @@ evolutionary analyses of bacteria and archaea. ISME J 6:610-618 (2012).
 
 ## Rebuilding
 `make base` ({info.get('command')}, then `python -m aam.base.export`).
-"""
+""")
 
 
 def _options(record):

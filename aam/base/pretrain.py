@@ -18,7 +18,7 @@ The same steps as ``aam.api.pretrain`` (`aam.workflows.pretrain`), with two diff
 
 Resumable (``--resume``, continued exactly), progress lines, TensorBoard and history in the run directory, seeded.
 
-    python -m aam.base.pretrain --out base-run [--resume] [--epochs 60] [--max-samples 400] [--threads 2]
+    python -m aam.base.pretrain --out base-run [--resume] [--epochs 45] [--max-samples 400 60] [--threads 2]
 """
 import argparse
 import os
@@ -35,7 +35,7 @@ READ_LENGTH = 100
 TRUNCATIONS = (90, 80)
 TRUNCATE_FRACTION = 0.5
 #: the options of a corpus run that differ from ``aam pretrain``'s defaults (sized for 2,725 samples on 2 cores)
-CORPUS_OPTIONS = dict(batch_size=64, epochs=60, patience=15, lr=1e-3, validation_fraction=0.1, token_limit=256,
+CORPUS_OPTIONS = dict(batch_size=64, epochs=45, patience=12, lr=1e-3, validation_fraction=0.1, token_limit=256,
                       rarefy_depth=5000)  # 5,000 reads keep 2,716 of the 2,725 samples (9,043, the default, 2,453)
 
 
@@ -236,6 +236,14 @@ def _loaders(prepared, train_ids, val_ids, tokens, unifrac, rows, truncate_fract
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except AAMInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _main(argv):
     from aam.base.corpus import choose_slice, default_data_dir, load_corpus
     p = argparse.ArgumentParser(prog="python -m aam.base.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="run directory")
