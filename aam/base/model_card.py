@@ -80,7 +80,8 @@ def model_card(name, checkpoint, meta, metrics, info):
   {enc.token_limit} ASVs per sample, with their abundances, gives the sample embedding. {n_params:,} parameters
   (float32, `model.pt`, tensors + JSON record, no pickle).
 - Reads: cut at {meta['read_length']} nt (the tokenizer the base records), so longer reads of the same region
-  (ECAM 150 nt, Moving Pictures 120 nt) are read as the first {meta['read_length']} nt, exactly what the corpus holds.
+  (ECAM 150 nt, Moving Pictures 120 nt) are read as their first {meta['read_length']} nt, the stretch the corpus reads
+  cover.
   Trained on full {meta['read_length']} nt reads and, for {100 * meta['truncate_fraction']:g}% of samples each epoch,
   on the reads cut to {truncations} nt (one length per sample). Reads of another region, or mostly shorter than the
   shortest length trained on, are warned about.
