@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # missing browser or Galaxy tool, say; under CI those tests fail instead).
 JOBS ?= 2
 
-.PHONY: setup demo test bench heldout galaxy encoder clean
+.PHONY: setup demo test bench heldout galaxy encoder base clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -44,6 +44,20 @@ encoder: setup
 		$$([ -f $(ENCODER_RUN)/checkpoint.pt ] && echo --resume)
 	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m aam.reference.evaluate --run $(ENCODER_RUN) --threads 1
 	$(PY) -m aam.reference.export --run $(ENCODER_RUN) --name $(ENCODER_NAME)
+
+# Build the shipped sample-level base (aam/assets/bases/$(BASE_NAME)) from American Gut + PGP in ../shared/data
+# (read there, never copied): pretraining of the sample level over the frozen reference encoder, UniFrac per batch
+# from the tree, random read truncations (python -m aam.base.pretrain --help), then export with checksums and the
+# model card. Resumes an interrupted run; progress lines, TensorBoard logs and history.tsv in $(BASE_RUN).
+# e.g. make base BASE_ARGS="--epochs 5 --max-samples 400 60" for a pilot.
+BASE_NAME ?= ag-pgp-v4
+BASE_RUN ?= base-run/$(BASE_NAME)
+BASE_ARGS ?=
+
+base: setup
+	OMP_NUM_THREADS=2 nice -n 10 $(PY) -m aam.base.pretrain --out $(BASE_RUN) --threads 2 \
+		$$([ -f $(BASE_RUN)/checkpoints/last_checkpoint.pt ] && echo --resume) $(BASE_ARGS)
+	$(PY) -m aam.base.export --run $(BASE_RUN) --name $(BASE_NAME)
 
 clean:
 	rm -rf $(VENV) .venv-galaxy galaxy-tools demo-output build *.egg-info .pytest_cache

@@ -18,7 +18,7 @@ setup(
     package_data={
         "q2_aam": ["citations.bib", "assets/*", "assets/**/*"],
         # the shipped reference encoders: weights, region signature, manifest, model card, metrics, hold-out
-        "aam": ["assets/encoders/*/*"],
+        "aam": ["assets/encoders/*/*", "assets/bases/*/*"],
     },
     python_requires=">=3.8",
     # Loose bounds on purpose: they must be met by Debian bookworm's QIIME 2 2022.11 packages and by current

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field, make_dataclass, replace
 from typing import Any, Optional, Tuple
 
+from aam.base import SHIPPED_BASES
 from aam.errors import AAMInputError
 
 PRETRAIN, TRAIN, PREDICT = "pretrain", "train", "predict"
@@ -150,6 +151,13 @@ OPTIONS = [
            "{opt:attention_layers}; or none to train it from random weights on this study alone. Ignored when "
            "fine-tuning a pretrained base.",
            FIT, "architecture", choices=("gg13_8-v4-d64", "none")),
+    Option("base", str, "none", "Start from a sample-level base shipped with AAM instead of {input:pretrained}: "
+           "ag-pgp-v4 is pretrained on the UniFrac of 2,725 public human samples (American Gut and the Personal "
+           "Genome Project; stool, oral, skin; 16S V4 reads cut at 100 nt, and longer reads of this study are cut "
+           "alike; its MODEL_CARD.md gives the corpus, metrics and license; built by `make base`). Fine-tuning starts "
+           "from it; pretrain continues pretraining it on this study. none starts from {input:pretrained}, or from "
+           "the reference encoder alone.",
+           FIT, "architecture", choices=("none",) + SHIPPED_BASES),
     Option("freeze_asv_encoder", bool, True, "Keep the reference encoder ({opt:asv_encoder}) fixed: each distinct "
            "ASV is encoded once per run and only the sample-level layers train (much faster; the masked-nucleotide "
            "objective is then off).", FIT, "architecture"),

@@ -115,11 +115,26 @@ def _data_rows(record):
     return [(k, _fmt(v)) for k, v in rows if v is not None]
 
 
+def _pretrained_base(pre):
+    """The model card's line on the base a model started from (a shipped base by name)."""
+    if not pre:
+        return "none (trained from scratch)"
+    shipped = pre.get("shipped_base")
+    if shipped:
+        return (f"shipped base {shipped.get('name')} (sha256 {str(shipped.get('sha256'))[:12]}..., reads cut at "
+                f"{shipped.get('read_length')} nt; derived from Greengenes, CC BY-SA 3.0: share-alike passes on to "
+                "this model)")
+    return (f"{pre.get('objective')} objective, {(pre.get('data') or {}).get('n_samples')} samples, "
+            f"aam {pre.get('aam_version')}")
+
+
 def _model_rows(record):
     options = record.options
     rows = [("kind", record.title)]
     if record.task == "pretrain":
         rows.append(("pretraining objective", record.objective))
+        if record.pretrained_encoder:
+            rows.append(("continued from", _pretrained_base(record.pretrained_encoder)))
         if record.objective in ("taxonomy", "combined"):
             rows.append(("taxonomy level", record.taxonomy_level))
     else:
@@ -129,10 +144,7 @@ def _model_rows(record):
             rows.append(("classes", _fmt(target.class_labels)))
         if target.categorical_columns:
             rows.append(("categorical covariates", _fmt(target.categorical_columns)))
-        pre = record.pretrained_encoder
-        rows.append(("pretrained base", "none (trained from scratch)" if not pre else
-                     f"{pre.get('objective')} objective, {(pre.get('data') or {}).get('n_samples')} samples, "
-                     f"aam {pre.get('aam_version')}"))
+        rows.append(("pretrained base", _pretrained_base(record.pretrained_encoder)))
         rows.append(("base frozen", _fmt(bool(options.get("freeze_base")))))
     ref = record.asv_encoder
     rows.append(("nucleotide level", "trained from random weights on this study" if not ref else

@@ -47,6 +47,7 @@ class Start:
     reference: object
     opts: object
     head: str
+    shipped: object = None          # aam.base.shipped.ShippedBase when {opt:base} names one
 
 
 @dataclass
@@ -90,7 +91,7 @@ def fine_tune(run_dir, opts, ctx, inputs, progress, log):
     """`aam.api.train` inside its run directory."""
     start = _start(opts, inputs.pretrained)
     opts = start.opts
-    labelled = _labelled(opts, inputs, start.reference)
+    labelled = _labelled(opts, inputs, start)
     split = _split(labelled, opts, start.head, inputs.classifier)
     targets, opts = _targets(labelled, split, opts, inputs.classifier, inputs.column)
     cat_encoder, covariates = _covariates(labelled, split, inputs.categorical_columns)
@@ -103,11 +104,14 @@ def fine_tune(run_dir, opts, ctx, inputs, progress, log):
 
 # ---- the steps ----------------------------------------------------------------------------------------------------
 def _start(opts, pretrained):
-    base = load_model(pretrained, "encoder") if pretrained is not None else None
+    from aam.base.shipped import starting_base
+    shipped = starting_base(opts, pretrained)
+    base = shipped.checkpoint if shipped else load_model(pretrained, "encoder") if pretrained is not None else None
     reference = None
     if base is not None:
-        # the tokenizer and the token limit must match what the base was pretrained with
-        opts = with_pretrained_architecture(opts, base.record)
+        # the tokenizer and the token limit must match what the base was pretrained with (a corpus base cuts reads
+        # shorter than its encoder could read: the length it was pretrained on)
+        opts = with_pretrained_architecture(opts, base.record).replace(max_bp=base.record.max_bp)
     else:
         reference, opts = reference_for(opts)
     head = opts.head if opts.head != "auto" else ("linear" if base is not None else "transformer")
@@ -120,10 +124,10 @@ def _start(opts, pretrained):
     if opts.freeze_base and base is None:
         # nothing to freeze: a base without pretraining trains with the head (the option's documented meaning)
         opts = opts.replace(freeze_base=False)
-    return Start(base, reference, opts, head)
+    return Start(base, reference, opts, head, shipped)
 
 
-def _labelled(opts, inputs, reference):
+def _labelled(opts, inputs, start):
     from aam.data.loaders import group_labels
     from aam.data.metadata import categorical_target, load_metadata, numeric_target, select_samples
     md = load_metadata(inputs.metadata)
@@ -133,7 +137,11 @@ def _labelled(opts, inputs, reference):
                              distance_matrix=inputs.distance_matrix if use_dist else None,
                              distance_ids=inputs.distance_ids, objective="unifrac" if use_dist else None,
                              max_bp=opts.max_bp, rarefy_depth=opts.rarefy_depth, seed=opts.seed)
-    check_region(prepared.sequences, reference and reference.name)
+    if start.shipped is not None:
+        from aam.base.shipped import check_reads
+        check_reads(prepared, start.shipped)
+    else:
+        check_region(prepared.sequences, start.reference and start.reference.name)
     md = select_samples(md, prepared.sample_ids, missing=opts.missing_samples)
     column = inputs.column
     y, dropped = (categorical_target if inputs.classifier else numeric_target)(md, column)
@@ -228,6 +236,8 @@ def _record(labelled, split, targets, opts, ctx, start, inputs, cat_encoder):
         provenance = {"objective": base.record.objective, "aam_version": base.record.aam_version,
                       "data": {"n_samples": d.n_samples, "n_features": d.n_features,
                                "rarefaction_depth": d.rarefaction_depth}}
+        if start.shipped is not None:
+            provenance["shipped_base"] = start.shipped.provenance()
     target = Target(column=inputs.column, class_labels=labelled.class_labels,
                     transform=targets.transform.to_dict() if targets.transform else None,
                     categorical_columns=columns,
