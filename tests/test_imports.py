@@ -58,45 +58,20 @@ def import_graph():
 
 
 def circles(graph):
-    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
-    index, low, on_stack, stack, found, counter = {}, {}, set(), [], [], [0]
-
-    def visit(start):
-        work = [(start, iter(sorted(graph[start])))]
-        index[start] = low[start] = counter[0]
-        counter[0] += 1
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, edges = work[-1]
-            nxt = next(edges, None)
-            if nxt is None:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
-                if low[node] == index[node]:
-                    component = set()
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.add(member)
-                        if member == node:
-                            break
-                    if len(component) > 1:
-                        found.append(component)
-            elif nxt not in index:
-                index[nxt] = low[nxt] = counter[0]
-                counter[0] += 1
-                stack.append(nxt)
-                on_stack.add(nxt)
-                work.append((nxt, iter(sorted(graph[nxt]))))
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return found
+    """The strongly connected components of more than one module (scipy's csgraph), in name order."""
+    import numpy as np
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+    names = sorted(graph)
+    position = {n: i for i, n in enumerate(names)}
+    edges = [(position[a], position[b]) for a in names for b in graph[a] if b in position]
+    rows, cols = (np.array(x, dtype=np.int64) for x in zip(*edges)) if edges else (np.zeros(0, int),) * 2
+    adjacency = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(names), len(names)))
+    _, labels = connected_components(adjacency, directed=True, connection="strong")
+    found = {}
+    for name, label in zip(names, labels):
+        found.setdefault(label, set()).add(name)
+    return sorted((c for c in found.values() if len(c) > 1), key=min)
 
 
 def test_the_circle_finder_finds_a_circle_through_a_function_local_import():
