@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from benchmarks import heldout_baselines  # noqa: F401  (registers the baselines)
 from benchmarks import heldout_models as M
 from benchmarks import heldout_semi  # noqa: F401  (registers the semi-supervised recipes)
 from benchmarks import heldout_tasks as T
@@ -216,7 +217,8 @@ def fold_key(task):
     """Tasks with equal keys have the same samples' folds (same study, grouping and stratification): they run
     together, fold by fold, so they share rarefied draws, distances and pretrained encoders."""
     stratify = task.fold_stratify or (task.column if task.classifier else None)
-    return (task.folder, task.table, task.metadata, task.group, task.keep, stratify, task.max_groups)
+    return (task.folder, task.table, task.metadata, task.group, task.keep, stratify, task.max_groups,
+            task.depth_matched, task.fixed_depth)
 
 
 def prepare_task(task, args, out_dir):

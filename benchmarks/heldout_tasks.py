@@ -64,6 +64,11 @@ class Task:
         Column whose classes the folds balance (default: the target of a classification task, nothing for a
         regression). Two tasks of one study with the same samples, groups and `fold_stratify` share their folds,
         and so their rarefied draws and (through the AAM recipe's cache) their pretrained encoders.
+    depth_matched : bool
+        Every model reads the fold's rarefied draw: ``Samples.table`` is the rarefied table too, so no model sees
+        how deep a sample was sequenced (a confound of the label in some studies).
+    fixed_depth : int, optional
+        Rarefaction depth of every fold (default: chosen on each fold's training samples, `FoldSplit`).
     """
 
     name: str
@@ -85,6 +90,8 @@ class Task:
     max_per_group: Optional[int] = None
     max_features: Optional[int] = None
     fold_stratify: Optional[str] = None
+    depth_matched: bool = False
+    fixed_depth: Optional[int] = None
 
     @property
     def folder(self):
@@ -97,6 +104,10 @@ class Task:
     def classifier(self):
         return self.kind == "classification"
 
+
+#: depth of the depth-matched tasks: a floor most 16S V4 samples clear (ibd-2538: all but 3% of control and 7% of
+#: Crohn's samples), fixed beforehand rather than chosen per fold, so that the task keeps its shallow samples
+DEPTH_MATCHED_READS = 1000
 
 _MP_GROUPING = ("2 subjects only, so grouping by subject would allow 2 folds; samples are grouped by sampling event "
                 "(subject + day): the 4 body sites swabbed from one person on one day are held out together, so "
@@ -118,6 +129,13 @@ TASKS = [
          "age is a subject-level value with repeated samples per subject: grouped by subject (host_subject_id); "
          "folds balanced by disease status, so they are those of ibd-ibd.",
          description="ibd-2538 stool, age of the subject (years)", fold_stratify="ibd"),
+    Task("ibd-ibd-dm", "ibd-2538", "ibd", "classification", "table.qza", "metadata.tsv", None,
+         "sepp-insertion-tree.qza", "unweighted_unifrac", ("host_subject_id",),
+         "as ibd-ibd: grouped by subject (host_subject_id), the same folds.", positive="Crohns",
+         description="ibd-ibd depth-matched: every model (forests on relative abundances and AAM's ensemble "
+         "included) reads one rarefied draw at 1,000 reads per sample, so sequencing depth, which separates "
+         "Crohn's from control subjects in this study, is hidden from every model; samples below 1,000 reads are "
+         "counted per class", depth_matched=True, fixed_depth=DEPTH_MATCHED_READS),
     Task("amazon-village", "amazon-homes", "village", "classification", "table.qza", "metadata.tsv", None, None,
          "braycurtis", ("house_number",),
          "36 houses with several surfaces each and a house-level label: grouped by house (house_number).",
@@ -438,7 +456,8 @@ class FoldSplit:
         pool_all = [s for s in data.sample_ids if fold_of[s] != index]
         test_all = [s for s in data.sample_ids if fold_of[s] == index]
         # depth from the training samples only: held-out reads never influence any model's input
-        self.depth = suggest_depth(data.table.filter(pool_all, axis="sample", inplace=False), keep_fraction)
+        self.depth = data.task.fixed_depth or suggest_depth(data.table.filter(pool_all, axis="sample",
+                                                                              inplace=False), keep_fraction)
         deep = data.reads >= self.depth
         self.pool_ids = [s for s in pool_all if deep[s]]
         self.test_ids = [s for s in test_all if deep[s]]
@@ -462,9 +481,12 @@ class FoldSplit:
         md = data.metadata.loc[ids]
         if not with_target:
             md = md.drop(columns=[data.task.column])
-        return Samples(list(ids), drop_empty(data.table.filter(ids, axis="sample", inplace=False)),
-                       drop_empty(self.rarefied.filter(ids, axis="sample", inplace=False)), md,
-                       data.y.loc[ids] if with_target else None, data.groups.loc[ids])
+        rarefied = drop_empty(self.rarefied.filter(ids, axis="sample", inplace=False))
+        # a depth-matched task gives every model the rarefied draw, also those that read raw counts
+        table = rarefied if data.task.depth_matched else drop_empty(data.table.filter(ids, axis="sample",
+                                                                                         inplace=False))
+        return Samples(list(ids), table, rarefied, md, data.y.loc[ids] if with_target else None,
+                       data.groups.loc[ids])
 
     def labelled_ids(self, fraction):
         """The training samples of the first ``ceil(fraction x groups)`` training groups in a seeded order.
