@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # missing browser or Galaxy tool, say; under CI those tests fail instead).
 JOBS ?= 2
 
-.PHONY: setup demo test bench heldout galaxy encoder clean
+.PHONY: setup demo test bench heldout heldout-select galaxy encoder clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -26,6 +26,12 @@ bench: setup
 HELDOUT_ARGS ?=
 heldout: setup
 	@$(PY) -m benchmarks.heldout --jobs 2 $(HELDOUT_ARGS)
+
+# nested selection of a default among <= 3 recipes by grouped inner CV on each training fold (held-out folds never
+# read); resumable: each task-fold's inner scores are cached in benchmarks/results/heldout/select/
+SELECT ?= aam+rf-axes-1se rf500-rel+aam rf500-rel
+heldout-select: setup
+	@$(PY) -m benchmarks.heldout --select $(SELECT) $(HELDOUT_ARGS)
 
 # the plugin as Galaxy tools in galaxy-tools/, linted (tests/test_galaxy.py checks the same in `make test`)
 galaxy: setup

@@ -6,7 +6,16 @@ held-out samples come without their targets, exactly as the outer ones do. `choo
 every inner fold and picks the one with the best pooled inner score (MAE for regression, balanced accuracy for
 classification; ties go to the earlier candidate). Nothing here reads the outer held-out samples' targets, so
 shuffling them cannot change a choice (tests/test_heldout_yardstick.py checks it).
+
+``python -m benchmarks.heldout --select A B C`` (``make heldout-select``) is the nested selection of a default:
+each training fold of each task scores at most 3 candidate recipes by the inner CV (cached per task-fold in
+``select/``, so an interrupted run resumes), and the choices are pooled over tasks by mean inner rank. The outer
+held-out folds are never read.
 """
+import hashlib
+import json
+import os
+import time
 from dataclasses import dataclass
 from typing import Dict, Sequence
 
@@ -134,3 +143,89 @@ def choose(fold, seed, budget, candidates: Sequence[str], k=INNER_FOLDS):
         return Choice(candidates[0], scores, metric, n_inner)
     best = max(valid, key=lambda c: scores[c]) if higher else min(valid, key=lambda c: scores[c])
     return Choice(best, scores, metric, n_inner)
+
+
+# ------------------------------------------------------------------------------------------------ --select mode
+
+MAX_CANDIDATES = 3
+
+
+def selection_dir(out_dir):
+    return os.path.join(out_dir, "select")
+
+
+def _cache_path(out_dir, task, fold_index, candidates):
+    tag = hashlib.sha256(json.dumps(list(candidates)).encode()).hexdigest()[:8]
+    return os.path.join(selection_dir(out_dir), f"{task}.fold{fold_index}.{tag}.json")
+
+
+def select_fold(task, fold_index, settings, candidates, out_dir, log):
+    """Inner scores of the candidates on one training fold, from its cache file or computed and cached (so an
+    interrupted selection resumes where it stopped)."""
+    from benchmarks.heldout_store import atomic_write
+    path = _cache_path(out_dir, task.name, fold_index, candidates)
+    if os.path.exists(path):
+        with open(path) as fh:
+            return json.load(fh)
+    data = T.load_task(task, seed=settings["seed"])
+    fold_of = T.assign_folds(data, settings["folds"], settings["seed"])
+    split = T.FoldSplit(data, fold_of, fold_index, settings["keep_fraction"], settings["seed"])
+    budget = M.Budget(**settings["budget"])
+    t0 = time.perf_counter()
+    choice = choose(split.fold(1.0), settings["seed"], budget, candidates)
+    record = {"task": task.name, "fold": fold_index, "candidates": list(candidates), "chosen": choice.recipe,
+              "scores": choice.scores, "metric": choice.metric, "inner_folds": choice.n_inner,
+              "seconds": round(time.perf_counter() - t0, 1), "test_ids": list(split.test_ids)}
+    atomic_write(path, json.dumps(record, indent=1) + "\n")
+    log(f"{task.name} fold {fold_index + 1}: inner {choice.metric} {choice.scores} -> {choice.recipe} "
+        f"({record['seconds']} s)")
+    return record
+
+
+def pool_choices(records, candidates):
+    """One choice over every task-fold: the candidate with the best mean rank of its inner scores (rank 1 best;
+    a failed candidate ranks last; ties go to the earlier candidate).
+
+    Returns
+    -------
+    dict
+        ``chosen``, ``mean_rank`` per candidate, ``wins`` (task-folds where each candidate was chosen).
+    """
+    ranks = {c: [] for c in candidates}
+    wins = {c: 0 for c in candidates}
+    for rec in records:
+        higher = rec["metric"] != "mae"
+        valid = sorted((c for c in candidates if rec["scores"].get(c) is not None),
+                       key=lambda c: (-rec["scores"][c] if higher else rec["scores"][c], candidates.index(c)))
+        for c in candidates:
+            ranks[c].append(valid.index(c) + 1 if c in valid else len(candidates))
+        wins[rec["chosen"]] += 1
+    mean_rank = {c: float(np.mean(r)) if r else None for c, r in ranks.items()}
+    chosen = min(candidates, key=lambda c: (mean_rank[c], candidates.index(c)))
+    return {"chosen": chosen, "mean_rank": mean_rank, "wins": wins, "task_folds": len(records)}
+
+
+def run_selection(names, tasks, candidates, settings, out_dir, log):
+    """``--select``: inner-CV scores of at most `MAX_CANDIDATES` recipes on every training fold of `names`,
+    pooled into one choice; writes ``select/selection.json`` and returns it."""
+    from benchmarks.heldout_store import atomic_write
+    if not 1 < len(candidates) <= MAX_CANDIDATES:
+        raise SystemExit(f"--select takes 2 to {MAX_CANDIDATES} candidate recipes (got {len(candidates)}): each one "
+                         "costs an inner 3-fold CV on every training fold")
+    unknown = [c for c in candidates if c not in M.RECIPES]
+    if unknown:
+        raise SystemExit(f"--select: unknown recipe(s) {unknown}; choose from {sorted(M.RECIPES)}")
+    t0 = time.perf_counter()
+    records = [select_fold(tasks[n], i, settings, list(candidates), out_dir, log)
+               for n in names for i in range(settings["folds"])]
+    pooled = pool_choices(records, list(candidates))
+    out = {"candidates": list(candidates), "tasks": list(names), "folds": settings["folds"], "seed": settings["seed"],
+           "inner_folds": INNER_FOLDS, **pooled, "per_fold": [{k: r[k] for k in ("task", "fold", "chosen", "scores",
+                                                                                  "metric", "seconds")}
+                                                              for r in records],
+           "seconds_this_sitting": round(time.perf_counter() - t0, 1),
+           "seconds_total": round(sum(r["seconds"] for r in records), 1)}
+    atomic_write(os.path.join(selection_dir(out_dir), "selection.json"), json.dumps(out, indent=1) + "\n")
+    log(f"selection over {len(records)} task-folds: {pooled['chosen']} (mean inner rank {pooled['mean_rank']}; "
+        f"chosen per fold {pooled['wins']})")
+    return out
