@@ -16,6 +16,7 @@ it re-ran are replaced, the others kept if their folds are the same.
 import argparse
 import datetime
 import importlib
+import json
 import os
 import shlex
 import subprocess
@@ -127,7 +128,7 @@ def run_unit(task_names, fold_index, settings):
     torch.set_num_threads(max(1, settings["threads"]))
     for module in settings.get("recipe_modules") or []:
         importlib.import_module(module)
-    tasks = T.task_table(settings["quick"])
+    tasks = T.task_table(settings["quick"], settings.get("full", False))
     budget = M.Budget(**settings["budget"])
     out = []
     for name in task_names:
@@ -238,15 +239,71 @@ def run_all(names, tasks, settings, run_record, out_dir, run_id, jobs):
                     merge_task(results, name, data, frame, info, done[name], run_id, out_dir)
                 log(f"{name}: all folds done; results written")
 
+    if settings.get("resume"):
+        units = _from_cache(units, out_dir, settings, collect)
+
+    def finished(g, i, unit_out):
+        if settings.get("resume"):
+            unit_cache_save(out_dir, g, i, settings, unit_out)
+        collect(unit_out)
+
     if jobs <= 1:
         for g, i in units:
-            collect(run_unit(g, i, settings))
+            finished(g, i, run_unit(g, i, settings))
         return
     ctx = multiprocessing.get_context("spawn")  # no forked copies of torch's or BLAS's thread pools
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(run_unit, g, i, settings) for g, i in units]
+        futures = {pool.submit(run_unit, g, i, settings): (g, i) for g, i in units}
         for fut in cf.as_completed(futures):
-            collect(fut.result())
+            finished(*futures[fut], fut.result())
+
+
+def _from_cache(units, out_dir, settings, collect):
+    """Collect the units cached by an earlier sitting; returns the others, still to run."""
+    todo = []
+    for g, i in units:
+        unit_out = unit_cache_load(out_dir, g, i, settings)
+        if unit_out is None:
+            todo.append((g, i))
+            continue
+        log(f"{', '.join(g)} fold {i + 1}: from the cache of an earlier sitting")
+        collect(unit_out)
+    return todo
+
+
+def _unit_cache_base(out_dir, task_names, fold_index, settings):
+    """Path stem of one unit's cached output; the key holds every setting that changes what the unit computes."""
+    import hashlib
+    keep = {k: v for k, v in settings.items() if k not in ("strict", "resume")}
+    key = hashlib.sha256(json.dumps([list(task_names), fold_index, keep], sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(out_dir, "cache", f"{'+'.join(task_names)}.fold{fold_index}.{key}")
+
+
+def unit_cache_save(out_dir, task_names, fold_index, settings, unit_out):
+    """Keep one unit's output (per task: timings, distance seconds, prediction rows) for a later sitting: the rows
+    of each task in a TSV of their own, then the JSON that marks the unit done."""
+    base = _unit_cache_base(out_dir, task_names, fold_index, settings)
+    for u in unit_out:
+        atomic_write(f"{base}.{u['task']}.tsv", u["rows"].to_csv(sep="\t", index=False) if len(u["rows"]) else "")
+    meta = [{k: u[k] for k in ("task", "fold", "timing", "distance_seconds")} for u in unit_out]
+    atomic_write(base + ".json", json.dumps(meta) + "\n")
+
+
+def unit_cache_load(out_dir, task_names, fold_index, settings):
+    """A unit's output saved by `unit_cache_save` with the same settings, or None."""
+    base = _unit_cache_base(out_dir, task_names, fold_index, settings)
+    if not os.path.exists(base + ".json"):
+        return None
+    with open(base + ".json") as fh:
+        meta = json.load(fh)
+    for u in meta:
+        path = f"{base}.{u['task']}.tsv"
+        rows = pd.read_csv(path, sep="\t", dtype={"sample_id": str, "truth": str, "prediction": str}) \
+            if os.path.getsize(path) else pd.DataFrame()
+        if len(rows) and not any(c.startswith("p:") for c in rows.columns):  # a regression: numbers
+            rows = rows.assign(truth=rows["truth"].astype(float), prediction=rows["prediction"].astype(float))
+        u["rows"] = rows
+    return meta
 
 
 def task_info(data, splits, fp):
@@ -332,6 +389,11 @@ def parse_args(argv):
                     help="nested selection instead of a run: score these 2-3 recipes by a 3-fold grouped inner CV on "
                          "every training fold of the tasks (held-out folds never read; cached per task-fold in "
                          "<out>/select/, so a second call resumes) and pool the choices over tasks by mean rank")
+    ap.add_argument("--full", action="store_true",
+                    help="also the larger tasks of make heldout-full (American Gut; see --list --full)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep each finished (task, fold) unit in <out>/cache/ and take units found there instead "
+                         "of running them again (same settings): a run interrupted by the end of a session resumes")
     ap.add_argument("--list", action="store_true", help="list tasks and models, then exit")
     return ap.parse_args(argv)
 
@@ -339,7 +401,7 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    tasks = T.task_table(args.quick)
+    tasks = T.task_table(args.quick, args.full)
     for module in args.recipes or []:
         importlib.import_module(module)
     if args.list:
@@ -378,7 +440,7 @@ def main(argv=None):
     settings = {"quick": args.quick, "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
                 "label_fractions": list(args.label_fractions), "models": models, "budget": budget.to_dict(),
                 "threads": args.threads, "strict": args.strict, "recipe_modules": list(args.recipes or []),
-                "tag": args.tag}
+                "tag": args.tag, "full": args.full, "resume": args.resume}
     t0 = time.perf_counter()
     run_all(names, tasks, settings, run_record, out_dir, run_id, args.jobs)
     run_record["seconds"] = round(time.perf_counter() - t0, 1)

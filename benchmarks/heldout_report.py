@@ -298,6 +298,9 @@ def write(results, out_dir, docs_path, log=None):
     for name, task in results["tasks"].items():
         lines += _task_section(name, task, yard.get(name, {}), out_dir, docs_dir, rel_results)
     lines += _label_section(results, docs_dir)
+    if os.path.abspath(out_dir) == os.path.abspath(os.path.join(os.path.dirname(FULL_DIR), "heldout")):
+        # the project's own page shows make heldout-full's results too
+        lines += full_section(log=log) + repeats_section(log=log)
     atomic_write(docs_path, "\n".join(lines).rstrip() + "\n")
 
 
@@ -335,9 +338,12 @@ def _summary_section(results, yard):
             "over groups):", "", default_detail_table(results, yard), "",
             "### Confounds: what reads per sample alone predict", "",
             "`depth` is a model of log10 reads per sample alone (logistic regression; a forest for regression). A "
-            f"task where it scores within {Y.CONFOUND_MARGIN} of the best other model (accuracy or AUC; R² for "
-            "regression) is flagged **confounded**: a model's score there may be sequencing depth, not biology. "
-            "`constant` is the training mean or majority class.", "", confound_table(results, yard), ""]
+            f"task where it scores within {Y.CONFOUND_MARGIN} of the best other model and at least "
+            f"{Y.CONFOUND_MARGIN} above the constant (accuracy or AUC; R² for regression) is flagged "
+            "**confounded**: a model's score there may be sequencing depth, not biology. `constant` is the "
+            "training mean or majority class; 'best model vs constant' is the paired verdict of the best model "
+            "against it (a task where no model is ahead of the constant has taught no model anything measurable).",
+            "", confound_table(results, yard), ""]
 
 
 def _method_section(results, rel_results):
@@ -552,17 +558,19 @@ def default_detail_table(results, yard, model=Y.DEFAULT, references=("rf500-rel"
 def confound_table(results, yard):
     """Markdown: per task, depth alone and the constant beside the best model; 'confounded' when depth alone is
     within `heldout_yardstick.CONFOUND_MARGIN` of the best model."""
-    lines = ["| task | metric | reads per sample alone (`depth`) | constant | best other model | flag |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| task | metric | reads per sample alone (`depth`) | constant | best other model | best model vs "
+             "constant | flag |", "|---|---|---|---|---|---|---|"]
     for name, entry in results["tasks"].items():
         y = yard.get(name, {})
         flag, found = Y.confound(entry, y)
         d = _digits(entry["kind"])
-        for metric, (depth, best, value) in found.items():
+        for metric, (_, best, value, _) in found.items():
             const = y["intervals"].get("constant", {}).get(metric)
+            comp = y.get("comparisons", {}).get("constant", {}).get(best, {}).get(metric)
+            versus = f"{comp['verdict']} {_signed_ci(comp['difference'], d)}" if comp else ""
             lines.append(f"| {name} | {METRIC_LABELS.get(metric, metric)} | "
                          f"{_ci(y['intervals']['depth'][metric], d)} | {_ci(const, d)} | {best} {value:.{d}f} | "
-                         f"{'**confounded**' if flag else '–'} |")
+                         f"{versus} | {'**confounded**' if flag else '–'} |")
     return "\n".join(lines)
 
 
@@ -612,3 +620,112 @@ def below_depth_by_class(out_dir, task):
     counts = frame.groupby("target")["scored"].agg(lambda s: int((s != "yes").sum()))
     totals = frame.groupby("target").size()
     return ", ".join(f"{c} {counts[c]} of {totals[c]}" for c in totals.index)
+
+
+# ------------------------------------------------------------------------------------------------ make heldout-full
+
+FULL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "heldout-full")
+
+
+def cross_table(cross):
+    """Markdown: each cross-study task's models on the target study with 95% intervals over its subjects, and the
+    verdict against the constant."""
+    lines = ["| task | model | accuracy | balanced accuracy | AUC | AUPRC | vs constant (accuracy) | target reads "
+             "shared with the source |", "|---|---|---|---|---|---|---|---|"]
+    for name, task in cross["tasks"].items():
+        for model, iv in task["intervals"].items():
+            comp = task["comparisons"]["constant"].get(model)
+            verdict = f"{comp['accuracy']['verdict']} {_signed_ci(comp['accuracy']['difference'])}" if comp else ""
+            overlap = task["feature_overlap"].get(model)
+            cells = [_ci(iv.get(k)) for k in ("accuracy", "balanced_accuracy", "auc", "auprc")]
+            lines.append(f"| {name} | {model} | " + " | ".join(cells) + f" | {verdict} | "
+                         + ("" if overlap is None else f"{overlap:.0%}") + " |")
+    return "\n".join(lines)
+
+
+def _cross_notes(cross):
+    lines = []
+    for name, task in cross["tasks"].items():
+        src, tgt = task["source"], task["target"]
+        below = ", ".join(f"{c} {n}" for c, n in sorted(tgt["below_depth"].items())) or "none"
+        lines.append(f"- `{name}`: {task['description']}. Source {src['study']} ({src['n_samples']} samples: "
+                     + ", ".join(f"{c} {n}" for c, n in sorted(src["classes"].items())) + f"); target {tgt['study']} "
+                     f"({tgt['n_samples']} samples of {tgt['n_groups']} groups: "
+                     + ", ".join(f"{c} {n}" for c, n in sorted(tgt["classes"].items()))
+                     + f"; below {task['depth']} reads, left out: {below}); intervals resample {tgt['resampled']}; "
+                     f"{task['seconds_total']:.0f} s (`{task['command'].strip()}`).")
+    return lines
+
+
+def full_section(full_dir=FULL_DIR, log=None):
+    """The section of `make heldout-full`'s results (American Gut in-study tasks, cross-study tasks), or []."""
+    import json
+    from benchmarks.heldout_store import load_results
+    lines = []
+    if os.path.exists(os.path.join(full_dir, "results.json")):
+        results = load_results(full_dir)
+        yard = Y.compute(results, full_dir, log=log)
+        lines += ["## American Gut tasks (`make heldout-full`)", "",
+                  "In-study tasks of `../shared/data/american-gut` (Greengenes 13_8 OTUs of 100 nt reads, rarefied "
+                  "to 10,000 reads upstream, so depth carries little here), grouped by participant, 5 folds; "
+                  f"results in `{os.path.relpath(full_dir, os.path.dirname(FULL_DIR))}/`. Runs:", ""]
+        lines += [f"- `{run_id}`: " + _describe_run(run) for run_id, run in sorted(results["runs"].items())]
+        for name, task in results["tasks"].items():
+            y = yard.get(name, {})
+            lines += ["", f"### {name}", "", f"{task['description']}; {task['n_samples']} samples, "
+                      f"{task['n_groups']} participants. Data: " + "; ".join(task.get("notes", [])) + ".", "",
+                      f"Pooled over the folds ({y.get('n_samples')} samples; 95% intervals over participants):", "",
+                      interval_table(name, task, y)]
+        lines += ["", "Reads per sample alone against the best other model:", "", confound_table(results, yard), ""]
+    cross_path = os.path.join(full_dir, "cross.json")
+    if os.path.exists(cross_path):
+        with open(cross_path) as fh:
+            cross = json.load(fh)
+        lines += ["## Cross-study tasks (`make heldout-full`)", "",
+                  "Trained on every labelled sample of one study, scored on another (no sample, subject or feature "
+                  "ID shared). Every sample of both studies rarefied to the same depth first. Models: a 500-tree "
+                  "forest on genus-level relative abundances (`rf500-genus`), the same on exact sequences cut to "
+                  "100 nt (`rf500-seq100`), and the source's majority class (`constant`); "
+                  "`benchmarks/heldout_cross.py` says how each is built.", ""]
+        lines += _cross_notes(cross) + ["", cross_table(cross), ""]
+    return lines
+
+
+#: the models of the repeated cross-validation (make heldout-full) and what they are compared with
+REPEAT_MODELS = (Y.DEFAULT, "rf500-rel", "best-classical")
+REPEAT_SEEDS = (1, 2, 3)
+
+
+def repeats_section(full_dir=FULL_DIR, log=None):
+    """Markdown: the default against rf500-rel and best-classical over 3 repeats of grouped 5-fold CV (fold seeds
+    `REPEAT_SEEDS`): the verdict of each repeat and the sign / Wilcoxon tests over all 15 folds of each task."""
+    from benchmarks.heldout_store import load_results
+    repeats = {}
+    for seed in REPEAT_SEEDS:
+        folder = os.path.join(full_dir, f"repeat-{seed}")
+        if os.path.exists(os.path.join(folder, "results.json")):
+            results = load_results(folder)
+            repeats[seed] = (results, Y.compute(results, folder, log=log))
+    if not repeats:
+        return []
+    tasks = sorted({t for results, _ in repeats.values() for t in results["tasks"]})
+    lines = ["## Repeated cross-validation (`make heldout-full`)", "",
+             f"{len(repeats)} repeat(s) of grouped 5-fold CV with fold seeds {', '.join(map(str, repeats))} "
+             f"(folds in `repeat-<seed>/folds/`): `{Y.DEFAULT}` against each reference, the verdict of each repeat "
+             "(interval rule) and, over every fold of every repeat, the per-fold gains with a sign test and a "
+             "Wilcoxon test.", "",
+             "| task | against | verdict per repeat | folds won / lost / tied | sign test p | Wilcoxon p |",
+             "|---|---|---|---|---|---|"]
+    for name in tasks:
+        for ref in REPEAT_MODELS[1:]:
+            verdict, gains = [], []
+            for results, yard in repeats.values():
+                if name not in results["tasks"]:
+                    continue
+                v = verdicts({"tasks": {name: results["tasks"][name]}}, yard, Y.DEFAULT, ref).get(name)
+                verdict.append(v[0] if v else "–")
+                gains += Y.fold_gains(results, Y.DEFAULT, ref, tasks={name})
+            tests = S.fold_tests(gains)
+            lines.append(f"| {name} | {ref} | {', '.join(verdict)} | {tests.wins} / {tests.losses} / {tests.ties} | "
+                         f"{_p(tests.sign_p)} | {_p(tests.wilcoxon_p)} |")
+    return lines + [""]

@@ -69,6 +69,13 @@ class Task:
         how deep a sample was sequenced (a confound of the label in some studies).
     fixed_depth : int, optional
         Rarefaction depth of every fold (default: chosen on each fold's training samples, `FoldSplit`).
+    missing : tuple of str
+        Values of the target column that mean "no value" (e.g. American Gut's ``no_data``): left out.
+    relabel : tuple of (str, str), optional
+        Classification: each raw value of the column and the class it stands for; samples with other values are
+        left out (e.g. Crohn's disease and ulcerative colitis as "IBD", "I do not have IBD" as "none").
+    value_range : (float, float), optional
+        Regression: only samples whose target lies in this closed range (e.g. adults).
     """
 
     name: str
@@ -92,6 +99,9 @@ class Task:
     fold_stratify: Optional[str] = None
     depth_matched: bool = False
     fixed_depth: Optional[int] = None
+    missing: Tuple[str, ...] = ()
+    relabel: Optional[Tuple[Tuple[str, str], ...]] = None
+    value_range: Optional[Tuple[float, float]] = None
 
     @property
     def folder(self):
@@ -155,6 +165,23 @@ TASKS = [
          description="Moving Pictures, days since the start of the experiment (0-168)", fold_stratify="body-site"),
 ]
 
+#: American Gut (../shared/data/american-gut/README.md): Greengenes 13_8 97% OTUs of 100 nt V4 reads, rarefied to
+#: 10,000 reads upstream; several samples per participant
+_AG = dict(table="table.biom", metadata="metadata.tsv", sequences="otu-v4-100nt.fasta", tree="gg13_8-97-pruned.nwk",
+           beta="unweighted_unifrac", group=("HOST_SUBJECT_ID",), missing=("no_data",),
+           grouping="several samples per participant: grouped by participant (HOST_SUBJECT_ID).")
+_AG_IBD = (("Crohn's disease", "IBD"), ("Ulcerative colitis", "IBD"), ("I do not have IBD", "none"))
+
+#: the larger tasks of `make heldout-full` (not run by `make heldout`)
+FULL_TASKS = [
+    Task("ag-ibd", "american-gut", "IBD", "classification", keep=("BODY_HABITAT", "UBERON:feces"), relabel=_AG_IBD,
+         positive="IBD", description="American Gut stool, self-reported IBD (Crohn's disease or ulcerative colitis) "
+         "vs none (about 5% IBD)", **_AG),
+    Task("ag-age", "american-gut", "AGE", "regression", keep=("BODY_HABITAT", "UBERON:feces"),
+         value_range=(18.0, 100.0), description="American Gut stool, age of adults (years)",
+         fold_stratify=None, **_AG),
+]
+
 # quick mode: the repository's own slices (always present) and a small slice of ecam (when ../shared is there)
 QUICK_TASKS = [
     Task("mp-bodysite", "moving-pictures", "body-site", "classification", "table.biom", "sample-metadata.tsv",
@@ -177,9 +204,11 @@ QUICK_TASKS = [
 ]
 
 
-def task_table(quick=False):
-    """The tasks by name (the quick slices with ``quick=True``)."""
-    return {t.name: t for t in (QUICK_TASKS if quick else TASKS)}
+def task_table(quick=False, full=False):
+    """The tasks by name (the quick slices with ``quick=True``; also `FULL_TASKS` with ``full=True``)."""
+    if quick:
+        return {t.name: t for t in QUICK_TASKS}
+    return {t.name: t for t in TASKS + (FULL_TASKS if full else [])}
 
 
 def available(task):
@@ -262,9 +291,15 @@ def load_task(task, seed=0):
         kept = md.index[md[col].astype(str) == value]
         notes.append(f"only {col} == {value}: {len(kept)} of {len(md)} samples")
         md = md.loc[kept]
+    md = _recode_target(task, md, notes)
     y, dropped = (categorical_target if task.classifier else numeric_target)(md, task.column)
     if dropped:
         notes.append(f"{len(dropped)} sample(s) without a value of {task.column!r} left out")
+    if task.value_range:
+        lo, hi = task.value_range
+        inside = y[(y >= lo) & (y <= hi)]
+        notes.append(f"only {task.column} in [{lo:g}, {hi:g}]: {len(inside)} of {len(y)} samples")
+        y = inside
     md = md.loc[y.index].copy()
     if task.group:
         for col in task.group:
@@ -299,6 +334,28 @@ def load_task(task, seed=0):
     classes = sorted(y.unique()) if task.classifier else None
     return TaskData(task, table, md, y, md[GROUP_COLUMN].astype(str), reads, classes,
                     task.path(task.sequences), tree, notes)
+
+
+def _recode_target(task, md, notes):
+    """The metadata with the task's missing values blanked and its classes recoded (`Task.missing`,
+    `Task.relabel`); what is left out is said in `notes`."""
+    if not task.missing and not task.relabel:
+        return md
+    md = md.copy()
+    column = md[task.column].astype(object)
+    blank = column.astype(str).isin(task.missing)
+    if blank.any():
+        notes.append(f"{int(blank.sum())} sample(s) with {task.column} in {list(task.missing)} left out")
+    column = column.where(~blank)
+    if task.relabel:
+        mapping = dict(task.relabel)
+        other = column.notna() & ~column.astype(str).isin(mapping)
+        if other.any():
+            notes.append(f"{int(other.sum())} sample(s) with another {task.column} left out "
+                         f"({', '.join(sorted(set(column[other].astype(str))))})")
+        column = column.astype(str).map(mapping).where(column.notna())
+    md[task.column] = column
+    return md
 
 
 def _slice(task, table, md, seed):

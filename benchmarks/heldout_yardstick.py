@@ -32,7 +32,7 @@ N_RESAMPLES = 1000
 SEED = 20261203
 CONFOUND_MARGIN = 0.05
 CACHE = "yardstick.json"
-VERSION = 1  # bump when what is computed changes, so cached entries are recomputed
+VERSION = 2  # bump when what is computed changes, so cached entries are recomputed
 
 
 def headline(kind):
@@ -75,8 +75,9 @@ def pooled(preds, folds, model, entry):
     else:
         cols = [f"p:{c}" for c in classes]
         prob = rows[cols].to_numpy(float) if rows[cols].notna().all().all() else None
+        # AUC and AUPRC per fold, then averaged: each fold's model has probabilities of its own scale
         scored = S.Scored(rows["truth"].astype(str).to_numpy(), rows["prediction"].astype(str).to_numpy(), prob,
-                          tuple(classes), entry.get("positive"))
+                          tuple(classes), entry.get("positive"), rows["fold"].to_numpy())
     return scored, ids, groups
 
 
@@ -87,14 +88,15 @@ def by_group(scored, groups):
     if scored.probabilities is None:
         return None
     frame = pd.DataFrame(scored.probabilities, columns=list(scored.classes))
-    frame["group"], frame["truth"] = groups, scored.truth
+    frame["group"], frame["truth"], frame["fold"] = groups, scored.truth, scored.strata
     if (frame.groupby("group")["truth"].nunique() > 1).any():
         return None
     mean = frame.groupby("group", sort=True)[list(scored.classes)].mean()
-    truth = frame.groupby("group", sort=True)["truth"].first().loc[mean.index]
+    first = frame.groupby("group", sort=True)[["truth", "fold"]].first().loc[mean.index]
     prediction = np.asarray(scored.classes)[mean.to_numpy().argmax(axis=1)]
-    return S.Scored(truth.to_numpy(), prediction, mean.to_numpy(), scored.classes, scored.positive), \
-        mean.index.to_numpy()
+    strata = None if scored.strata is None else first["fold"].to_numpy()
+    return S.Scored(first["truth"].to_numpy(), prediction, mean.to_numpy(), scored.classes, scored.positive,
+                    strata), mean.index.to_numpy()
 
 
 # ------------------------------------------------------------------------------------------------ one task
@@ -242,8 +244,10 @@ def fold_gains(results, model, reference, tasks=None):
 
 
 def confound(entry, yard):
-    """Whether depth alone scores within `CONFOUND_MARGIN` of the best other model, on accuracy or AUC
-    (classification) or R² (regression). Returns (flag, {metric: (depth, best model, its value)})."""
+    """Whether reads per sample alone explain a task: the ``depth`` row scores within `CONFOUND_MARGIN` of the best
+    other model and at least `CONFOUND_MARGIN` above the constant (so it has learnt something), on accuracy or AUC
+    (classification) or R² (regression). Returns (flag or None without a depth row, {metric: (depth, best model,
+    its value, constant)})."""
     intervals = yard.get("intervals", {})
     if "depth" not in intervals:
         return None, {}
@@ -251,11 +255,13 @@ def confound(entry, yard):
     found, flag = {}, False
     for metric in metrics:
         depth = intervals["depth"][metric]["estimate"]
+        const = intervals.get("constant", {}).get(metric, {}).get("estimate")
         others = {m: iv[metric]["estimate"] for m, iv in intervals.items()
-                  if m not in ("depth",) and iv[metric]["estimate"] is not None}
+                  if m != "depth" and iv[metric]["estimate"] is not None}
         if depth is None or not others:
             continue
         best = max(others, key=others.get)
-        found[metric] = (depth, best, others[best])
-        flag = flag or depth >= others[best] - CONFOUND_MARGIN
+        found[metric] = (depth, best, others[best], const)
+        learnt = const is None or depth >= const + CONFOUND_MARGIN
+        flag = flag or (learnt and depth >= others[best] - CONFOUND_MARGIN)
     return flag, found

@@ -133,3 +133,43 @@ def test_baselines_predict_every_heldout_sample():
     assert (B.constant(fold, 0, None).values == fold.train.y.mean()).all()
     chosen = B.best_classical(fold, 0, M.Budget(quick=True)).info
     assert chosen["chosen"] in B.CLASSICAL_CANDIDATES and set(chosen["inner_scores"]) == set(B.CLASSICAL_CANDIDATES)
+
+
+def test_resume_takes_finished_units_from_the_cache(tmp_path):
+    argv = ["--quick", "--tasks", "mp-days", "mp-bodysite", "--models", "constant", "rf100", "--out", str(tmp_path),
+            "--no-docs", "--resume", "--strict"]
+    heldout.main(argv)
+    first = heldout.load_results(str(tmp_path))
+    predictions = (tmp_path / "predictions" / "mp-days.tsv").read_text()
+    cached = sorted((tmp_path / "cache").glob("*.json"))
+    assert len(cached) == 3  # one unit per fold (both tasks share their folds)
+    # recipes that fail if called: the second sitting must take every unit from the cache
+    monkey = {name: M.RECIPES[name] for name in ("constant", "rf100")}
+    try:
+        for name in monkey:
+            M.RECIPES[name] = dataclasses.replace(monkey[name], fn=_never_called)
+        heldout.main(argv)
+    finally:
+        M.RECIPES.update(monkey)
+    again = heldout.load_results(str(tmp_path))
+    assert (tmp_path / "predictions" / "mp-days.tsv").read_text() == predictions
+    for name in ("mp-days", "mp-bodysite"):
+        for model, res in first["tasks"][name]["results"]["1"].items():
+            summary = {k: v for k, v in res["summary"].items() if k != "run"}
+            assert summary == {k: v for k, v in again["tasks"][name]["results"]["1"][model]["summary"].items()
+                               if k != "run"}
+
+
+def _never_called(fold, seed, budget):
+    raise AssertionError("a cached unit ran again")
+
+
+def test_confound_flag_needs_depth_to_have_learnt_something():
+    def yard(depth, constant, best):
+        est = {"depth": depth, "constant": constant, "rf500": best}
+        return {"intervals": {m: {"accuracy": {"estimate": v}, "auc": {"estimate": 0.5}} for m, v in est.items()}}
+    entry = {"kind": "classification"}
+    assert Y.confound(entry, yard(0.95, 0.6, 0.74))[0]  # ibd-ibd: depth alone beats every model
+    assert not Y.confound(entry, yard(0.6, 0.6, 0.6))[0]  # depth-matched: depth is the constant, nothing learnt
+    assert not Y.confound(entry, yard(0.7, 0.6, 0.9))[0]  # depth learns something, the models far more
+    assert Y.confound({"kind": "regression"}, {"intervals": {}}) == (None, {})

@@ -44,6 +44,11 @@ class Scored:
         Class labels of a classification task.
     positive : str, optional
         Positive class of a binary task (default: the last of `classes`).
+    strata : numpy.ndarray, optional
+        [N] the model that scored each sample, e.g. its cross-validation fold. Ranking metrics (AUC, AUPRC) are
+        then the mean over strata of each stratum's value: probabilities of models fitted on different folds are
+        not on one scale (a constant predictor's training class shares differ by fold, and pooled over folds they
+        rank samples against their own class balance).
     """
 
     truth: np.ndarray
@@ -51,6 +56,7 @@ class Scored:
     probabilities: Optional[np.ndarray] = None
     classes: Optional[tuple] = None
     positive: Optional[str] = None
+    strata: Optional[np.ndarray] = None
 
     def __post_init__(self):
         n = len(self.truth)
@@ -62,6 +68,8 @@ class Scored:
             if np.shape(self.probabilities) != (n, len(self.classes)):
                 raise ValueError(f"probabilities have shape {np.shape(self.probabilities)}, expected "
                                  f"({n}, {len(self.classes)}): one row per sample, one column per class")
+        if self.strata is not None and len(self.strata) != n:
+            raise ValueError(f"{len(self.strata)} strata for {n} samples")
 
     def __len__(self):
         return len(self.truth)
@@ -69,7 +77,8 @@ class Scored:
     def take(self, index):
         """The samples at positions `index` (repeats allowed), as a new `Scored`."""
         prob = None if self.probabilities is None else self.probabilities[index]
-        return Scored(self.truth[index], self.prediction[index], prob, self.classes, self.positive)
+        strata = None if self.strata is None else self.strata[index]
+        return Scored(self.truth[index], self.prediction[index], prob, self.classes, self.positive, strata)
 
 
 @dataclass(frozen=True)
@@ -253,8 +262,22 @@ def metric_value(metric, scored):
         raise ValueError(f"unknown metric {metric!r}; choose from {sorted(_METRIC_FUNCTIONS)}")
     if len(scored) == 0:
         return None
+    if scored.strata is not None and metric in ("auc", "auprc"):
+        return _mean_over_strata(metric, scored)
     value = _METRIC_FUNCTIONS[metric](scored)
     return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _mean_over_strata(metric, scored):
+    """Mean of a ranking metric over the strata where it is defined (None when it is nowhere)."""
+    values = []
+    for stratum in np.unique(scored.strata):
+        part = scored.take(np.flatnonzero(scored.strata == stratum))
+        value = _METRIC_FUNCTIONS[metric](Scored(part.truth, part.prediction, part.probabilities, part.classes,
+                                                 part.positive))
+        if value is not None and np.isfinite(value):
+            values.append(value)
+    return float(np.mean(values)) if values else None
 
 
 # ---------------------------------------------------------------------------------------------- resampling
@@ -357,7 +380,8 @@ def _resampled_fast(metric, scored, resamples):
             return [float(correct[idx].mean()) for idx in resamples]
         _, codes = np.unique(truth, return_inverse=True)
         return [_balanced_of(codes[idx], correct[idx]) for idx in resamples]
-    if metric == "auc" and scored.probabilities is not None and len(_class_labels(scored)) == 2:
+    if metric == "auc" and scored.probabilities is not None and len(_class_labels(scored)) == 2 \
+            and scored.strata is None:
         from aam.evaluation.metrics import _binary_auc
         is_pos, score = _positive_scores(scored)
         is_pos = is_pos.astype(np.int64)
