@@ -14,7 +14,6 @@ scored), ``predictions/<task>.tsv`` (per sample and model); then ``docs/science.
 it re-ran are replaced, the others kept if their folds are the same.
 """
 import argparse
-import contextlib
 import datetime
 import importlib
 import json
@@ -30,134 +29,20 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from benchmarks import heldout_baselines  # noqa: F401  (registers the baselines)
 from benchmarks import heldout_models as M
 from benchmarks import heldout_semi  # noqa: F401  (registers the semi-supervised recipes)
 from benchmarks import heldout_tasks as T
+from benchmarks.heldout_scoring import REFERENCE, rescore, score_task  # noqa: F401  (REFERENCE: for callers)
+from benchmarks.heldout_store import (FRACTION_FMT, RESULTS, SCHEMA, atomic_write, fingerprint,  # noqa: F401
+                                      folds_path, json_safe, load_results, locked_results, predictions_path,
+                                      read_predictions, write_folds_file)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results", "heldout")
 DOCS = os.path.join(T.REPO, "docs", "science.md")
-SCHEMA = "aam-heldout/1"
-REFERENCE = "rf500"  # relative MAE is MAE / this model's MAE on the same fold and samples
-FRACTION_FMT = "{:g}"
 
 
 def log(msg):
     print(f"[heldout {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------------------------------------ metrics
-
-def regression_metrics(truth, pred):
-    """MAE and R^2 of predictions against the truth (same index)."""
-    from sklearn.metrics import mean_absolute_error, r2_score
-    y, p = truth.to_numpy(dtype=float), pred.to_numpy(dtype=float)
-    if len(y) == 0:
-        return {"mae": None, "r2": None}
-    return {"mae": float(mean_absolute_error(y, p)), "r2": float(r2_score(y, p)) if len(y) > 1 else None}
-
-
-def classification_metrics(truth, pred, prob, classes, positive=None):
-    """Accuracy, balanced accuracy and AUC (binary: of the positive class; multiclass: macro one-vs-rest over the
-    classes present among the held-out samples)."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-    if len(truth) == 0:
-        return {"accuracy": None, "balanced_accuracy": None, "auc": None}
-    y, p = truth.astype(str).to_numpy(), pred.astype(str).to_numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # predicted classes absent from the truth of a fold
-        out = {"accuracy": float(accuracy_score(y, p)), "balanced_accuracy": float(balanced_accuracy_score(y, p))}
-    auc = None
-    if prob is not None:
-        if len(classes) == 2:
-            pos = positive or classes[1]
-            if len(set(y)) == 2:
-                auc = float(roc_auc_score(y == pos, prob[pos].to_numpy()))
-        else:
-            per_class = [roc_auc_score(y == c, prob[c].to_numpy()) for c in classes if 0 < (y == c).sum() < len(y)]
-            auc = float(np.mean(per_class)) if per_class else None
-    out["auc"] = auc
-    return out
-
-
-def metric_names(kind):
-    """Metrics of a task kind; the last compares with the reference forest on the same fold (paired)."""
-    if kind == "regression":
-        return ["mae", "r2", "mae_vs_" + REFERENCE]
-    return ["accuracy", "balanced_accuracy", "auc", "accuracy_vs_" + REFERENCE]
-
-
-def summarize(values):
-    """Mean, standard deviation (ddof 1), min and max of the defined values."""
-    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    if v.size == 0:
-        return {"mean": None, "sd": None, "min": None, "max": None, "n": 0}
-    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else None, "min": float(v.min()),
-            "max": float(v.max()), "n": int(v.size)}
-
-
-# ------------------------------------------------------------------------------------------------ storage
-
-def atomic_write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make committed results unreadable to others
-    os.replace(tmp, path)
-
-
-def load_results(out_dir):
-    path = os.path.join(out_dir, "results.json")
-    if not os.path.exists(path):
-        return {"schema": SCHEMA, "runs": {}, "tasks": {}}
-    with open(path) as fh:
-        res = json.load(fh)
-    if res.get("schema") != SCHEMA:
-        raise SystemExit(f"{path} was written by another version of the harness ({res.get('schema')!r}); "
-                         "move it away or rerun with --fresh.")
-    return res
-
-
-def predictions_path(out_dir, task):
-    return os.path.join(out_dir, "predictions", f"{task}.tsv")
-
-
-def folds_path(out_dir, task):
-    return os.path.join(out_dir, "folds", f"{task}.tsv")
-
-
-def read_predictions(out_dir, task, classes):
-    path = predictions_path(out_dir, task)
-    if not os.path.exists(path):
-        return pd.DataFrame()
-    dtype = {"sample_id": str, "model": str, "truth": str if classes else float,
-             "prediction": str if classes else float}
-    return pd.read_csv(path, sep="\t", dtype=dtype)
-
-
-def write_folds_file(out_dir, data, fold_of, splits):
-    """The folds of a task: one row per sample with its group, fold, the fold's depth and whether it is scored."""
-    rows = []
-    depth = {sp.index: sp.depth for sp in splits}
-    below = {s for sp in splits for s in sp.below_depth}
-    for s in data.sample_ids:
-        f = int(fold_of[s])
-        rows.append({"sample_id": s, "group": data.groups[s], "fold": f, "target": data.y[s],
-                     "reads": int(data.reads[s]), "fold_depth": depth[f],
-                     "scored": "no: below depth" if s in below else "yes"})
-    frame = pd.DataFrame(rows)
-    atomic_write(folds_path(out_dir, data.task.name), frame.to_csv(sep="\t", index=False))
-    return frame
-
-
-def fingerprint(frame):
-    """A short hash of a task's fold assignment and depths: results can only be merged when it is equal."""
-    import hashlib
-    text = frame[["sample_id", "group", "fold", "fold_depth", "scored"]].to_csv(sep="\t", index=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -216,7 +101,8 @@ def fold_key(task):
     """Tasks with equal keys have the same samples' folds (same study, grouping and stratification): they run
     together, fold by fold, so they share rarefied draws, distances and pretrained encoders."""
     stratify = task.fold_stratify or (task.column if task.classifier else None)
-    return (task.folder, task.table, task.metadata, task.group, task.keep, stratify, task.max_groups)
+    return (task.folder, task.table, task.metadata, task.group, task.keep, stratify, task.max_groups,
+            task.depth_matched, task.fixed_depth)
 
 
 def prepare_task(task, args, out_dir):
@@ -232,23 +118,6 @@ def prepare_task(task, args, out_dir):
     return data, frame, task_info(data, splits, fingerprint(frame))
 
 
-@contextlib.contextmanager
-def locked_results(out_dir):
-    """The stored results, read and written back under an exclusive lock: runs on other tasks or models may
-    write to the same folder at the same time."""
-    import fcntl
-    import hashlib
-    os.makedirs(out_dir, exist_ok=True)
-    # the lock file lives outside the results folder, which is committed
-    tag = hashlib.sha256(os.path.abspath(out_dir).encode()).hexdigest()[:12]
-    with open(os.path.join(tempfile.gettempdir(), f"aam-heldout-{tag}.lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            results = load_results(out_dir)
-            yield results
-            atomic_write(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1) + "\n")
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def run_unit(task_names, fold_index, settings):
@@ -259,7 +128,7 @@ def run_unit(task_names, fold_index, settings):
     torch.set_num_threads(max(1, settings["threads"]))
     for module in settings.get("recipe_modules") or []:
         importlib.import_module(module)
-    tasks = T.task_table(settings["quick"])
+    tasks = T.task_table(settings["quick"], settings.get("full", False))
     budget = M.Budget(**settings["budget"])
     out = []
     for name in task_names:
@@ -370,15 +239,71 @@ def run_all(names, tasks, settings, run_record, out_dir, run_id, jobs):
                     merge_task(results, name, data, frame, info, done[name], run_id, out_dir)
                 log(f"{name}: all folds done; results written")
 
+    if settings.get("resume"):
+        units = _from_cache(units, out_dir, settings, collect)
+
+    def finished(g, i, unit_out):
+        if settings.get("resume"):
+            unit_cache_save(out_dir, g, i, settings, unit_out)
+        collect(unit_out)
+
     if jobs <= 1:
         for g, i in units:
-            collect(run_unit(g, i, settings))
+            finished(g, i, run_unit(g, i, settings))
         return
     ctx = multiprocessing.get_context("spawn")  # no forked copies of torch's or BLAS's thread pools
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(run_unit, g, i, settings) for g, i in units]
+        futures = {pool.submit(run_unit, g, i, settings): (g, i) for g, i in units}
         for fut in cf.as_completed(futures):
-            collect(fut.result())
+            finished(*futures[fut], fut.result())
+
+
+def _from_cache(units, out_dir, settings, collect):
+    """Collect the units cached by an earlier sitting; returns the others, still to run."""
+    todo = []
+    for g, i in units:
+        unit_out = unit_cache_load(out_dir, g, i, settings)
+        if unit_out is None:
+            todo.append((g, i))
+            continue
+        log(f"{', '.join(g)} fold {i + 1}: from the cache of an earlier sitting")
+        collect(unit_out)
+    return todo
+
+
+def _unit_cache_base(out_dir, task_names, fold_index, settings):
+    """Path stem of one unit's cached output; the key holds every setting that changes what the unit computes."""
+    import hashlib
+    keep = {k: v for k, v in settings.items() if k not in ("strict", "resume")}
+    key = hashlib.sha256(json.dumps([list(task_names), fold_index, keep], sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(out_dir, "cache", f"{'+'.join(task_names)}.fold{fold_index}.{key}")
+
+
+def unit_cache_save(out_dir, task_names, fold_index, settings, unit_out):
+    """Keep one unit's output (per task: timings, distance seconds, prediction rows) for a later sitting: the rows
+    of each task in a TSV of their own, then the JSON that marks the unit done."""
+    base = _unit_cache_base(out_dir, task_names, fold_index, settings)
+    for u in unit_out:
+        atomic_write(f"{base}.{u['task']}.tsv", u["rows"].to_csv(sep="\t", index=False) if len(u["rows"]) else "")
+    meta = [{k: u[k] for k in ("task", "fold", "timing", "distance_seconds")} for u in unit_out]
+    atomic_write(base + ".json", json.dumps(meta) + "\n")
+
+
+def unit_cache_load(out_dir, task_names, fold_index, settings):
+    """A unit's output saved by `unit_cache_save` with the same settings, or None."""
+    base = _unit_cache_base(out_dir, task_names, fold_index, settings)
+    if not os.path.exists(base + ".json"):
+        return None
+    with open(base + ".json") as fh:
+        meta = json.load(fh)
+    for u in meta:
+        path = f"{base}.{u['task']}.tsv"
+        rows = pd.read_csv(path, sep="\t", dtype={"sample_id": str, "truth": str, "prediction": str}) \
+            if os.path.getsize(path) else pd.DataFrame()
+        if len(rows) and not any(c.startswith("p:") for c in rows.columns):  # a regression: numbers
+            rows = rows.assign(truth=rows["truth"].astype(float), prediction=rows["prediction"].astype(float))
+        u["rows"] = rows
+    return meta
 
 
 def task_info(data, splits, fp):
@@ -395,122 +320,14 @@ def task_info(data, splits, fp):
                        "n_test_below_depth": len(sp.below_depth)} for sp in splits]}
 
 
-def json_safe(obj):
-    """A JSON-able copy of a recipe's info (numpy scalars to Python, anything else to str)."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
 
 
-def score_task(entry, preds, data, folds_frame):
-    """Metrics per model, label fraction and fold, on the held-out samples every model of the task scored.
-
-    For each fold and label fraction, the scored set is the fold's held-out samples (reads >= depth) predicted by
-    every model that ran without error; each model's unscored samples (of the held-out ones) are listed.
-    """
-    kind = data.task.kind
-    out = {}
-    scored_rows = folds_frame[folds_frame["scored"] == "yes"]
-    heldout = {int(f): list(grp["sample_id"]) for f, grp in scored_rows.groupby("fold")}
-    folds_all = sorted(set(folds_frame["fold"].astype(int)))
-    truth = data.y
-    # every (model, fraction) that ran is listed, even one that failed everywhere and predicted nothing
-    ran = {}
-    for key in entry["timing"]:
-        model, fkey = key.rsplit("@", 1)
-        ran.setdefault(fkey, set()).add(model)
-    for fkey in sorted(ran, key=float):
-        by_fraction = preds[preds["label_fraction"].map(FRACTION_FMT.format) == fkey] if len(preds) else \
-            pd.DataFrame(columns=["model", "fold", "sample_id", "prediction"])
-        models = sorted(ran[fkey])
-        res_f = {m: {"folds": []} for m in models}
-        for fold in folds_all:
-            test = heldout.get(fold, [])
-            sub = by_fraction[by_fraction["fold"] == fold]
-            scored = {m: set(sub.loc[sub["model"] == m, "sample_id"]) for m in models}
-            # a model that failed on this fold is reported as failed, not allowed to empty the common set
-            ok = [m for m in models if not _failed(entry, m, fkey, fold)]
-            common = [s for s in test if all(s in scored[m] for m in ok)]
-            per_model = {}
-            for m in models:
-                item = {"fold": fold, "n_heldout": len(test), "n_common": len(common),
-                        "unscored": sorted(set(test) - scored[m])}
-                t = _timing(entry, m, fkey, fold)
-                item["seconds"] = t.get("seconds")
-                item["error"] = t.get("error")
-                item["n_train"] = t.get("n_train")
-                if m in ok and common:
-                    rows = sub[sub["model"] == m].set_index("sample_id").loc[common]
-                    if kind == "regression":
-                        item.update(regression_metrics(truth.loc[common], rows["prediction"]))
-                    else:
-                        prob_cols = [f"p:{c}" for c in data.classes]
-                        prob = rows[prob_cols].rename(columns=lambda c: c[2:]) if rows[prob_cols].notna().all().all() \
-                            else None
-                        item.update(classification_metrics(truth.loc[common], rows["prediction"], prob,
-                                                           data.classes, data.task.positive))
-                per_model[m] = item
-            if REFERENCE in per_model:
-                # paired with the forest on the same samples: MAE ratio, accuracy difference
-                if kind == "regression":
-                    ref = per_model[REFERENCE].get("mae")
-                    for m, item in per_model.items():
-                        mae = item.get("mae")
-                        item["mae_vs_" + REFERENCE] = (mae / ref) if (mae is not None and ref) else None
-                else:
-                    ref = per_model[REFERENCE].get("accuracy")
-                    for m, item in per_model.items():
-                        acc = item.get("accuracy")
-                        item["accuracy_vs_" + REFERENCE] = (acc - ref) if (acc is not None and ref is not None) \
-                            else None
-            for m in models:
-                res_f[m]["folds"].append(per_model[m])
-        for m in models:
-            folds = res_f[m]["folds"]
-            summary = {k: summarize([f.get(k) for f in folds]) for k in metric_names(kind)}
-            summary["seconds"] = summarize([f.get("seconds") for f in folds])
-            summary["unscored"] = int(sum(len(f["unscored"]) for f in folds))
-            summary["n_heldout"] = int(sum(f["n_heldout"] for f in folds))
-            summary["n_common"] = int(sum(f["n_common"] for f in folds))
-            summary["failed_folds"] = int(sum(1 for f in folds if f.get("error")))
-            summary["run"] = entry["runs_by_model"].get(f"{m}@{fkey}")
-            res_f[m]["summary"] = summary
-        out[fkey] = res_f
-    return out
 
 
-def rescore(results, out_dir):
-    """Score every stored task again from its folds and predictions files (no data or models needed), e.g. after
-    a change of the metrics."""
-    import types
-    for name, entry in results["tasks"].items():
-        frame = pd.read_csv(os.path.join(out_dir, entry["folds_file"]), sep="\t",
-                            dtype={"sample_id": str, "group": str, "target": str})
-        y = frame.set_index("sample_id")["target"]
-        if entry["kind"] == "regression":
-            y = y.astype(float)
-        data = types.SimpleNamespace(task=types.SimpleNamespace(kind=entry["kind"], positive=entry.get("positive")),
-                                     y=y, classes=entry.get("classes"))
-        entry["results"] = score_task(entry, read_predictions(out_dir, name, entry.get("classes")), data, frame)
 
 
-def _timing(entry, model, fkey, fold):
-    for item in entry["timing"].get(f"{model}@{fkey}", []):
-        if item["fold"] == fold:
-            return item
-    return {}
 
 
-def _failed(entry, model, fkey, fold):
-    return bool(_timing(entry, model, fkey, fold).get("error"))
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -568,6 +385,15 @@ def parse_args(argv):
                     help="only score the stored predictions again and regenerate the docs")
     ap.add_argument("--fresh", action="store_true", help="discard stored results in --out first")
     ap.add_argument("--strict", action="store_true", help="a failing model stops the run (default: recorded)")
+    ap.add_argument("--select", nargs="+", metavar="RECIPE",
+                    help="nested selection instead of a run: score these 2-3 recipes by a 3-fold grouped inner CV on "
+                         "every training fold of the tasks (held-out folds never read; cached per task-fold in "
+                         "<out>/select/, so a second call resumes) and pool the choices over tasks by mean rank")
+    ap.add_argument("--full", action="store_true",
+                    help="also the larger tasks of make heldout-full (American Gut; see --list --full)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep each finished (task, fold) unit in <out>/cache/ and take units found there instead "
+                         "of running them again (same settings): a run interrupted by the end of a session resumes")
     ap.add_argument("--list", action="store_true", help="list tasks and models, then exit")
     return ap.parse_args(argv)
 
@@ -575,57 +401,28 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    tasks = T.task_table(args.quick)
+    tasks = T.task_table(args.quick, args.full)
     for module in args.recipes or []:
         importlib.import_module(module)
     if args.list:
-        for t in tasks.values():
-            print(f"task  {t.name:18s} {t.kind:14s} {t.description}" + ("" if T.available(t) else "  [data absent]"))
-        for r in M.RECIPES.values():
-            print(f"model {r.name:18s} {'(default) ' if r.default else ''}{r.description}")
+        _list(tasks)
         return 0
-    if args.quick:
-        args.folds = min(args.folds, 3)
-        out_dir = args.out or os.path.join(tempfile.gettempdir(), "aam-heldout-quick")
-        docs = args.docs or os.path.join(out_dir, "science.md")
-    else:
-        out_dir = args.out or RESULTS
-        # results elsewhere get their page beside them, never over the project's docs
-        docs = args.docs or (DOCS if os.path.abspath(out_dir) == os.path.abspath(RESULTS)
-                             else os.path.join(out_dir, "science.md"))
-    out_dir = os.path.abspath(out_dir)
+    out_dir, docs = _output_paths(args)
     if args.report_only:
-        from benchmarks import heldout_report
-        with locked_results(out_dir) as results:
-            rescore(results, out_dir)
-        heldout_report.write(results, out_dir, docs)
-        log(f"wrote {docs}")
-        _readme(results, out_dir, docs)
+        _write_report(out_dir, docs, rescore_first=True)
         return 0
-    names = args.tasks or [n for n, t in tasks.items() if T.available(t)]
-    unknown = [n for n in names if n not in tasks]
-    if unknown:
-        raise SystemExit(f"unknown task(s) {unknown}; choose from {sorted(tasks)}")
-    missing = [n for n in names if not T.available(tasks[n])]
-    if missing:
-        log(f"skipping {missing}: data not found (expected under {T.SHARED_DATA})")
-        names = [n for n in names if n not in missing]
+    names = _task_names(args, tasks)
     if not names:
         log("no task has its data here (../shared/data is absent?); nothing to run.")
         return 0
-    models = args.models or [n for n, r in M.RECIPES.items() if r.default]
-    bad = [m for m in models if m not in M.RECIPES]
-    if bad:
-        raise SystemExit(f"unknown model(s) {bad}; choose from {sorted(M.RECIPES)}")
-    if args.tag and not all(c.isalnum() or c in "-_." for c in args.tag):
-        raise SystemExit(f"--tag {args.tag!r}: use letters, digits, '-', '_' or '.'")
-    budget = M.Budget(threads=args.threads, quick=args.quick)
-    if args.quick:
-        budget.pretrain_epochs, budget.train_epochs = 1, 2
-    if args.pretrain_epochs:
-        budget.pretrain_epochs = args.pretrain_epochs
-    if args.train_epochs:
-        budget.train_epochs = args.train_epochs
+    budget = _budget(args)
+    if args.select:
+        from benchmarks import heldout_select
+        settings = {"seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
+                    "budget": budget.to_dict()}
+        heldout_select.run_selection(names, tasks, args.select, settings, out_dir, log)
+        return 0
+    models = _model_names(args)
     if args.fresh and os.path.isdir(out_dir):
         import shutil
         shutil.rmtree(out_dir)
@@ -643,7 +440,7 @@ def main(argv=None):
     settings = {"quick": args.quick, "seed": args.seed, "folds": args.folds, "keep_fraction": args.keep_fraction,
                 "label_fractions": list(args.label_fractions), "models": models, "budget": budget.to_dict(),
                 "threads": args.threads, "strict": args.strict, "recipe_modules": list(args.recipes or []),
-                "tag": args.tag}
+                "tag": args.tag, "full": args.full, "resume": args.resume}
     t0 = time.perf_counter()
     run_all(names, tasks, settings, run_record, out_dir, run_id, args.jobs)
     run_record["seconds"] = round(time.perf_counter() - t0, 1)
@@ -651,19 +448,80 @@ def main(argv=None):
         results["runs"][run_id] = run_record
     log(f"done in {time.perf_counter() - t0:.0f} s")
     if not args.no_docs:
-        from benchmarks import heldout_report
-        results = load_results(out_dir)
-        heldout_report.write(results, out_dir, docs)
-        log(f"wrote {docs}")
-        _readme(results, out_dir, docs)
+        _write_report(out_dir, docs)
     return 0
+
+
+def _list(tasks):
+    for t in tasks.values():
+        print(f"task  {t.name:18s} {t.kind:14s} {t.description}" + ("" if T.available(t) else "  [data absent]"))
+    for r in M.RECIPES.values():
+        print(f"model {r.name:18s} {'(default) ' if r.default else ''}{r.description}")
+
+
+def _output_paths(args):
+    """(results folder, docs page): a quick run writes to a temporary folder; results elsewhere than the project's
+    get their page beside them, never over the project's docs."""
+    if args.quick:
+        args.folds = min(args.folds, 3)
+        out_dir = args.out or os.path.join(tempfile.gettempdir(), "aam-heldout-quick")
+        docs = args.docs or os.path.join(out_dir, "science.md")
+    else:
+        out_dir = args.out or RESULTS
+        docs = args.docs or (DOCS if os.path.abspath(out_dir) == os.path.abspath(RESULTS)
+                             else os.path.join(out_dir, "science.md"))
+    return os.path.abspath(out_dir), docs
+
+
+def _write_report(out_dir, docs, rescore_first=False):
+    from benchmarks import heldout_report
+    if rescore_first:
+        with locked_results(out_dir) as results:
+            rescore(results, out_dir)
+    results = load_results(out_dir)
+    heldout_report.write(results, out_dir, docs, log=log)
+    log(f"wrote {docs}")
+    _readme(results, out_dir, docs)
+
+
+def _task_names(args, tasks):
+    """The tasks to run: those asked for (or all), less those whose data are absent (said in the log)."""
+    names = args.tasks or [n for n, t in tasks.items() if T.available(t)]
+    unknown = [n for n in names if n not in tasks]
+    if unknown:
+        raise SystemExit(f"unknown task(s) {unknown}; choose from {sorted(tasks)}")
+    missing = [n for n in names if not T.available(tasks[n])]
+    if missing:
+        log(f"skipping {missing}: data not found (expected under {T.SHARED_DATA})")
+    return [n for n in names if n not in missing]
+
+
+def _model_names(args):
+    models = args.models or [n for n, r in M.RECIPES.items() if r.default]
+    bad = [m for m in models if m not in M.RECIPES]
+    if bad:
+        raise SystemExit(f"unknown model(s) {bad}; choose from {sorted(M.RECIPES)}")
+    if args.tag and not all(c.isalnum() or c in "-_." for c in args.tag):
+        raise SystemExit(f"--tag {args.tag!r}: use letters, digits, '-', '_' or '.'")
+    return models
+
+
+def _budget(args):
+    budget = M.Budget(threads=args.threads, quick=args.quick)
+    if args.quick:
+        budget.pretrain_epochs, budget.train_epochs = 1, 2
+    if args.pretrain_epochs:
+        budget.pretrain_epochs = args.pretrain_epochs
+    if args.train_epochs:
+        budget.train_epochs = args.train_epochs
+    return budget
 
 
 def _readme(results, out_dir, docs):
     """The README's summary table follows the project's own results (not quick runs or other folders)."""
     from benchmarks import heldout_report
     if os.path.abspath(out_dir) == os.path.abspath(RESULTS) and os.path.abspath(docs) == os.path.abspath(DOCS):
-        if heldout_report.update_readme(results, os.path.join(T.REPO, "README.md")):
+        if heldout_report.update_readme(results, os.path.join(T.REPO, "README.md"), out_dir=out_dir):
             log("updated the summary table in README.md")
 
 

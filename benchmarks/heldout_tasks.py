@@ -64,6 +64,18 @@ class Task:
         Column whose classes the folds balance (default: the target of a classification task, nothing for a
         regression). Two tasks of one study with the same samples, groups and `fold_stratify` share their folds,
         and so their rarefied draws and (through the AAM recipe's cache) their pretrained encoders.
+    depth_matched : bool
+        Every model reads the fold's rarefied draw: ``Samples.table`` is the rarefied table too, so no model sees
+        how deep a sample was sequenced (a confound of the label in some studies).
+    fixed_depth : int, optional
+        Rarefaction depth of every fold (default: chosen on each fold's training samples, `FoldSplit`).
+    missing : tuple of str
+        Values of the target column that mean "no value" (e.g. American Gut's ``no_data``): left out.
+    relabel : tuple of (str, str), optional
+        Classification: each raw value of the column and the class it stands for; samples with other values are
+        left out (e.g. Crohn's disease and ulcerative colitis as "IBD", "I do not have IBD" as "none").
+    value_range : (float, float), optional
+        Regression: only samples whose target lies in this closed range (e.g. adults).
     """
 
     name: str
@@ -85,6 +97,11 @@ class Task:
     max_per_group: Optional[int] = None
     max_features: Optional[int] = None
     fold_stratify: Optional[str] = None
+    depth_matched: bool = False
+    fixed_depth: Optional[int] = None
+    missing: Tuple[str, ...] = ()
+    relabel: Optional[Tuple[Tuple[str, str], ...]] = None
+    value_range: Optional[Tuple[float, float]] = None
 
     @property
     def folder(self):
@@ -97,6 +114,10 @@ class Task:
     def classifier(self):
         return self.kind == "classification"
 
+
+#: depth of the depth-matched tasks: a floor most 16S V4 samples clear (ibd-2538: all but 3% of control and 7% of
+#: Crohn's samples), fixed beforehand rather than chosen per fold, so that the task keeps its shallow samples
+DEPTH_MATCHED_READS = 1000
 
 _MP_GROUPING = ("2 subjects only, so grouping by subject would allow 2 folds; samples are grouped by sampling event "
                 "(subject + day): the 4 body sites swabbed from one person on one day are held out together, so "
@@ -118,6 +139,13 @@ TASKS = [
          "age is a subject-level value with repeated samples per subject: grouped by subject (host_subject_id); "
          "folds balanced by disease status, so they are those of ibd-ibd.",
          description="ibd-2538 stool, age of the subject (years)", fold_stratify="ibd"),
+    Task("ibd-ibd-dm", "ibd-2538", "ibd", "classification", "table.qza", "metadata.tsv", None,
+         "sepp-insertion-tree.qza", "unweighted_unifrac", ("host_subject_id",),
+         "as ibd-ibd: grouped by subject (host_subject_id), the same folds.", positive="Crohns",
+         description="ibd-ibd depth-matched: every model (forests on relative abundances and AAM's ensemble "
+         "included) reads one rarefied draw at 1,000 reads per sample, so sequencing depth, which separates "
+         "Crohn's from control subjects in this study, is hidden from every model; samples below 1,000 reads are "
+         "counted per class", depth_matched=True, fixed_depth=DEPTH_MATCHED_READS),
     Task("amazon-village", "amazon-homes", "village", "classification", "table.qza", "metadata.tsv", None, None,
          "braycurtis", ("house_number",),
          "36 houses with several surfaces each and a house-level label: grouped by house (house_number).",
@@ -135,6 +163,23 @@ TASKS = [
          "sample-metadata.tsv", "rep-seqs.qza", "rooted-tree.qza", "unweighted_unifrac",
          ("subject", "days-since-experiment-start"), _MP_GROUPING,
          description="Moving Pictures, days since the start of the experiment (0-168)", fold_stratify="body-site"),
+]
+
+#: American Gut (../shared/data/american-gut/README.md): Greengenes 13_8 97% OTUs of 100 nt V4 reads, rarefied to
+#: 10,000 reads upstream; several samples per participant
+_AG = dict(table="table.biom", metadata="metadata.tsv", sequences="otu-v4-100nt.fasta", tree="gg13_8-97-pruned.nwk",
+           beta="unweighted_unifrac", group=("HOST_SUBJECT_ID",), missing=("no_data",),
+           grouping="several samples per participant: grouped by participant (HOST_SUBJECT_ID).")
+_AG_IBD = (("Crohn's disease", "IBD"), ("Ulcerative colitis", "IBD"), ("I do not have IBD", "none"))
+
+#: the larger tasks of `make heldout-full` (not run by `make heldout`)
+FULL_TASKS = [
+    Task("ag-ibd", "american-gut", "IBD", "classification", keep=("BODY_HABITAT", "UBERON:feces"), relabel=_AG_IBD,
+         positive="IBD", description="American Gut stool, self-reported IBD (Crohn's disease or ulcerative colitis) "
+         "vs none (about 5% IBD)", **_AG),
+    Task("ag-age", "american-gut", "AGE", "regression", keep=("BODY_HABITAT", "UBERON:feces"),
+         value_range=(18.0, 100.0), description="American Gut stool, age of adults (years)",
+         fold_stratify=None, **_AG),
 ]
 
 # quick mode: the repository's own slices (always present) and a small slice of ecam (when ../shared is there)
@@ -159,9 +204,11 @@ QUICK_TASKS = [
 ]
 
 
-def task_table(quick=False):
-    """The tasks by name (the quick slices with ``quick=True``)."""
-    return {t.name: t for t in (QUICK_TASKS if quick else TASKS)}
+def task_table(quick=False, full=False):
+    """The tasks by name (the quick slices with ``quick=True``; also `FULL_TASKS` with ``full=True``)."""
+    if quick:
+        return {t.name: t for t in QUICK_TASKS}
+    return {t.name: t for t in TASKS + (FULL_TASKS if full else [])}
 
 
 def available(task):
@@ -244,9 +291,15 @@ def load_task(task, seed=0):
         kept = md.index[md[col].astype(str) == value]
         notes.append(f"only {col} == {value}: {len(kept)} of {len(md)} samples")
         md = md.loc[kept]
+    md = _recode_target(task, md, notes)
     y, dropped = (categorical_target if task.classifier else numeric_target)(md, task.column)
     if dropped:
         notes.append(f"{len(dropped)} sample(s) without a value of {task.column!r} left out")
+    if task.value_range:
+        lo, hi = task.value_range
+        inside = y[(y >= lo) & (y <= hi)]
+        notes.append(f"only {task.column} in [{lo:g}, {hi:g}]: {len(inside)} of {len(y)} samples")
+        y = inside
     md = md.loc[y.index].copy()
     if task.group:
         for col in task.group:
@@ -281,6 +334,28 @@ def load_task(task, seed=0):
     classes = sorted(y.unique()) if task.classifier else None
     return TaskData(task, table, md, y, md[GROUP_COLUMN].astype(str), reads, classes,
                     task.path(task.sequences), tree, notes)
+
+
+def _recode_target(task, md, notes):
+    """The metadata with the task's missing values blanked and its classes recoded (`Task.missing`,
+    `Task.relabel`); what is left out is said in `notes`."""
+    if not task.missing and not task.relabel:
+        return md
+    md = md.copy()
+    column = md[task.column].astype(object)
+    blank = column.astype(str).isin(task.missing)
+    if blank.any():
+        notes.append(f"{int(blank.sum())} sample(s) with {task.column} in {list(task.missing)} left out")
+    column = column.where(~blank)
+    if task.relabel:
+        mapping = dict(task.relabel)
+        other = column.notna() & ~column.astype(str).isin(mapping)
+        if other.any():
+            notes.append(f"{int(other.sum())} sample(s) with another {task.column} left out "
+                         f"({', '.join(sorted(set(column[other].astype(str))))})")
+        column = column.astype(str).map(mapping).where(column.notna())
+    md[task.column] = column
+    return md
 
 
 def _slice(task, table, md, seed):
@@ -438,7 +513,8 @@ class FoldSplit:
         pool_all = [s for s in data.sample_ids if fold_of[s] != index]
         test_all = [s for s in data.sample_ids if fold_of[s] == index]
         # depth from the training samples only: held-out reads never influence any model's input
-        self.depth = suggest_depth(data.table.filter(pool_all, axis="sample", inplace=False), keep_fraction)
+        self.depth = data.task.fixed_depth or suggest_depth(data.table.filter(pool_all, axis="sample",
+                                                                              inplace=False), keep_fraction)
         deep = data.reads >= self.depth
         self.pool_ids = [s for s in pool_all if deep[s]]
         self.test_ids = [s for s in test_all if deep[s]]
@@ -462,9 +538,12 @@ class FoldSplit:
         md = data.metadata.loc[ids]
         if not with_target:
             md = md.drop(columns=[data.task.column])
-        return Samples(list(ids), drop_empty(data.table.filter(ids, axis="sample", inplace=False)),
-                       drop_empty(self.rarefied.filter(ids, axis="sample", inplace=False)), md,
-                       data.y.loc[ids] if with_target else None, data.groups.loc[ids])
+        rarefied = drop_empty(self.rarefied.filter(ids, axis="sample", inplace=False))
+        # a depth-matched task gives every model the rarefied draw, also those that read raw counts
+        table = rarefied if data.task.depth_matched else drop_empty(data.table.filter(ids, axis="sample",
+                                                                                         inplace=False))
+        return Samples(list(ids), table, rarefied, md, data.y.loc[ids] if with_target else None,
+                       data.groups.loc[ids])
 
     def labelled_ids(self, fraction):
         """The training samples of the first ``ceil(fraction x groups)`` training groups in a seeded order.

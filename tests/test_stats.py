@@ -137,3 +137,38 @@ def test_bad_input_is_named():
         S.metric_value("rmse", _regression([1], [1]))
     with pytest.raises(ValueError, match="3 group labels for 2 samples"):
         S.metric_interval("mae", _regression([1, 2], [1, 2]), groups=[1, 2, 3])
+
+
+@pytest.mark.parametrize("metric", ["mae", "r2", "accuracy", "balanced_accuracy", "auc", "auprc"])
+def test_resampled_values_equal_the_metric_on_each_resample(metric):
+    # the per-sample fast paths give what metric_value gives on the resampled predictions
+    rng = np.random.default_rng(8)
+    groups = np.repeat(np.arange(15), 4)
+    if metric in ("mae", "r2"):
+        y = rng.normal(size=60)
+        scored = _regression(y, y + rng.normal(size=60))
+    else:
+        classes = ("a", "b")
+        truth = rng.choice(classes, size=60)
+        prob = rng.uniform(size=60)
+        scored = S.Scored(truth, np.where(prob > 0.4, "b", "a"), np.c_[1 - prob, prob], classes)
+    resamples = S.group_bootstrap_indices(groups, 30, seed=1)
+    fast = S.Resampled(metric, scored, resamples, 15).values
+    slow = [S.metric_value(metric, scored.take(idx)) for idx in resamples]
+    assert fast == pytest.approx(slow)
+
+
+def test_ranking_metrics_average_over_strata():
+    # a constant predictor fitted on two folds: its probabilities differ by fold and, pooled, would rank one fold's
+    # samples above the other's; per fold it ranks nothing (AUC 0.5)
+    classes = ("a", "b")
+    truth = np.array(["a", "a", "a", "b", "a", "b", "b", "b"])
+    prob_b = np.array([0.3] * 4 + [0.6] * 4)
+    strata = np.array([0] * 4 + [1] * 4)
+    pooled = S.Scored(truth, np.where(prob_b > 0.5, "b", "a"), np.c_[1 - prob_b, prob_b], classes)
+    per_fold = S.Scored(pooled.truth, pooled.prediction, pooled.probabilities, classes, strata=strata)
+    assert S.metric_value("auc", pooled) > 0.7
+    assert S.metric_value("auc", per_fold) == pytest.approx(0.5)
+    assert S.metric_value("accuracy", per_fold) == S.metric_value("accuracy", pooled)
+    resampled = S.Resampled("auc", per_fold, S.group_bootstrap_indices(np.arange(8), 20, 0), 8).values
+    assert all(v is None or v == pytest.approx(0.5) for v in resampled)

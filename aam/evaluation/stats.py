@@ -44,6 +44,11 @@ class Scored:
         Class labels of a classification task.
     positive : str, optional
         Positive class of a binary task (default: the last of `classes`).
+    strata : numpy.ndarray, optional
+        [N] the model that scored each sample, e.g. its cross-validation fold. Ranking metrics (AUC, AUPRC) are
+        then the mean over strata of each stratum's value: probabilities of models fitted on different folds are
+        not on one scale (a constant predictor's training class shares differ by fold, and pooled over folds they
+        rank samples against their own class balance).
     """
 
     truth: np.ndarray
@@ -51,6 +56,7 @@ class Scored:
     probabilities: Optional[np.ndarray] = None
     classes: Optional[tuple] = None
     positive: Optional[str] = None
+    strata: Optional[np.ndarray] = None
 
     def __post_init__(self):
         n = len(self.truth)
@@ -62,6 +68,8 @@ class Scored:
             if np.shape(self.probabilities) != (n, len(self.classes)):
                 raise ValueError(f"probabilities have shape {np.shape(self.probabilities)}, expected "
                                  f"({n}, {len(self.classes)}): one row per sample, one column per class")
+        if self.strata is not None and len(self.strata) != n:
+            raise ValueError(f"{len(self.strata)} strata for {n} samples")
 
     def __len__(self):
         return len(self.truth)
@@ -69,7 +77,8 @@ class Scored:
     def take(self, index):
         """The samples at positions `index` (repeats allowed), as a new `Scored`."""
         prob = None if self.probabilities is None else self.probabilities[index]
-        return Scored(self.truth[index], self.prediction[index], prob, self.classes, self.positive)
+        strata = None if self.strata is None else self.strata[index]
+        return Scored(self.truth[index], self.prediction[index], prob, self.classes, self.positive, strata)
 
 
 @dataclass(frozen=True)
@@ -176,17 +185,18 @@ def _positive_scores(scored):
 
 
 def _auc(scored):
-    """ROC AUC: of the positive class (binary) or macro one-vs-rest over the classes present (multiclass)."""
-    from sklearn.metrics import roc_auc_score
+    """ROC AUC: of the positive class (binary) or macro one-vs-rest over the classes present (multiclass); by the
+    rank-sum formula of `aam.evaluation.metrics` (scikit-learn's ``roc_auc_score`` gives the same, slower)."""
+    from aam.evaluation.metrics import _binary_auc
     if scored.probabilities is None:
         return None
     classes = _class_labels(scored)
     truth = np.asarray(scored.truth)
     if len(classes) == 2:
         is_pos, score = _positive_scores(scored)
-        return float(roc_auc_score(is_pos, score)) if 0 < is_pos.sum() < len(is_pos) else None
-    per_class = [roc_auc_score(truth == c, scored.probabilities[:, j]) for j, c in enumerate(classes)
-                 if 0 < (truth == c).sum() < len(truth)]
+        return _binary_auc(is_pos.astype(np.int64), score)
+    per_class = [_binary_auc((truth == c).astype(np.int64), scored.probabilities[:, j])
+                 for j, c in enumerate(classes) if 0 < (truth == c).sum() < len(truth)]
     return float(np.mean(per_class)) if per_class else None
 
 
@@ -216,13 +226,10 @@ def _r2(scored):
 
 
 def _balanced_accuracy(scored):
-    import warnings
-
-    from sklearn.metrics import balanced_accuracy_score
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a predicted class absent from the truth of a resample
-        return float(balanced_accuracy_score(np.asarray(scored.truth, dtype=str),
-                                             np.asarray(scored.prediction, dtype=str)))
+    """Mean recall over the classes present in the truth (scikit-learn's ``balanced_accuracy_score``)."""
+    truth = np.asarray(scored.truth, dtype=str)
+    prediction = np.asarray(scored.prediction, dtype=str)
+    return float(np.mean([np.mean(prediction[truth == c] == c) for c in np.unique(truth)]))
 
 
 def _mae(scored):
@@ -255,8 +262,22 @@ def metric_value(metric, scored):
         raise ValueError(f"unknown metric {metric!r}; choose from {sorted(_METRIC_FUNCTIONS)}")
     if len(scored) == 0:
         return None
+    if scored.strata is not None and metric in ("auc", "auprc"):
+        return _mean_over_strata(metric, scored)
     value = _METRIC_FUNCTIONS[metric](scored)
     return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _mean_over_strata(metric, scored):
+    """Mean of a ranking metric over the strata where it is defined (None when it is nowhere)."""
+    values = []
+    for stratum in np.unique(scored.strata):
+        part = scored.take(np.flatnonzero(scored.strata == stratum))
+        value = _METRIC_FUNCTIONS[metric](Scored(part.truth, part.prediction, part.probabilities, part.classes,
+                                                 part.positive))
+        if value is not None and np.isfinite(value):
+            values.append(value)
+    return float(np.mean(values)) if values else None
 
 
 # ---------------------------------------------------------------------------------------------- resampling
@@ -309,6 +330,13 @@ def _percentile_bounds(values, level):
     return float(low), float(high)
 
 
+def _interval(name, estimate, values, level, n_samples, n_groups):
+    """An `Interval` from a statistic's value on every sample and its values on the resamples (None: undefined)."""
+    low, high = _percentile_bounds(values, level)
+    return Interval(name, estimate, low, high, level, int(n_samples), int(n_groups), len(values),
+                    int(sum(v is None for v in values)))
+
+
 def bootstrap_interval(statistic, n, groups=None, n_resamples=1000, seed=0, level=0.95, name="statistic"):
     """Percentile interval of any statistic of sample positions, resampling whole groups.
 
@@ -330,12 +358,85 @@ def bootstrap_interval(statistic, n, groups=None, n_resamples=1000, seed=0, leve
     Interval
     """
     groups = _groups_or_samples(groups, n)
-    estimate = statistic(np.arange(n))
     values = [statistic(idx) for idx in group_bootstrap_indices(groups, n_resamples, seed)]
-    undefined = sum(v is None for v in values)
-    low, high = _percentile_bounds(values, level)
-    return Interval(name, estimate, low, high, level, int(n), int(len(np.unique(groups.astype(str)))),
-                    int(n_resamples), int(undefined))
+    return _interval(name, statistic(np.arange(n)), values, level, n, len(np.unique(groups.astype(str))))
+
+
+def _resampled_fast(metric, scored, resamples):
+    """The metric on each resample from per-sample arrays computed once (MAE, accuracy, balanced accuracy, R²,
+    binary AUC); the same values as `metric_value` on ``scored.take(idx)``. None for the other metrics."""
+    if len(scored) == 0:
+        return None
+    if metric in ("mae", "r2"):
+        truth = np.asarray(scored.truth, dtype=float)
+        err = np.asarray(scored.prediction, dtype=float) - truth
+        if metric == "mae":
+            return [float(np.abs(err[idx]).mean()) for idx in resamples]
+        return [_r2_of(truth[idx], err[idx]) for idx in resamples]
+    if metric in ("accuracy", "balanced_accuracy"):
+        truth = np.asarray(scored.truth, dtype=str)
+        correct = (np.asarray(scored.prediction, dtype=str) == truth).astype(float)
+        if metric == "accuracy":
+            return [float(correct[idx].mean()) for idx in resamples]
+        _, codes = np.unique(truth, return_inverse=True)
+        return [_balanced_of(codes[idx], correct[idx]) for idx in resamples]
+    if metric == "auc" and scored.probabilities is not None and len(_class_labels(scored)) == 2 \
+            and scored.strata is None:
+        from aam.evaluation.metrics import _binary_auc
+        is_pos, score = _positive_scores(scored)
+        is_pos = is_pos.astype(np.int64)
+        return [_binary_auc(is_pos[idx], score[idx]) for idx in resamples]
+    return None
+
+
+def _r2_of(truth, err):
+    ss_tot = float(((truth - truth.mean()) ** 2).sum())
+    return None if len(truth) < 2 or ss_tot == 0 else 1.0 - float((err * err).sum()) / ss_tot
+
+
+def _balanced_of(codes, correct):
+    """Mean recall over the classes present: per class, the share of its samples predicted right."""
+    count = np.bincount(codes)
+    right = np.bincount(codes, weights=correct, minlength=len(count))
+    present = count > 0
+    return float(np.mean(right[present] / count[present]))
+
+
+class Resampled:
+    """One model's metric on all samples and on fixed resamples, so that intervals and paired differences of many
+    models reuse one set of resamples (each model's metric is computed once per resample).
+
+    Parameters
+    ----------
+    metric : str
+    scored : Scored
+    resamples : list of numpy.ndarray
+        From `group_bootstrap_indices` (the same list for every model compared).
+    n_groups : int
+    """
+
+    def __init__(self, metric, scored, resamples, n_groups):
+        self.metric, self.n_samples, self.n_groups = metric, len(scored), n_groups
+        self.estimate = metric_value(metric, scored)
+        fast = _resampled_fast(metric, scored, resamples)
+        self.values = fast if fast is not None else [metric_value(metric, scored.take(idx)) for idx in resamples]
+
+    def interval(self, level=0.95):
+        """This model's `Interval`."""
+        return _interval(self.metric, self.estimate, self.values, level, self.n_samples, self.n_groups)
+
+    def against(self, reference, level=0.95):
+        """`Comparison` of this model with `reference` (a `Resampled` of the same metric, samples and resamples)."""
+        if (reference.metric, reference.n_samples, len(reference.values)) != \
+                (self.metric, self.n_samples, len(self.values)):
+            raise ValueError("a comparison needs the same metric, samples and resamples for both models")
+        diff = [None if a is None or b is None else a - b for a, b in zip(self.values, reference.values)]
+        estimate = None if self.estimate is None or reference.estimate is None else \
+            self.estimate - reference.estimate
+        difference = _interval(self.metric, estimate, diff, level, self.n_samples, self.n_groups)
+        better = METRICS[self.metric]
+        return Comparison(self.metric, difference, self.interval(level), reference.interval(level), better,
+                          verdict(difference.low, difference.high, better))
 
 
 def metric_interval(metric, scored, groups=None, n_resamples=1000, seed=0, level=0.95):
@@ -394,20 +495,9 @@ def compare(metric, model, reference, groups=None, n_resamples=1000, seed=0, lev
         raise ValueError("the two models must be scored on the same samples in the same order (equal truths)")
     groups = _groups_or_samples(groups, len(model))
     resamples = group_bootstrap_indices(groups, n_resamples, seed)
-    everything = np.arange(len(model))
-    a = [metric_value(metric, model.take(idx)) for idx in [everything] + resamples]
-    b = [metric_value(metric, reference.take(idx)) for idx in [everything] + resamples]
-    diff = [None if x is None or y is None else x - y for x, y in zip(a, b)]
-    n_groups = int(len(np.unique(groups.astype(str))))
-
-    def interval(values):
-        low, high = _percentile_bounds(values[1:], level)
-        return Interval(metric, values[0], low, high, level, len(model), n_groups, n_resamples,
-                        int(sum(v is None for v in values[1:])))
-    difference = interval(diff)
-    better = METRICS[metric]
-    return Comparison(metric, difference, interval(a), interval(b), better,
-                      verdict(difference.low, difference.high, better))
+    n_groups = len(np.unique(groups.astype(str)))
+    return Resampled(metric, model, resamples, n_groups).against(Resampled(metric, reference, resamples, n_groups),
+                                                                 level)
 
 
 def fold_tests(gains: Sequence[float], tie_tolerance=1e-9):
