@@ -65,8 +65,12 @@ def run_directory(output_dir, opts, ctx):
         run_dir.claim(resume=bool(opts.resume), overwrite=opts.overwrite)
     try:
         yield run_dir
-    finally:
-        run_dir.release()
+    except BaseException:
+        # a run replacing an older one (--overwrite) puts the old one back when it fails
+        run_dir.release(finished=False)
+        raise
+    else:
+        run_dir.release(finished=True)
 
 
 def data_summary(prepared, train_ids, val_ids):
