@@ -1,8 +1,9 @@
 """The import graph of the engine and the plugin points one way, and moved names stay importable from their homes.
 
 Every import counts, at module level or inside a function: a function-local import that closes a circle still ties
-the two modules together (in the engine, the plugin and the benchmarks). The one circle allowed is the QIIME 2 idiom (`q2_aam.plugin_setup` imports
-`q2_aam._transformer`, which registers its transformers on the plugin it imports back).
+the two modules together (in the engine, the plugin and the benchmarks). The one circle allowed is the QIIME 2
+idiom (`q2_aam.plugin_setup` imports `q2_aam._transformer`, which registers its transformers on the plugin it
+imports back).
 """
 import ast
 import importlib
