@@ -343,10 +343,8 @@ def _recode_target(task, md, notes):
         return md
     md = md.copy()
     column = md[task.column].astype(object)
-    blank = column.astype(str).isin(task.missing)
-    if blank.any():
-        notes.append(f"{int(blank.sum())} sample(s) with {task.column} in {list(task.missing)} left out")
-    column = column.where(~blank)
+    # the target's loader counts the blanked samples as "without a value" in the notes
+    column = column.where(~column.astype(str).isin(task.missing))
     if task.relabel:
         mapping = dict(task.relabel)
         other = column.notna() & ~column.astype(str).isin(mapping)
