@@ -29,14 +29,21 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from benchmarks import heldout_baselines  # noqa: F401  (registers the baselines)
+from benchmarks import heldout_baselines
 from benchmarks import heldout_models as M
-from benchmarks import heldout_semi  # noqa: F401  (registers the semi-supervised recipes)
+from benchmarks import heldout_semi
 from benchmarks import heldout_tasks as T
-from benchmarks.heldout_scoring import REFERENCE, rescore, score_task  # noqa: F401  (REFERENCE: for callers)
-from benchmarks.heldout_store import (FRACTION_FMT, RESULTS, SCHEMA, atomic_write, fingerprint,  # noqa: F401
+from benchmarks.heldout_scoring import REFERENCE, rescore, score_task
+from benchmarks.heldout_store import (FRACTION_FMT, RESULTS, SCHEMA, atomic_write, fingerprint,
                                       folds_path, json_safe, load_results, locked_results, predictions_path,
                                       read_predictions, write_folds_file)
+
+#: modules whose import registers recipes beside heldout_models' own
+RECIPE_MODULES = (heldout_baselines, heldout_semi)
+#: what this module offers callers from the store and the scoring modules it was split into
+__all__ = ["main", "log", "REFERENCE", "rescore", "score_task", "FRACTION_FMT", "RESULTS", "SCHEMA", "atomic_write",
+           "fingerprint", "folds_path", "json_safe", "load_results", "locked_results", "predictions_path",
+           "read_predictions", "write_folds_file", "RECIPE_MODULES"]
 
 DOCS = os.path.join(T.REPO, "docs", "science.md")
 

@@ -179,7 +179,7 @@ def figure_curve(name, task, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401 (matplotlib.ticker below)
+    from matplotlib.ticker import NullLocator
     fractions = sorted(task["results"], key=float)
     metric = _headline(task)[0]
     models = _order({m for f in fractions for m in task["results"][f]})
@@ -195,7 +195,7 @@ def figure_curve(name, task, path):
         if xs:
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
     ax.set_xscale("log")
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks([float(f) for f in fractions])
     ax.set_xticklabels([f"{float(f):g}" for f in fractions])
     ax.set_xlabel("share of training groups (subjects) with labels")
