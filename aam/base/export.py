@@ -14,19 +14,14 @@ import shutil
 import sys
 
 from aam.base.shipped import BASES_DIR, FORMAT_VERSION, META_FILE, MODEL_FILE
+from aam.reference.encoder_files import seal, write_json
 from aam.checkpoint import atomic_write
 from aam.errors import AAMInputError
 
-MAX_SHIPPED_BYTES = 10 * 1024 * 1024
 RUN_INFO = "corpus.json"  # written by aam.base.pretrain into its run directory
 
 
-def _write_json(path, obj):
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-    atomic_write(path, write)
+_write_json = write_json  # the shared writer of shipped directories' JSON
 
 
 def _write_text(path, text):
@@ -52,7 +47,6 @@ def run_metrics(checkpoint, info):
 def export_base(run, name, dest=None, log=print):
     """Write the shipped files of the corpus run in `run` under `dest` (default aam/assets/bases/<name>)."""
     from aam.base.model_card import license_text, model_card
-    from aam.reference.shipped import sha256_file
     from aam.rundir import RunDirectory
     info_path = os.path.join(run, RUN_INFO)
     if not os.path.isfile(info_path) or not os.path.isfile(os.path.join(run, "model.pt")):
@@ -75,14 +69,7 @@ def export_base(run, name, dest=None, log=print):
     _write_text(os.path.join(dest, "MODEL_CARD.md"), model_card(name, checkpoint, meta, metrics, info))
     _write_text(os.path.join(dest, "LICENSE"), license_text(name))
     files = [MODEL_FILE, META_FILE, "metrics.json", "history.tsv", "MODEL_CARD.md", "LICENSE"]
-    manifest = {"name": name, "format_version": FORMAT_VERSION,
-                "files": {f: sha256_file(os.path.join(dest, f)) for f in files}}
-    _write_json(os.path.join(dest, "manifest.json"), manifest)
-    for f in files + ["manifest.json"]:
-        os.chmod(os.path.join(dest, f), 0o644)  # atomic_write's temporary files are private (0600)
-    total = sum(os.path.getsize(os.path.join(dest, f)) for f in os.listdir(dest))
-    if total > MAX_SHIPPED_BYTES:
-        raise RuntimeError(f"{dest} holds {total / 1e6:.1f} MB, over the {MAX_SHIPPED_BYTES / 1e6:.0f} MB budget")
+    manifest, total = seal(dest, name, FORMAT_VERSION, files)
     log(f"wrote {dest}: {', '.join(files)} ({total / 1e6:.2f} MB); {MODEL_FILE} sha256 "
         f"{manifest['files'][MODEL_FILE]}")
     return dest

@@ -79,3 +79,43 @@ def load_region(name=DEFAULT_ENCODER):
     read_manifest(directory)
     with open(os.path.join(directory, "region.json")) as fh:
         return json.load(fh)
+
+
+#: the most a shipped model directory (a reference encoder, a base) may weigh, every file included
+MAX_SHIPPED_BYTES = 10 * 1024 * 1024
+
+
+def write_json(path, obj):
+    """Write `obj` to `path` as indented, key-sorted JSON, atomically."""
+    from aam.checkpoint import atomic_write
+
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+    atomic_write(path, write)
+
+
+def seal(dest, name, format_version, files):
+    """Finish a shipped directory: its manifest (the SHA-256 of every file, checked on every load), files readable by
+    everyone, and the size budget.
+
+    Returns
+    -------
+    (dict, int)
+        The manifest and the directory's size in bytes.
+
+    Raises
+    ------
+    RuntimeError
+        Over `MAX_SHIPPED_BYTES`.
+    """
+    manifest = {"name": name, "format_version": format_version,
+                "files": {f: sha256_file(os.path.join(dest, f)) for f in files}}
+    write_json(os.path.join(dest, "manifest.json"), manifest)
+    for f in list(files) + ["manifest.json"]:
+        os.chmod(os.path.join(dest, f), 0o644)  # atomic_write's temporary files are private (0600)
+    total = sum(os.path.getsize(os.path.join(dest, f)) for f in os.listdir(dest))
+    if total > MAX_SHIPPED_BYTES:
+        raise RuntimeError(f"{dest} holds {total / 1e6:.1f} MB, over the {MAX_SHIPPED_BYTES / 1e6:.0f} MB budget")
+    return manifest, total

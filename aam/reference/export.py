@@ -20,9 +20,9 @@ from aam.checkpoint import atomic_write
 from aam.reference.amplicons import PRIMERS, REGIONS, cut_region
 from aam.reference.greengenes import read_sequences
 from aam.reference.region import prefix_signature
-from aam.reference.shipped import ENCODERS_DIR, FORMAT_VERSION, WEIGHTS_FORMAT, sha256_file
+from aam.reference.encoder_files import seal, write_json
+from aam.reference.shipped import ENCODERS_DIR, FORMAT_VERSION, WEIGHTS_FORMAT
 
-MAX_SHIPPED_BYTES = 10 * 1024 * 1024
 PREFIX_LENGTH = 8
 
 
@@ -66,14 +66,7 @@ def export(run_dir, name, dest=None, log=print):
         if os.path.exists(src):
             shutil.copyfile(src, os.path.join(dest, extra))
             files.append(extra)
-    manifest = {"name": name, "format_version": FORMAT_VERSION,
-                "files": {f: sha256_file(os.path.join(dest, f)) for f in files}}
-    _write_json(os.path.join(dest, "manifest.json"), manifest)
-    for f in files + ["manifest.json"]:
-        os.chmod(os.path.join(dest, f), 0o644)  # atomic_write's temporary files are private (0600)
-    total = sum(os.path.getsize(os.path.join(dest, f)) for f in os.listdir(dest))
-    if total > MAX_SHIPPED_BYTES:
-        raise RuntimeError(f"{dest} holds {total / 1e6:.1f} MB, over the {MAX_SHIPPED_BYTES / 1e6:.0f} MB budget")
+    manifest, total = seal(dest, name, FORMAT_VERSION, files)
     log(f"wrote {dest}: {', '.join(files)} ({total / 1e6:.2f} MB); weights.pt sha256 "
         f"{manifest['files']['weights.pt']}")
     return dest
@@ -86,12 +79,7 @@ def _save(obj, path):
         torch.save(obj, fh)
 
 
-def _write_json(path, obj):
-    def write(tmp):
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-    atomic_write(path, write)
+_write_json = write_json  # the shared writer of shipped directories' JSON
 
 
 def main(argv=None):
