@@ -18,7 +18,6 @@ It is torch-free except `require_safe_torch`, which imports torch only to read i
 import contextlib
 import errno
 import os
-import pickle
 import stat
 import tempfile
 import warnings
@@ -178,11 +177,11 @@ def load_torch_file(path, map_location="cpu"):
     check_archive(path, "model file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise AAMInputError(f"{path!r} is not a readable AAM checkpoint: it holds Python objects other than tensors "
-                            "and plain data, and such files are refused (loading them could run code from the "
-                            "file).") from None
     except Exception as err:  # torch raises several types for damaged content
+        if type(err).__name__ == "UnpicklingError":  # weights_only met a Python object: refused, never built
+            raise AAMInputError(f"{path!r} is not a readable AAM checkpoint: it holds Python objects other than "
+                                "tensors and plain data, and such files are refused (loading them could run code "
+                                "from the file).") from None
         first = (str(err).strip().splitlines() or [""])[0][:160]
         raise AAMInputError(f"{path!r} is not a readable AAM checkpoint: torch cannot read it ({type(err).__name__}"
                             f"{': ' + first if first else ''}); the file is damaged. Use an intact copy of the "
