@@ -267,10 +267,15 @@ def aligned_features(keys, sequences, counts, max_bp):
     -------
     np.ndarray, shape [N, len(keys)]
     """
+    return align_columns(keys, feature_keys(sequences, max_bp), counts)
+
+
+def align_columns(keys, table_keys, counts):
+    """`aligned_features` from the table's own feature keys (its sequences' digests, already computed)."""
     rel = relative_abundance(counts)                                      # [N, F_table]
     column = {k: i for i, k in enumerate(keys)}
     out = np.zeros((rel.shape[0], len(keys)))
-    for j, key in enumerate(feature_keys(sequences, max_bp)):
+    for j, key in enumerate(table_keys):
         i = column.get(key)
         if i is not None:
             out[:, i] += rel[:, j]  # two IDs with the same sequence share a column

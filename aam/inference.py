@@ -58,6 +58,8 @@ class SampleFeatures:
     covariates: Optional[np.ndarray] = None
     cache: Optional[object] = None
     _memo: dict = field(default_factory=dict, repr=False)
+    # what depends on the features alone (their sequences' digests), shared by every subset and re-read table
+    _per_feature: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, table: PreparedTable, record: ModelRecord, opts: Options, ctx: RunContext, base=None,
@@ -95,7 +97,7 @@ class SampleFeatures:
         covariates = None if self.covariates is None else self.covariates[rows]
         return SampleFeatures(self.table.subset(list(sample_ids)), self.record, self.opts, self.ctx, base=self.base,
                               covariates=covariates, cache=self.cache,
-                              _memo={k: v[rows] for k, v in self._memo.items()})
+                              _memo={k: v[rows] for k, v in self._memo.items()}, _per_feature=self._per_feature)
 
     def with_table(self, table: PreparedTable) -> SampleFeatures:
         """These features over another table of the same samples and features (e.g. with some reads permuted):
@@ -103,7 +105,7 @@ class SampleFeatures:
         if list(table.sample_ids) != self.sample_ids or table.tokens.shape != self.table.tokens.shape:
             raise ValueError("with_table needs the same samples and features")
         return SampleFeatures(table, self.record, self.opts, self.ctx, base=self.base, covariates=self.covariates,
-                              cache=self.cache)
+                              cache=self.cache, _per_feature=self._per_feature)
 
     def abundances_by_column(self) -> np.ndarray:
         """Relative abundance of every feature of the table, in its column order: [N, F]."""
@@ -113,8 +115,10 @@ class SampleFeatures:
     def abundances(self, keys) -> np.ndarray:
         """Relative abundances in the column order of `keys` (sequence digests; features not in `keys` are
         dropped, two IDs with one sequence share a column): [N, len(keys)]."""
-        from aam.forest import aligned_features
-        return aligned_features(keys, self.table.sequences, self.table.counts, self.record.max_bp)
+        from aam.forest import align_columns, feature_keys
+        if "keys" not in self._per_feature:
+            self._per_feature["keys"] = feature_keys(self.table.sequences, self.record.max_bp)
+        return align_columns(keys, self._per_feature["keys"], self.table.counts)
 
     def batches(self):
         """The table's batches for a network of `record` (rarefied to its depth, covariates attached)."""

@@ -21,7 +21,6 @@ from aam.errors import AAMInputError
 RUN_INFO = "corpus.json"  # written by aam.base.pretrain into its run directory
 
 
-_write_json = write_json  # the shared writer of shipped directories' JSON
 
 
 def _write_text(path, text):
@@ -62,9 +61,9 @@ def export_base(run, name, dest=None, log=print):
     meta = {"name": name, "format_version": FORMAT_VERSION, "read_length": checkpoint.record.max_bp,
             "truncations": info["truncations"], "truncate_fraction": info["truncate_fraction"],
             "corpus": info["corpus"], "asv_encoder": checkpoint.record.asv_encoder}
-    _write_json(os.path.join(dest, META_FILE), meta)
+    write_json(os.path.join(dest, META_FILE), meta)
     metrics = run_metrics(checkpoint, info)
-    _write_json(os.path.join(dest, "metrics.json"), metrics)
+    write_json(os.path.join(dest, "metrics.json"), metrics)
     shutil.copyfile(run_dir.history_file, os.path.join(dest, "history.tsv"))
     _write_text(os.path.join(dest, "MODEL_CARD.md"), model_card(name, checkpoint, meta, metrics, info))
     _write_text(os.path.join(dest, "LICENSE"), license_text(name))

@@ -170,10 +170,11 @@ def pretrain_base(corpus, output_dir=None, truncations=TRUNCATIONS, truncate_fra
 
 def _write_run_info(run_dir, corpus, truncations, truncate_fraction, command):
     """corpus.json beside the run: what `aam.base.export` puts in the base's base.json and model card."""
-    from aam.base.export import RUN_INFO, _write_json
-    _write_json(os.path.join(run_dir.path, RUN_INFO),
-                {"corpus": list(corpus.report), "truncations": list(truncations),
-                 "truncate_fraction": float(truncate_fraction), "command": command})
+    from aam.base.export import RUN_INFO
+    from aam.reference.encoder_files import write_json
+    write_json(os.path.join(run_dir.path, RUN_INFO),
+               {"corpus": list(corpus.report), "truncations": list(truncations),
+                "truncate_fraction": float(truncate_fraction), "command": command})
 
 
 def _run(run_dir, opts, ctx, corpus, truncations, truncate_fraction, read_length, progress, log):

@@ -69,6 +69,7 @@ class ForestMember(Member):
         self._fix_columns(features)
         self.arrays = fit_forest(self._columns(features), data.target, data.classifier, self.trees, data.seed,
                                  threads=data.threads)
+        self.arrays.axes = self.axes  # stored with the trees, which read them after the abundances
         self.samples = len(data.target)
         return self
 
@@ -84,9 +85,7 @@ class ForestMember(Member):
                 "embedding_axes": 0 if self.axes is None else len(self.axes.components)}
 
     def state(self):
-        arrays = self.arrays
-        arrays.axes = self.axes
-        return arrays.to_tensors(), self._settings()
+        return self.arrays.to_tensors(), self._settings()
 
     @classmethod
     def from_state(cls, name, tensors, settings, record, where):

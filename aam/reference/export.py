@@ -59,7 +59,7 @@ def export(run_dir, name, dest=None, log=print):
               "max_bp": summary["encoder_config"]["max_bp"], "prefix_length": PREFIX_LENGTH,
               "prefixes": prefix_signature(v4.values(), PREFIX_LENGTH),
               "amplicons": len(v4), "reference": _reference_version()}
-    _write_json(os.path.join(dest, "region.json"), region)
+    write_json(os.path.join(dest, "region.json"), region)
     files = ["weights.pt", "region.json"]
     for extra in ("metrics.json", "holdout.tsv", "amplicons.json", "pretrain.log"):
         src = os.path.join(run_dir, extra)
@@ -79,7 +79,6 @@ def _save(obj, path):
         torch.save(obj, fh)
 
 
-_write_json = write_json  # the shared writer of shipped directories' JSON
 
 
 def main(argv=None):
