@@ -246,6 +246,11 @@ OPTIONS = [
            "that is changes with the shuffle; validation always scores every sample).", FIT, "optimization"),
     Option("patience", int, 10, "Stop after this many epochs without improvement of the validation score.",
            FIT, "optimization", min=1, max=1_000_000),
+    Option("pretrain_selection", str, "loss", "Which validation score picks the kept epoch of a pretraining "
+           "run and stops it early: loss (the total validation loss) or unifrac_r (the correlation of the "
+           "embedding's distances with the UniFrac distances of the validation samples: scale-free, so it follows "
+           "how well the sample geometry is kept when the loss falls only by fitting the distances' scale).",
+           (PRETRAIN,), "optimization", choices=("loss", "unifrac_r")),
     Option("lr", float, 1e-3, "Peak learning rate; the scheduler ({opt:scheduler}) warms up to it and decays from "
            "it.", FIT, "optimization", min=0.0, max=10.0),
     Option("ema_epochs", float, 0.0, "Score and keep an exponential moving average of the trained weights instead "

@@ -31,7 +31,7 @@ import pandas as pd
 
 from benchmarks import heldout_baselines
 from benchmarks import heldout_models as M
-from benchmarks import heldout_semi
+from benchmarks import heldout_base, heldout_semi
 from benchmarks import heldout_tasks as T
 from benchmarks.heldout_scoring import REFERENCE, rescore, score_task
 from benchmarks.heldout_store import (FRACTION_FMT, RESULTS, SCHEMA, atomic_write, fingerprint,
@@ -39,7 +39,7 @@ from benchmarks.heldout_store import (FRACTION_FMT, RESULTS, SCHEMA, atomic_writ
                                       read_predictions, write_folds_file)
 
 #: modules whose import registers recipes beside heldout_models' own
-RECIPE_MODULES = (heldout_baselines, heldout_semi)
+RECIPE_MODULES = (heldout_baselines, heldout_semi, heldout_base)
 #: what this module offers callers from the store and the scoring modules it was split into
 __all__ = ["main", "log", "REFERENCE", "rescore", "score_task", "FRACTION_FMT", "RESULTS", "SCHEMA", "atomic_write",
            "fingerprint", "folds_path", "json_safe", "load_results", "locked_results", "predictions_path",

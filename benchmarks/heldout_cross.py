@@ -101,6 +101,10 @@ CROSS_TASKS = {
         "American Gut Crohn's disease vs no IBD (stool) -> ibd-2538 Crohn's vs control, depth-matched"),
 }
 MODELS = ("rf500-genus", "rf500-seq100", "constant")
+#: AAM rows (``--models``; each fits on the whole source study): the shipped base with the engine's defaults, its
+#: network member (a linear head on the base's embeddings) read from the same fit, and today's per-study recipe
+#: (pretraining on the source study's tables, then the same fit)
+AAM_MODELS = ("base+rf", "base", "aam+rf-axes-1se", "aam")
 
 
 def log(msg):
@@ -206,11 +210,65 @@ def constant_across(source, target):
     return pd.Series(majority, index=index), pd.DataFrame([shares.to_dict()] * len(index), index=index), None
 
 
-def predict_all(source, target):
-    """Every model of `MODELS` on the target: {model: (predictions, probabilities, feature overlap, seconds)}."""
-    out = {}
-    for model in MODELS:
+def aam_across(source_spec, target_spec, source, target, pretrain):
+    """AAM fitted on every labelled source sample (rarefied to `DEPTH` by the engine, seeded) and applied to the
+    target: the blend and its network member, as {model: (predictions, probabilities, mean share of target reads
+    on features the fit's table had, seconds)}. With `pretrain`, the source's tables are pretrained on first
+    (UniFrac from the source's tree), as a user of today's defaults would; else the fit starts from the shipped
+    base."""
+    from aam import api
+    from aam.data.table import load_table
+    from aam.ensemble import member_outputs
+    from benchmarks.heldout_base import BASE, predict_probabilities
+
+    def part(spec, study):
+        table = load_table(spec.path(spec.table)).filter(study["ids"], axis="sample", inplace=False)
+        return table, (spec.path(spec.sequences) if spec.sequences else None)
+
+    (s_table, s_seqs), (t_table, t_seqs) = part(source_spec, source), part(target_spec, target)
+    metadata = pd.DataFrame({"label": source["y"], "subject": source["groups"]}).loc[source["ids"]]
+    options = dict(rarefy_depth=DEPTH, seed=SEED, group_column="subject")
+    if fitted_key(source_spec, pretrain) not in _FITTED:  # the two habitat tasks share their source, so their fit
         t0 = time.perf_counter()
+        if pretrain:
+            tree = source_spec.path("gg13_8-97-pruned.nwk")
+            base = api.pretrain(s_table, sequences=s_seqs, tree=tree, metadata=metadata, progress=False, log=log,
+                                **options).checkpoint
+        start = {"pretrained": base} if pretrain else {"base": BASE}
+        model = api.train(s_table, metadata, "label", classifier=True, sequences=s_seqs, progress=False, log=log,
+                          **start, **options).checkpoint
+        _FITTED[fitted_key(source_spec, pretrain)] = (model, time.perf_counter() - t0)
+    model, fit_seconds = _FITTED[fitted_key(source_spec, pretrain)]
+    t0 = time.perf_counter()
+    out = api.predict(model, t_table, sequences=t_seqs, log=log, seed=SEED)
+    seconds = round(fit_seconds + time.perf_counter() - t0, 1)  # what the row costs alone: fit and prediction
+    seen = float(pd.to_numeric(out["seen_feature_share"]).mean()) if "seen_feature_share" in out else None
+    names = ("aam+rf-axes-1se", "aam") if pretrain else ("base+rf", "base")
+    found = {names[0]: (*predict_probabilities(out, True), seen, seconds)}
+    members = member_outputs(out, model.record)
+    if "network" in members:
+        found[names[1]] = (*members["network"], seen, seconds)
+    return found
+
+
+_FITTED = {}  # fitted_key -> (the fitted checkpoint, seconds its pretraining and fit took), within one process
+
+
+def fitted_key(source_spec, pretrain):
+    return source_spec, bool(pretrain)
+
+
+def predict_all(source, target, models=MODELS, specs=None):
+    """Every model of `models` on the target: {model: (predictions, probabilities, feature overlap, seconds)}."""
+    out = {}
+    for model in models:
+        if model in out:
+            continue  # an AAM network member, found with its blend
+        t0 = time.perf_counter()
+        if model in AAM_MODELS:
+            found = aam_across(*specs, source, target, pretrain=model.startswith("aam"))
+            out.update({m: v for m, v in found.items() if m in models})
+            continue
         if model == "constant":
             pred = constant_across(source, target)
         else:
@@ -236,7 +294,7 @@ def score(target, preds, classes, positive=None):
     res = {m: {k: S.Resampled(k, sc, resamples, n_groups) for k in metrics} for m, sc in scored.items()}
     out = {"intervals": {m: {k: asdict(r.interval()) for k, r in per.items()} for m, per in res.items()},
            "comparisons": {}}
-    for ref in ("constant", "rf500-genus"):
+    for ref in [r for r in ("constant", "rf500-genus", "rf500-seq100") if r in res]:
         out["comparisons"][ref] = {m: {k: _verdict(r.against(res[ref][k])) for k, r in per.items()}
                                    for m, per in res.items() if m != ref}
     return out
@@ -246,14 +304,30 @@ def _verdict(comparison):
     return {"difference": asdict(comparison.difference), "verdict": comparison.verdict}
 
 
-def run_task(name, out_dir):
-    """Load both studies, predict, score, write the per-sample predictions; returns the task's record."""
+def stored_predictions(out_dir, name, record, classes):
+    """The per-sample predictions a previous run wrote for task `name`, as `predict_all` returns them."""
+    path = os.path.join(out_dir, "cross", f"{name}.tsv")
+    if not os.path.exists(path) or not record:
+        return {}
+    frame = pd.read_csv(path, sep="\t", dtype={"sample_id": str, "group": str, "truth": str, "prediction": str})
+    found = {}
+    for model, rows in frame.groupby("model", sort=False):
+        rows = rows.set_index("sample_id")
+        prob = rows[[f"p:{c}" for c in classes]].rename(columns=lambda c: c[2:])
+        found[model] = (rows["prediction"], prob, record.get("feature_overlap", {}).get(model),
+                        record.get("seconds", {}).get(model))
+    return found
+
+
+def run_task(name, out_dir, models, kept):
+    """Load both studies, predict with `models`, score them with the `kept` predictions of earlier runs, write the
+    per-sample predictions of all; returns the task's record."""
     source_spec, target_spec, description = CROSS_TASKS[name]
     t0 = time.perf_counter()
     source, target = load_study(source_spec), load_study(target_spec)
     classes = sorted(set(source["y"]) | set(target["y"]))
     positive = "Crohns" if "Crohns" in classes else None
-    preds = predict_all(source, target)
+    preds = {**kept, **predict_all(source, target, models, (source_spec, target_spec))}
     rows = pd.DataFrame({"sample_id": target["ids"], "group": target["groups"].to_numpy(),
                          "truth": target["y"].to_numpy()})
     frames = []
@@ -271,20 +345,27 @@ def run_task(name, out_dir):
                          "below_depth": target["below"], "n_groups": int(target["groups"].nunique()),
                          "resampled": "subjects" if target_spec.group else "samples (2 subjects only)"},
               "feature_overlap": {m: p[2] for m, p in preds.items() if p[2] is not None},
+              # the shipped base pretrained on PGP's tables (never its labels): its rows on PGP are transductive
+              "transductive": sorted(m for m in preds if m.startswith("base") and target_spec.folder == "pgp"),
               "seconds": {m: p[3] for m, p in preds.items()}, **score(target, preds, classes, positive)}
     record["seconds_total"] = round(time.perf_counter() - t0, 1)
     return record
 
 
-def _inputs_key(name):
-    """A hash of what a task's result depends on: this module's source and the two studies' files."""
-    with open(__file__, "rb") as fh:
-        digest = hashlib.sha256(fh.read())
+def model_key(name, model):
+    """A hash of what one model's predictions on task `name` depend on: the two studies' files, the depth, the seed
+    and, for the base rows, the shipped base's weights (a change of the harness's code needs ``--fresh``)."""
+    digest = hashlib.sha256(f"{model} {DEPTH} {SEED}".encode())
     source, target, _ = CROSS_TASKS[name]
     for study in (source, target):
         for f in (study.table, study.metadata, study.taxonomy, study.sequences):
             if f:
                 digest.update(f"{study.folder}/{f}:{os.path.getsize(study.path(f))}".encode())
+    if model.startswith("base"):
+        from aam.base.shipped import base_dir
+        from benchmarks.heldout_base import BASE
+        with open(os.path.join(base_dir(BASE), "manifest.json")) as fh:
+            digest.update(json.load(fh)["files"]["model.pt"].encode())  # the weights, not the card's wording
     return digest.hexdigest()[:16]
 
 
@@ -292,21 +373,32 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks.heldout_cross", description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", choices=sorted(CROSS_TASKS), help="default: all")
     ap.add_argument("--out", default=OUT, help=f"results folder (default {os.path.relpath(OUT, REPO)})")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + AAM_MODELS,
+                    help=f"default: {' '.join(MODELS)}; the AAM rows fit on the whole source study (minutes each). "
+                         "Predictions of other models stored by earlier runs are kept and scored with these.")
+    ap.add_argument("--fresh", action="store_true", help="predict again even what is stored")
     args = ap.parse_args(argv)
     path = os.path.join(args.out, "cross.json")
     stored = {"tasks": {}}
     if os.path.exists(path):
         with open(path) as fh:
             stored = json.load(fh)
+    command = "python -m benchmarks.heldout_cross " + " ".join(argv or sys.argv[1:])
     for name in args.tasks or list(CROSS_TASKS):
-        key = _inputs_key(name)
-        if stored["tasks"].get(name, {}).get("key") == key:
-            log(f"{name}: unchanged, kept")
+        old = stored["tasks"].get(name, {})
+        keys = {m: model_key(name, m) for m in args.models}
+        todo = [m for m in args.models if args.fresh or old.get("model_keys", {}).get(m) != keys[m]]
+        if not todo:
+            log(f"{name}: {' '.join(args.models)} unchanged, kept")
             continue
-        log(f"{name}: {CROSS_TASKS[name][2]}")
-        record = run_task(name, args.out)
-        record["key"] = key
-        record["command"] = "python -m benchmarks.heldout_cross " + " ".join(argv or sys.argv[1:])
+        kept = {m: p for m, p in stored_predictions(args.out, name, old, old.get("classes", [])).items()
+                if m not in todo}
+        log(f"{name}: {CROSS_TASKS[name][2]}; predicting {' '.join(todo)}, keeping {' '.join(kept) or 'nothing'}")
+        record = run_task(name, args.out, tuple(todo), kept)
+        record["model_keys"] = {m: k for m, k in old.get("model_keys", {}).items() if m in kept}
+        record["model_keys"].update({m: keys[m] for m in todo})
+        record["commands"] = {**{m: c for m, c in old.get("commands", {}).items() if m in kept},
+                              **{m: command for m in todo}}
         stored["tasks"][name] = record
         atomic_write(path, json.dumps(stored, indent=1, default=_json_default) + "\n")
         log(f"{name}: done in {record['seconds_total']} s")

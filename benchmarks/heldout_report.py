@@ -299,8 +299,9 @@ def write(results, out_dir, docs_path, log=None):
         lines += _task_section(name, task, yard.get(name, {}), out_dir, docs_dir, rel_results)
     lines += _label_section(results, docs_dir)
     if os.path.abspath(out_dir) == os.path.abspath(os.path.join(os.path.dirname(FULL_DIR), "heldout")):
-        # the project's own page shows make heldout-full's results too
+        # the project's own page shows make heldout-full's results too, and the shipped base's rows
         lines += full_section(log=log) + repeats_section(log=log)
+        lines += base_section(results, out_dir, yard)
     atomic_write(docs_path, "\n".join(lines).rstrip() + "\n")
 
 
@@ -632,16 +633,22 @@ FULL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "
 
 def cross_table(cross):
     """Markdown: each cross-study task's models on the target study with 95% intervals over its subjects, and the
-    verdict against the constant."""
-    lines = ["| task | model | accuracy | balanced accuracy | AUC | AUPRC | vs constant (accuracy) | target reads "
-             "shared with the source |", "|---|---|---|---|---|---|---|---|"]
+    verdicts (accuracy) against the constant and the two forests."""
+    refs = ("constant", "rf500-genus", "rf500-seq100")
+    lines = ["| task | model | accuracy | balanced accuracy | AUC | AUPRC | " + " | ".join(f"vs {r}" for r in refs)
+             + " | target reads on source features |", "|---|---|---|---|---|---|" + "---|" * (len(refs) + 1)]
     for name, task in cross["tasks"].items():
+        transductive = set(task.get("transductive", []))
         for model, iv in task["intervals"].items():
-            comp = task["comparisons"]["constant"].get(model)
-            verdict = f"{comp['accuracy']['verdict']} {_signed_ci(comp['accuracy']['difference'])}" if comp else ""
+            verdicts = []
+            for ref in refs:
+                comp = task["comparisons"].get(ref, {}).get(model)
+                verdicts.append(f"{comp['accuracy']['verdict']} {_signed_ci(comp['accuracy']['difference'])}"
+                                if comp else "")
             overlap = task["feature_overlap"].get(model)
             cells = [_ci(iv.get(k)) for k in ("accuracy", "balanced_accuracy", "auc", "auprc")]
-            lines.append(f"| {name} | {model} | " + " | ".join(cells) + f" | {verdict} | "
+            label = f"{model} (transductive)" if model in transductive else model
+            lines.append(f"| {name} | {label} | " + " | ".join(cells) + " | " + " | ".join(verdicts) + " | "
                          + ("" if overlap is None else f"{overlap:.0%}") + " |")
     return "\n".join(lines)
 
@@ -651,12 +658,18 @@ def _cross_notes(cross):
     for name, task in cross["tasks"].items():
         src, tgt = task["source"], task["target"]
         below = ", ".join(f"{c} {n}" for c, n in sorted(tgt["below_depth"].items())) or "none"
+        commands = task.get("commands") or {m: task.get("command", "") for m in task["intervals"]}
+        by_command = {}
+        for model, command in commands.items():
+            by_command.setdefault(command.strip(), []).append(model)
+        seconds = ", ".join(f"{m} {v:.0f} s" for m, v in task["seconds"].items() if v is not None)
         lines.append(f"- `{name}`: {task['description']}. Source {src['study']} ({src['n_samples']} samples: "
                      + ", ".join(f"{c} {n}" for c, n in sorted(src["classes"].items())) + f"); target {tgt['study']} "
                      f"({tgt['n_samples']} samples of {tgt['n_groups']} groups: "
                      + ", ".join(f"{c} {n}" for c, n in sorted(tgt["classes"].items()))
                      + f"; below {task['depth']} reads, left out: {below}); intervals resample {tgt['resampled']}; "
-                     f"{task['seconds_total']:.0f} s (`{task['command'].strip()}`).")
+                     f"seconds per model: {seconds}; commands: "
+                     + "; ".join(f"`{c}` ({', '.join(ms)})" for c, ms in by_command.items()) + ".")
     return lines
 
 
@@ -688,10 +701,27 @@ def full_section(full_dir=FULL_DIR, log=None):
                   "Trained on every labelled sample of one study, scored on another (no sample, subject or feature "
                   "ID shared). Every sample of both studies rarefied to the same depth first. Models: a 500-tree "
                   "forest on genus-level relative abundances (`rf500-genus`), the same on exact sequences cut to "
-                  "100 nt (`rf500-seq100`), and the source's majority class (`constant`); "
-                  "`benchmarks/heldout_cross.py` says how each is built.", ""]
+                  "100 nt (`rf500-seq100`), the source's majority class (`constant`); AAM fitted on the source "
+                  "from the shipped base `ag-pgp-v4` with the engine's other defaults (`base+rf`; its network member "
+                  "alone, a linear head on the base's embeddings: `base`) and with today's per-study pretraining on "
+                  "the source (`aam+rf-axes-1se`, its network member: `aam`). The base was pretrained on the tables "
+                  "of American Gut and PGP (never their labels): its rows with PGP as target are marked "
+                  "transductive. `benchmarks/heldout_cross.py` says how each is built. A model is ahead or behind "
+                  "only when the paired 95% interval of the difference excludes 0.", ""]
         lines += _cross_notes(cross) + ["", cross_table(cross), ""]
     return lines
+
+
+def base_section(results, out_dir, yard):
+    """The shipped base's rows (benchmarks.heldout_base_report), with make heldout-full's cross-study results."""
+    import json
+    from benchmarks import heldout_base_report
+    cross_path = os.path.join(FULL_DIR, "cross.json")
+    cross = None
+    if os.path.exists(cross_path):
+        with open(cross_path) as fh:
+            cross = json.load(fh)
+    return heldout_base_report.section(results, out_dir, yard, cross)
 
 
 #: the models of the repeated cross-validation (make heldout-full) and what they are compared with

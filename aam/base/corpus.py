@@ -243,8 +243,8 @@ def load_corpus(data_dir=None, studies=CORPUS_STUDIES, tree=None):
     lengths = sorted({len(s) for s in reads.values()})
     corpus.report = [f"corpus: {merged.shape[1]} samples ({sizes}) x {merged.shape[0]} OTUs merged on OTU IDs, "
                      f"reads {lengths[0]}-{lengths[-1]} nt, tree {os.path.basename(tree)}; "
-                     f"{len(set(subject.values()))} subjects; none of the {checked} samples of the other studies in "
-                     f"{data_dir}"]
+                     f"{len(set(subject.values()))} subjects; none of the {checked} samples of the other study "
+                     "folders beside them"]
     return corpus
 
 

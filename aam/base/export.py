@@ -43,8 +43,9 @@ def run_metrics(checkpoint, info):
                                                         "validation": len(checkpoint.record.data.validation_samples)}}
 
 
-def export_base(run, name, dest=None, log=print):
-    """Write the shipped files of the corpus run in `run` under `dest` (default aam/assets/bases/<name>)."""
+def export_base(run, name, dest=None, log=print, measured=None):
+    """Write the shipped files of the corpus run in `run` under `dest` (default aam/assets/bases/<name>); `measured`:
+    a markdown file of the base's held-out figures, put in the model card."""
     from aam.base.model_card import license_text, model_card
     from aam.rundir import RunDirectory
     info_path = os.path.join(run, RUN_INFO)
@@ -65,7 +66,11 @@ def export_base(run, name, dest=None, log=print):
     metrics = run_metrics(checkpoint, info)
     write_json(os.path.join(dest, "metrics.json"), metrics)
     shutil.copyfile(run_dir.history_file, os.path.join(dest, "history.tsv"))
-    _write_text(os.path.join(dest, "MODEL_CARD.md"), model_card(name, checkpoint, meta, metrics, info))
+    report = None
+    if measured:
+        with open(measured) as fh:
+            report = fh.read()
+    _write_text(os.path.join(dest, "MODEL_CARD.md"), model_card(name, checkpoint, meta, metrics, info, report))
     _write_text(os.path.join(dest, "LICENSE"), license_text(name))
     files = [MODEL_FILE, META_FILE, "metrics.json", "history.tsv", "MODEL_CARD.md", "LICENSE"]
     manifest, total = seal(dest, name, FORMAT_VERSION, files)
@@ -79,9 +84,12 @@ def main(argv=None):
     p.add_argument("--run", required=True, help="run directory of aam.base.pretrain")
     p.add_argument("--name", required=True, help="base name (directory under aam/assets/bases)")
     p.add_argument("--dest", help="output directory (default aam/assets/bases/NAME)")
+    p.add_argument("--measured", help="markdown of the base's held-out figures for the model card (e.g. "
+                                      "benchmarks/results/base_yardstick.md, written by python -m benchmarks.heldout "
+                                      "--report-only)")
     args = p.parse_args(argv)
     try:
-        export_base(args.run, args.name, args.dest)
+        export_base(args.run, args.name, args.dest, measured=args.measured)
     except AAMInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

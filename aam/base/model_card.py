@@ -64,8 +64,8 @@ def reflow(markdown, width=WIDTH):
     return "\n\n".join(out) + "\n"
 
 
-def model_card(name, checkpoint, meta, metrics, info):
-    """MODEL_CARD.md of a shipped base (markdown text)."""
+def model_card(name, checkpoint, meta, metrics, info, measured=None):
+    """MODEL_CARD.md of a shipped base (markdown text); `measured`: the yardstick's report of it (markdown)."""
     record = checkpoint.record
     enc = record.encoder
     n_params = sum(int(v.numel()) for v in checkpoint.model_state.values())
@@ -109,7 +109,7 @@ full length); {metrics['training_seconds']:.0f} s of training.
 
 {_metrics_table(metrics)}
 
-Held-out and cross-study figures (issue 23's yardstick) are not part of this card yet.
+{_measured(measured)}
 
 ## License
 Derived from Greengenes 13_8 (CC BY-SA 3.0) and the American Gut repository's BSD-3 tables: distributed under
@@ -122,6 +122,13 @@ evolutionary analyses of bacteria and archaea. ISME J 6:610-618 (2012).
 ## Rebuilding
 `make base` ({info.get('command')}, then `python -m aam.base.export`).
 """)
+
+
+def _measured(measured):
+    """The held-out section: the yardstick's report of this base (markdown), or a sentence saying there is none."""
+    if not measured:
+        return "Held-out and cross-study figures (issue 23's yardstick) are not part of this card yet."
+    return "## Held-out figures\n" + measured.strip()
 
 
 def _options(record):

@@ -128,6 +128,8 @@ class Trainer:
         """(name, higher_is_better) of the validation score that picks the best model."""
         if self.val_loader is None:
             return "train/total_loss", False
+        if self.task == "pretrain" and self.opts.pretrain_selection == "unifrac_r":
+            return "val/unifrac_r", True
         return {"regression": ("val/mae", False), "classification": ("val/accuracy", True)}.get(
             self.task, ("val/total_loss", False))
 
