@@ -78,7 +78,8 @@ BASE_ARGS ?=
 base: setup
 	OMP_NUM_THREADS=2 nice -n 10 $(PY) -m aam.base.pretrain --out $(BASE_RUN) --threads 2 \
 		$$([ -f $(BASE_RUN)/checkpoints/last_checkpoint.pt ] && echo --resume) $(BASE_ARGS)
-	$(PY) -m aam.base.export --run $(BASE_RUN) --name $(BASE_NAME)
+	$(PY) -m aam.base.export --run $(BASE_RUN) --name $(BASE_NAME) \
+		$$([ -f benchmarks/results/base_yardstick.md ] && echo --measured benchmarks/results/base_yardstick.md)
 
 clean:
 	rm -rf $(VENV) .venv-galaxy galaxy-tools demo-output build *.egg-info .pytest_cache
