@@ -187,7 +187,7 @@ def feature_importance(model, table, metadata, sequences=None, taxonomy=None, ra
 
 
 def cross_validate(table, metadata, column, classifier=False, sequences=None, tree=None, distance_matrix=None,
-                   categorical_columns=None, final=False, log=None, context=None, **options):
+                   categorical_columns=None, final=False, cleanup=True, log=None, context=None, **options):
     """Grouped, stratified k-fold cross-validation of AAM beside q2-sample-classifier's random forest.
 
     Every sample is predicted once, by the models fit to the other folds: AAM as `train` fits it (on the training
@@ -202,6 +202,9 @@ def cross_validate(table, metadata, column, classifier=False, sequences=None, tr
         As in `train`.
     final : bool
         Also fit the model on every sample (`train`), returned as ``result.final``.
+    cleanup : bool
+        Remove the default run directory (no ``cv_dir`` given) when done; a caller with steps of its own after
+        this one passes False and calls `aam.workflows.crossval.finish_run` when they are done too.
     log : callable, optional
         Receives progress lines (one per fold, and the models' own).
     context : aam.training.context.RunContext, optional
@@ -226,7 +229,7 @@ def cross_validate(table, metadata, column, classifier=False, sequences=None, tr
         result.final = train(table, metadata, column, classifier=classifier, sequences=sequences, tree=tree,
                              distance_matrix=distance_matrix, categorical_columns=categorical_columns, log=log,
                              context=ctx, **train_options)
-    finish_run(result, keep=opts.cv_dir is not None)
+    finish_run(result, keep=opts.cv_dir is not None or not cleanup)
     return result
 
 
