@@ -307,7 +307,8 @@ OPTIONS = [
     Option("cv_dir", str, None, "Directory where each finished fold's predictions are kept, so that an interrupted "
            "run given the same directory (and the same inputs and options) resumes after its last finished fold. "
            "Default: a directory under the user's cache (XDG_CACHE_HOME, else ~/.cache) named by the inputs and "
-           "options, removed when the run completes.", (CROSSVAL,), "cross-validation"),
+           "options, removed when the run completes (the QIIME 2 pipelines always use it: running the same command "
+           "again resumes).", (CROSSVAL,), "cross-validation", plugin=False),
     # --- CLI only: files and multi-process runs --------------------------------------------------------------------
     Option("output_dir", str, None, "Directory for checkpoints, plots, TensorBoard logs and the training "
            "history.", FIT, "output", plugin=False),

@@ -245,7 +245,7 @@ _CV_NOTE = ("Moving Pictures has two subjects only, too few for folds grouped by
             "add --p-group-column subject with --m-sample-metadata-file so that no subject is on both sides of a "
             "fold. " + _TINY_NOTE + " (--p-forest-trees 50, too: the default is 500.)")
 #: the cross-validation examples: three folds of the short runs, the comparison forest smaller
-_CV_TINY = dict(cv=3, forest_trees=50, **TINY)
+_CV_TINY = dict(cv=2, forest_trees=50, **TINY)
 
 
 def classify_samples_body_site(use):

@@ -84,7 +84,7 @@ def _cross_validate(ctx, classifier, table, metadata, sequences, phylogeny, dist
                               other_predictions=rf_predictions, other_probabilities=rf_probabilities, truth=metadata,
                               name=MODEL_NAMES["aam"], other_name=MODEL_NAMES["forest"], group=group,
                               folds=_column(result.predictions["fold"], "fold"))
-    finish_run(result, keep=options.get("cv_dir") is not None)
+    finish_run(result, keep=False)  # every step is done: the folds kept for a resume are no longer needed
     if classifier:
         return aam_predictions, aam_probabilities, model, visualization
     return aam_predictions, model, visualization

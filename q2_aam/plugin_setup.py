@@ -401,8 +401,9 @@ _CV_DESCRIPTION = (
     "its {viz} work on them), the final model fit to every sample by fit-{action} with the same options, and a "
     "visualization by `qiime aam evaluate` of both models' out-of-fold predictions: every metric with its 95% "
     "interval (resampling whole groups), their paired comparison, and every fold's scores. Progress is printed per "
-    "fold with --verbose. Each finished fold is kept (--p-cv-dir), so an interrupted run started again with the "
-    "same inputs and options resumes after its last finished fold. Feature importance is not part of it: run "
+    "fold with --verbose. Each finished fold is kept in the user's cache until the run completes, so an "
+    "interrupted run started again with the same inputs and options resumes after its last finished fold. "
+    "Feature importance is not part of it: run "
     "`qiime aam feature-importance` on held-out samples.")
 _CV_OUTPUT_DESCRIPTIONS = {
     "predictions": "The out-of-fold prediction of every sample: made by the AAM model fit to the other folds.",
