@@ -187,7 +187,8 @@ def feature_importance(model, table, metadata, sequences=None, taxonomy=None, ra
 
 
 def cross_validate(table, metadata, column, classifier=False, sequences=None, tree=None, distance_matrix=None,
-                   categorical_columns=None, final=False, cleanup=True, log=None, context=None, **options):
+                   distance_ids=None, categorical_columns=None, final=False, cleanup=True, log=None, context=None,
+                   **options):
     """Grouped, stratified k-fold cross-validation of AAM beside q2-sample-classifier's random forest.
 
     Every sample is predicted once, by the models fit to the other folds: AAM as `train` fits it (on the training
@@ -198,8 +199,8 @@ def cross_validate(table, metadata, column, classifier=False, sequences=None, tr
 
     Parameters
     ----------
-    table, metadata, column, classifier, sequences, tree, distance_matrix, categorical_columns
-        As in `train`.
+    table, metadata, column, classifier, sequences, tree, distance_matrix, distance_ids, categorical_columns
+        As in `train`; each fold's fit reads the distances of its training samples only.
     final : bool
         Also fit the model on every sample (`train`), returned as ``result.final``.
     cleanup : bool
@@ -216,19 +217,19 @@ def cross_validate(table, metadata, column, classifier=False, sequences=None, tr
     aam.workflows.crossval.CrossValResult
         Out-of-fold predictions of every sample by both models, the folds, and the final model when asked for.
     """
-    from aam.workflows.crossval import CrossValInputs, cross_validate_run, finish_run, resolve_options
+    from aam.workflows.crossval import CrossValInputs, Engine, cross_validate_run, finish_run, resolve_options
     log = log or (lambda s: print(s, flush=True))
     opts = resolve_options(options)
     ctx = start(opts, context)
     inputs = CrossValInputs(table, metadata, column, classifier, sequences, tree, distance_matrix,
-                            categorical_columns)
-    result = cross_validate_run(inputs, opts, log, ctx)
+                            categorical_columns, distance_ids)
+    result = cross_validate_run(inputs, opts, log, Engine(train, predict, ctx))
     if final:
         log(f"the final model: fit to all {len(result.predictions)} samples")
         train_options = {k: v for k, v in options.items() if k not in ("cv", "cv_dir")}
         result.final = train(table, metadata, column, classifier=classifier, sequences=sequences, tree=tree,
-                             distance_matrix=distance_matrix, categorical_columns=categorical_columns, log=log,
-                             context=ctx, **train_options)
+                             distance_matrix=distance_matrix, distance_ids=distance_ids,
+                             categorical_columns=categorical_columns, log=log, context=ctx, **train_options)
     finish_run(result, keep=opts.cv_dir is not None or not cleanup)
     return result
 

@@ -170,7 +170,7 @@ def _zip_names_of(visualization):
 
 
 def test_regress_samples_from_q2cli_and_scatterplot(q2cli_env, tmp_path):
-    out = {name: str(tmp_path / name) for name in ("predictions.qza", "model.qza", "cv.qzv", "scatter.qzv")}
+    out = {name: str(tmp_path / name) for name in ("predictions.qza", "model.qza", "cv.qzv")}
     tiny = ["--p-asv-encoder", "none", "--p-embedding-dim", "16", "--p-attention-heads", "2",
             "--p-attention-layers", "1", "--p-token-limit", "32", "--p-max-bp", "48", "--p-batch-size", "4",
             "--p-epochs", "2", "--p-num-threads", "1", "--p-forest-trees", "20"]
@@ -183,10 +183,11 @@ def test_regress_samples_from_q2cli_and_scatterplot(q2cli_env, tmp_path):
     assert qiime2.Artifact.peek(out["predictions.qza"]).type == "SampleData[RegressorPredictions]"
     assert qiime2.Artifact.peek(out["model.qza"]).type == "AAMModel[AAMRegressor]"
     assert "data/per-fold.tsv" in _zip_names(out["cv.qzv"])
-    run_qiime(["sample-classifier", "scatterplot", "--i-predictions", out["predictions.qza"], "--m-truth-file",
-               MP_MD, "--m-truth-column", "days-since-experiment-start", "--o-visualization", out["scatter.qzv"]],
-              q2cli_env)
-    assert "data/index.html" in _zip_names(out["scatter.qzv"])
+    from qiime2.plugins import sample_classifier
+    scatter, = sample_classifier.visualizers.scatterplot(
+        predictions=qiime2.Artifact.load(out["predictions.qza"]),
+        truth=qiime2.Metadata.load(MP_MD).get_column("days-since-experiment-start"))
+    assert "index.html" in [os.path.basename(p) for p in _zip_names_of(scatter)]
     # a bad option is one clear line, naming it as q2cli spells it
     bad = run_qiime(["aam", "classify-samples", "--i-table", MP_TABLE, "--i-sequences", MP_SEQS,
                      "--m-metadata-file", MP_MD, "--m-metadata-column", "body-site", "--p-cv", "5", *tiny,
@@ -194,3 +195,22 @@ def test_regress_samples_from_q2cli_and_scatterplot(q2cli_env, tmp_path):
                      "--o-model", str(tmp_path / "m"), "--o-visualization", str(tmp_path / "v")], environ,
                     expect_ok=False)
     assert bad.returncode != 0 and "--p-cv" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_aam_crossval_command_fits_each_fold_on_its_training_samples_distances(tmp_path, capsys):
+    from aam.cli import main
+    output = tmp_path / "oof.tsv"
+    tiny = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    code = main(["crossval", "--table", MP_TABLE, "--sequences", MP_SEQS, "--tree", os.path.join(MP, "tree.nwk"),
+                 "--metadata", MP_MD, "--metadata-column", "days-since-experiment-start", "--cv", "2", "--epochs", "1",
+                 "--forest-trees", "10", "--cv-dir", str(tmp_path / "cv"), "--output", str(output), *tiny])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    # the UniFrac loss of each fold's fit is computed on that fold's 8 training samples, never on all 16
+    assert len(re.findall(r"^distances: unweighted UniFrac of the rarefied table, 8 samples", printed.out,
+                          re.M)) == 2, printed.out
+    frame = pd.read_csv(output, sep="\t", index_col=0)
+    assert len(frame) == 16 and sorted(set(frame["fold"])) == [1, 2]
+    assert {"truth", "aam_prediction", "forest_prediction"} <= set(frame.columns)
+    assert np.isfinite(frame["aam_prediction"]).all() and np.isfinite(frame["forest_prediction"]).all()
+    assert sorted(os.listdir(tmp_path / "cv")) == ["fold-1.tsv", "fold-2.tsv", "key.json"]

@@ -47,6 +47,7 @@ class CrossValInputs:
     tree: object = None
     distance_matrix: object = None
     categorical_columns: Optional[list] = None
+    distance_ids: Optional[list] = None
 
 
 @dataclass
@@ -281,26 +282,34 @@ def _predict_options(opts):
             if O.TRAIN in o.commands and o.name != "batch_size"}
 
 
-def fit_aam(labelled, inputs, train_ids, opts, log, context=None):
+@dataclass
+class Engine:
+    """The engine's fitting and predicting functions (`aam.api.train`, `aam.api.predict`), handed down by the
+    caller so that this module does not import the facade that imports it."""
+
+    train: object
+    predict: object
+    context: object = None
+
+
+def fit_aam(engine, labelled, inputs, train_ids, opts, log):
     """`aam.api.train` on the training samples only (their table, distances and metadata)."""
-    from aam import api
     distance_matrix = inputs.distance_matrix
-    if distance_matrix is not None and hasattr(distance_matrix, "filter"):
-        distance_matrix = distance_matrix.filter(train_ids)
+    if distance_matrix is not None:
+        distance_matrix = distance_matrix.filter([s for s in train_ids if s in distance_matrix], strict=False)
     table = labelled.table.filter(train_ids, axis="sample", inplace=False)
     table = table.remove_empty(axis="observation", inplace=False)
-    return api.train(table, labelled.metadata.loc[train_ids], inputs.column, classifier=inputs.classifier,
-                     sequences=inputs.sequences, tree=inputs.tree, distance_matrix=distance_matrix,
-                     categorical_columns=inputs.categorical_columns or None, output_dir=None, progress=True,
-                     log=log, context=context, **_train_options(opts))
+    return engine.train(table, labelled.metadata.loc[train_ids], inputs.column, classifier=inputs.classifier,
+                        sequences=inputs.sequences, tree=inputs.tree, distance_matrix=distance_matrix,
+                        categorical_columns=inputs.categorical_columns or None, output_dir=None, progress=True,
+                        log=log, context=engine.context, **_train_options(opts))
 
 
-def predict_aam(result, labelled, inputs, test_ids, opts, log, context=None):
+def predict_aam(engine, result, labelled, inputs, test_ids, opts, log):
     """The fold's AAM predictions of its held-out samples, as `aam.api.predict` writes them."""
-    from aam import api
     table = labelled.table.filter(test_ids, axis="sample", inplace=False)
-    frame = api.predict(result.checkpoint, table, sequences=inputs.sequences, metadata=labelled.metadata,
-                        log=log, context=context, **_predict_options(opts))
+    frame = engine.predict(result.checkpoint, table, sequences=inputs.sequences, metadata=labelled.metadata,
+                           log=log, context=engine.context, **_predict_options(opts))
     frame.index = frame.index.astype(str)
     return frame
 
@@ -338,11 +347,11 @@ def _model_columns(frame, model, classes):
     return out
 
 
-def run_fold(k, train_ids, test_ids, labelled, inputs, opts, classes, log, context=None):
+def run_fold(k, train_ids, test_ids, labelled, inputs, opts, classes, log, engine):
     """Both models fit to one fold's training samples: their predictions of its held-out samples."""
-    result = fit_aam(labelled, inputs, train_ids, opts, log, context)
+    result = fit_aam(engine, labelled, inputs, train_ids, opts, log)
     try:
-        aam = predict_aam(result, labelled, inputs, test_ids, opts, log, context)
+        aam = predict_aam(engine, result, labelled, inputs, test_ids, opts, log)
     finally:
         result.run_dir.cleanup()  # the fold's model is not kept: its predictions are
     forest = forest_predictions(labelled, train_ids, test_ids, opts, inputs.classifier)
@@ -387,7 +396,7 @@ def _fold_row(k, train_ids, test_ids, groups_of, seconds, resumed):
     return row
 
 
-def cross_validate_run(inputs, opts, log, context=None):
+def cross_validate_run(inputs, opts, log, engine):
     """Every fold of a cross-validation, resuming from the finished folds its run directory holds.
 
     Parameters
@@ -396,12 +405,14 @@ def cross_validate_run(inputs, opts, log, context=None):
     opts : aam.options.Options
         Resolved for 'crossval': the 'train' options of the models and ``cv``, ``cv_dir``.
     log : callable
-    context : aam.training.context.RunContext, optional
+    engine : Engine
+        The functions that fit and predict AAM, and the run's context.
 
     Returns
     -------
     CrossValResult
     """
+    inputs = _with_distances_loaded(inputs)
     labelled = labelled_samples(inputs, opts)
     folds = make_folds(labelled, opts, inputs.classifier)
     classes = sorted(labelled.y.astype(str).unique()) if inputs.classifier else None
@@ -420,7 +431,7 @@ def cross_validate_run(inputs, opts, log, context=None):
         log(_fold_line(k, opts.cv, train_ids, test_ids, groups_of) + (": read back (finished before)" if resumed
                                                                       else ""))
         if not resumed:
-            frame = run_fold(k, train_ids, test_ids, labelled, inputs, opts, classes, log, context)
+            frame = run_fold(k, train_ids, test_ids, labelled, inputs, opts, classes, log, engine)
             write_fold(run_dir, k, frame)
         log(f"fold {k}/{opts.cv} done in {time.time() - start:.0f} s: "
             f"{_fold_score(frame, labelled.y, inputs.classifier)}")
@@ -428,6 +439,17 @@ def cross_validate_run(inputs, opts, log, context=None):
         rows.append(_fold_row(k, train_ids, test_ids, groups_of, time.time() - start, resumed))
     predictions = _out_of_fold(frames, labelled)
     return CrossValResult(predictions, pd.DataFrame(rows), classes, inputs.column, run_dir)
+
+
+def _with_distances_loaded(inputs):
+    """The inputs with a distance matrix file read once (each fold takes its training samples' rows)."""
+    from dataclasses import replace
+
+    from aam.data.distances import load_distance_matrix
+    if inputs.distance_matrix is None:
+        return inputs
+    return replace(inputs, distance_matrix=load_distance_matrix(inputs.distance_matrix, ids=inputs.distance_ids),
+                   distance_ids=None)
 
 
 def _out_of_fold(frames, labelled):
