@@ -55,6 +55,9 @@ def test_folds_that_train_on_a_single_group_are_refused_before_any_training():
     with pytest.raises(AAMInputError, match=r"trains on 1 group.*--validation-fraction 0"):
         api.cross_validate(MP_TABLE, MP_MD, "days-since-experiment-start", sequences=MP_SEQS, cv=2,
                            group_column="subject", **TINY)
+    with pytest.raises(AAMInputError, match=r"'subject' has 2 groups, fewer than the 3 folds.*Lower --cv to 2"):
+        api.cross_validate(MP_TABLE, MP_MD, "days-since-experiment-start", sequences=MP_SEQS, cv=3,
+                           group_column="subject", **TINY)
 
 
 # ---- resuming ---------------------------------------------------------------------------------------------------

@@ -151,6 +151,11 @@ def make_folds(labelled, opts, classifier):
     """``[(train_ids, test_ids)]`` per fold: grouped by ``opts.group_column``, stratified by class, seeded."""
     from aam.data.splits import kfold_splits
     stratify = list(labelled.y.astype(str)) if classifier else None
+    n_groups = len(set(labelled.groups)) if labelled.groups else None
+    if n_groups is not None and n_groups < opts.cv:
+        raise AAMInputError(f"{opts.group_column!r} has {n_groups} groups, fewer than the {opts.cv} folds of the "
+                            "cross-validation (a group is never split between folds). Lower {opt:cv} to "
+                            f"{max(2, n_groups)} or less, or choose a group column with more groups.")
     if classifier:
         check_classes(labelled.y, labelled.groups, opts.cv, labelled.y.name)
     folds = kfold_splits(labelled.ids, k=opts.cv, seed=opts.seed, stratify=stratify, groups=labelled.groups)
