@@ -31,7 +31,8 @@ KEY_FILE = "key.json"
 PROBABILITY = "probability_"
 #: the two models of a cross-validation, as the outputs name them
 AAM, FOREST = "aam", "forest"
-# options that change how fast a run goes, not what it computes: a run resumed with other values reads its folds
+# options that say where and how fast a run computes, not what (a device may change the last digits): a run
+# resumed with other values of these still reads its finished folds
 _SPEED_OPTIONS = ("num_threads", "num_workers", "cv_dir", "device", "asv_chunk_size")
 
 
