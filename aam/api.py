@@ -17,7 +17,8 @@ from aam import options as O
 from aam.errors import AAMInputError
 from aam.workflows.common import TrainResult, load_model, resolve, run_directory, start
 
-__all__ = ["TrainResult", "pretrain", "train", "predict", "feature_importance", "embed", "embed_features"]
+__all__ = ["TrainResult", "pretrain", "train", "predict", "feature_importance", "embed", "embed_features",
+           "cross_validate"]
 
 
 def pretrain(table, sequences=None, tree=None, distance_matrix=None, distance_ids=None, taxonomy=None,
@@ -183,6 +184,54 @@ def feature_importance(model, table, metadata, sequences=None, taxonomy=None, ra
     ctx = start(opts, context)
     return importance_table(load_model(model, "predictor"), table, sequences, metadata, taxonomy, opts, ctx, log,
                             rank, correlation, top, group_column, ImportanceSettings(repeats=repeats, seed=opts.seed))
+
+
+def cross_validate(table, metadata, column, classifier=False, sequences=None, tree=None, distance_matrix=None,
+                   distance_ids=None, categorical_columns=None, final=False, cleanup=True, log=None, context=None,
+                   **options):
+    """Grouped, stratified k-fold cross-validation of AAM beside q2-sample-classifier's random forest.
+
+    Every sample is predicted once, by the models fit to the other folds: AAM as `train` fits it (on the training
+    folds' table, distances, covariates and targets only) and the forest (``forest_trees`` trees on relative
+    abundances). Folds keep the groups of ``group_column`` whole and balance classes. Each finished fold is kept in
+    ``cv_dir`` (default: a directory of the user's cache named by the inputs and options, removed at the end), so
+    a run interrupted and started again with the same inputs and options resumes after its last finished fold.
+
+    Parameters
+    ----------
+    table, metadata, column, classifier, sequences, tree, distance_matrix, distance_ids, categorical_columns
+        As in `train`; each fold's fit reads the distances of its training samples only.
+    final : bool
+        Also fit the model on every sample (`train`), returned as ``result.final``.
+    cleanup : bool
+        Remove the default run directory (no ``cv_dir`` given) when done; a caller with steps of its own after
+        this one passes False and calls `aam.workflows.crossval.finish_run` when they are done too.
+    log : callable, optional
+        Receives progress lines (one per fold, and the models' own).
+    context : aam.training.context.RunContext, optional
+    **options
+        Options of 'train' and of 'crossval' (``cv``, ``cv_dir``).
+
+    Returns
+    -------
+    aam.workflows.crossval.CrossValResult
+        Out-of-fold predictions of every sample by both models, the folds, and the final model when asked for.
+    """
+    from aam.workflows.crossval import CrossValInputs, Engine, cross_validate_run, finish_run, resolve_options
+    log = log or (lambda s: print(s, flush=True))
+    opts = resolve_options(options)
+    ctx = start(opts, context)
+    inputs = CrossValInputs(table, metadata, column, classifier, sequences, tree, distance_matrix,
+                            categorical_columns, distance_ids)
+    result = cross_validate_run(inputs, opts, log, Engine(train, predict, ctx))
+    if final:
+        log(f"the final model: fit to all {len(result.predictions)} samples")
+        train_options = {k: v for k, v in options.items() if k not in ("cv", "cv_dir")}
+        result.final = train(table, metadata, column, classifier=classifier, sequences=sequences, tree=tree,
+                             distance_matrix=distance_matrix, distance_ids=distance_ids,
+                             categorical_columns=categorical_columns, log=log, context=ctx, **train_options)
+    finish_run(result, keep=opts.cv_dir is not None or not cleanup)
+    return result
 
 
 def embed(model, table, sequences=None, log=None, context=None, **options):

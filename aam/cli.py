@@ -1,4 +1,4 @@
-"""The standalone ``aam`` command: prepare, pretrain, train, predict, embed, doctor.
+"""The standalone ``aam`` command: prepare, pretrain, train, crossval, predict, embed, doctor.
 
 Options come from `aam.options` (shared with the QIIME 2 plugin); this module only adds the file arguments.
 Run it as ``aam ...`` or ``python -m aam.cli ...`` (the form torchrun needs). Bad input ends with one clear
@@ -15,8 +15,18 @@ from aam.safety import check_writable, os_error_line, plain_warning
 
 
 def _add_options(parser, command):
+    _add_option_list(parser, O.options_for(command, "cli"))
+
+
+def _crossval_options():
+    """`aam crossval`'s options: its own, then those of the fits of every fold (not the run-directory, resume
+    and multi-process ones of `aam train`)."""
+    return O.options_for(O.CROSSVAL, "cli") + [o for o in O.options_for(O.TRAIN, "cli") if o.plugin]
+
+
+def _add_option_list(parser, options):
     groups = {}
-    for opt in O.options_for(command, "cli"):
+    for opt in options:
         group = groups.get(opt.group)
         if group is None:
             group = groups[opt.group] = parser.add_argument_group(opt.group)
@@ -91,6 +101,21 @@ def build_parser():
     g.add_argument("--categorical-columns", dest="categorical_columns", help="Comma-separated metadata columns "
                    "used as categorical covariates.")
     _add_options(p, O.TRAIN)
+
+    p = sub.add_parser("crossval", help="Grouped, stratified k-fold cross-validation of AAM beside "
+                       "q2-sample-classifier's random forest; writes every sample's out-of-fold predictions.")
+    g = _table_args(p)
+    _distance_args(g, " (optional: as in train, each fold's fit reads its training samples' distances only)")
+    g.add_argument("--metadata", required=True, help="Sample metadata TSV/CSV (first column: sample IDs).")
+    g.add_argument("--metadata-column", required=True, dest="metadata_column", help="The column to predict.")
+    g.add_argument("--classifier", action="store_true", help="Classification of a categorical column "
+                   "(default: regression of a numeric column).")
+    g.add_argument("--categorical-columns", dest="categorical_columns", help="Comma-separated metadata columns "
+                   "used as categorical covariates.")
+    g.add_argument("--output", required=True, help="Output TSV: fold, truth and group of every sample, and both "
+                   "models' out-of-fold predictions (aam_*, forest_*; class probabilities for a classifier). The "
+                   "final model is `aam train` on every sample with the same options.")
+    _add_option_list(p, _crossval_options())
 
     p = sub.add_parser("predict", help="Predict with a trained model; writes a TSV, one row per sample.")
     g = _table_args(p)
@@ -208,6 +233,22 @@ def _finish(res, ctx):
     print(f"TensorBoard:  tensorboard --logdir {run.tensorboard_dir}")
 
 
+def cmd_crossval(args, ctx):
+    from aam import api
+    check_writable(args.output, "--output")  # before the work, not after it
+    cats = [c.strip() for c in args.categorical_columns.split(",") if c.strip()] \
+        if args.categorical_columns else None
+    values = {o.name: getattr(args, o.name) for o in _crossval_options()}
+    result = api.cross_validate(args.table, args.metadata, args.metadata_column, classifier=args.classifier,
+                                sequences=args.sequences, tree=args.tree, distance_matrix=args.unifrac_matrix,
+                                distance_ids=_distance_ids(args), categorical_columns=cats, **values)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    result.predictions.to_csv(args.output, sep="\t")
+    print(result.folds.to_string(index=False))
+    print(f"out-of-fold predictions of {len(result.predictions)} samples written to {args.output}")
+    return 0
+
+
 def cmd_predict(args, ctx):
     from aam import api
     check_writable(args.output, "--output")  # before the work, not after it
@@ -259,8 +300,8 @@ def cmd_doctor(args, ctx):
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "pretrain": cmd_pretrain, "train": cmd_train, "predict": cmd_predict,
-            "embed": cmd_embed, "doctor": cmd_doctor}
+COMMANDS = {"prepare": cmd_prepare, "pretrain": cmd_pretrain, "train": cmd_train, "crossval": cmd_crossval,
+            "predict": cmd_predict, "embed": cmd_embed, "doctor": cmd_doctor}
 
 
 #: the file arguments each command reads, checked for readability before any work

@@ -21,7 +21,10 @@ from aam.errors import AAMInputError
 PRETRAIN, TRAIN, PREDICT = "pretrain", "train", "predict"
 FIT = (PRETRAIN, TRAIN)
 ALL = (PRETRAIN, TRAIN, PREDICT)
-COMMANDS = ALL
+#: cross-validation (`aam.api.cross_validate`, the plugin's classify-samples / regress-samples): its own options
+#: below, resolved beside the 'train' options of the models it fits
+CROSSVAL = "crossval"
+COMMANDS = ALL + (CROSSVAL,)
 _LARGEST_INT = 2 ** 63 - 1  # what numpy and torch take without an OverflowError
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -301,6 +304,16 @@ OPTIONS = [
            "process).", ALL, "hardware", min=0, max=1024),
     Option("num_threads", int, 0, "CPU threads for PyTorch (0 uses all available cores).", ALL, "hardware",
            min=0, max=4096),
+    # --- cross-validation (aam.api.cross_validate; qiime aam classify-samples / regress-samples) -----------------
+    Option("cv", int, 5, "Folds of the cross-validation: every sample is predicted once, by the models fit to the "
+           "other folds (grouped by {opt:group_column} so that no group is on both sides, and balanced by class for "
+           "a classifier). Each class needs at least this many samples (and groups).", (CROSSVAL,),
+           "cross-validation", min=2, max=100),
+    Option("cv_dir", str, None, "Directory where each finished fold's predictions are kept, so that an interrupted "
+           "run given the same directory (and the same inputs and options) resumes after its last finished fold. "
+           "Default: a directory under the user's cache (XDG_CACHE_HOME, else ~/.cache) named by the inputs and "
+           "options, removed when the run completes (the QIIME 2 pipelines always use it: running the same command "
+           "again resumes).", (CROSSVAL,), "cross-validation", plugin=False),
     # --- CLI only: files and multi-process runs --------------------------------------------------------------------
     Option("output_dir", str, None, "Directory for checkpoints, plots, TensorBoard logs and the training "
            "history.", FIT, "output", plugin=False),

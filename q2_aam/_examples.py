@@ -241,6 +241,41 @@ def embed_features_reference(use):
     embedding.assert_output_type("PCoAResults")
 
 
+_CV_NOTE = ("Moving Pictures has two subjects only, too few for folds grouped by subject; on a study with several, "
+            "add --p-group-column subject with --m-sample-metadata-file so that no subject is on both sides of a "
+            "fold. " + _TINY_NOTE + " (--p-forest-trees 50, too: the default is 500.)")
+#: the cross-validation examples: three folds of the short runs, the comparison forest smaller
+_CV_TINY = dict(cv=2, forest_trees=50, **TINY)
+
+
+def classify_samples_body_site(use):
+    use.comment("Cross-validate a body-site classifier beside q2-sample-classifier's random forest: every sample "
+                "is predicted by the models fit to the other folds; the final model is fit to every sample. "
+                + _CV_NOTE + _END)
+    table, sequences = _inputs(use)
+    md = use.init_metadata("sample_metadata", _metadata)
+    body_site = use.get_metadata_column("body_site", "body-site", md)
+    predictions, probabilities, model, visualization = _aam(
+        use, "classify_samples", dict(table=table, metadata=body_site, sequences=sequences, **_CV_TINY),
+        dict(predictions="predictions", probabilities="probabilities", model="classifier",
+             visualization="cross_validation"))
+    predictions.assert_output_type("SampleData[ClassifierPredictions]")
+    probabilities.assert_output_type("SampleData[Probabilities]")
+    model.assert_output_type("AAMModel[AAMClassifier]")
+
+
+def regress_samples_days(use):
+    use.comment("Cross-validate a regressor of the days since the experiment started beside q2-sample-classifier's "
+                "random forest. " + _CV_NOTE + _END)
+    table, sequences = _inputs(use)
+    _, days = _days(use)
+    predictions, model, visualization = _aam(
+        use, "regress_samples", dict(table=table, metadata=days, sequences=sequences, **_CV_TINY),
+        dict(predictions="predictions", model="regressor", visualization="cross_validation"))
+    predictions.assert_output_type("SampleData[RegressorPredictions]")
+    model.assert_output_type("AAMModel[AAMRegressor]")
+
+
 EXAMPLES = {
     "pretrain": {"pretrain_unifrac": pretrain_unifrac},
     "fit_regressor": {"fit_regressor_pretrained_frozen": fit_regressor_pretrained},
@@ -252,4 +287,6 @@ EXAMPLES = {
     "summarize": {"summarize_regressor": summarize_regressor},
     "evaluate": {"evaluate_regression": evaluate_regression,
                  "evaluate_against_sample_classifier": evaluate_against_sample_classifier},
+    "classify_samples": {"classify_samples_body_site": classify_samples_body_site},
+    "regress_samples": {"regress_samples_days": regress_samples_days},
 }

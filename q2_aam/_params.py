@@ -90,7 +90,7 @@ def parameters_for(command, exclude=()):
     return params, descriptions, defaults
 
 
-def with_signature(function, options):
+def with_signature(function, options, annotate=True):
     """`function` with an explicit signature: its own named parameters, then one per option.
 
     Parameters
@@ -100,6 +100,9 @@ def with_signature(function, options):
         defaults) come first; the options reach it through ``**options``.
     options : list of aam.options.Option
         Each becomes a keyword parameter with the option's default and Python type.
+    annotate : bool
+        Annotate the option parameters with their Python types. False for a QIIME 2 pipeline, which takes no
+        annotations and gets a function whose parameters are spelled out (`_spelled_out`).
     """
     own = inspect.signature(function)
     params = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
@@ -109,8 +112,11 @@ def with_signature(function, options):
             raise ValueError(f"option {option.name!r} clashes with an input or parameter of "
                              f"{function.__name__}")
         params.append(inspect.Parameter(option.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                        default=option.default, annotation=option.type))
+                                        default=option.default,
+                                        annotation=option.type if annotate else inspect.Parameter.empty))
     signature = inspect.Signature(params, return_annotation=own.return_annotation)
+    if not annotate:
+        return _spelled_out(function, signature)
 
     @functools.wraps(function)
     def action(*args, **kwargs):
@@ -124,3 +130,29 @@ def with_signature(function, options):
     if own.return_annotation is not inspect.Signature.empty:
         action.__annotations__["return"] = own.return_annotation
     return action
+
+
+def _spelled_out(function, signature):
+    """A function with `signature` written out as its own parameter list, calling `function` by keyword.
+
+    QIIME 2 gives a pipeline its public signature by dropping the first parameter (``ctx``) from the text of the
+    function's signature (`decorator.FunctionMaker`), which also copies the function's attributes: a
+    ``__signature__`` attribute, as `with_signature` sets on methods, would come back with ``ctx`` in it.
+    """
+    defaults, spelled = {}, []
+    for i, param in enumerate(signature.parameters.values()):
+        if param.default is inspect.Parameter.empty:
+            spelled.append(param.name)
+        else:
+            defaults[f"_default_{i}"] = param.default
+            spelled.append(f"{param.name}=_default_{i}")
+    names = list(signature.parameters)
+    if not all(name.isidentifier() for name in names + [function.__name__]):
+        raise ValueError(f"parameters of {function.__name__} must be Python names: {names}")
+    source = (f"def {function.__name__}({', '.join(spelled)}):\n"
+              f"    return _function({', '.join(f'{n}={n}' for n in names)})\n")
+    namespace = {"_function": function, **defaults}
+    exec(source, namespace)  # the text is built from Python names only (checked above)
+    made = namespace[function.__name__]
+    made.__doc__, made.__module__ = function.__doc__, function.__module__
+    return made

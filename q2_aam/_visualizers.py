@@ -465,21 +465,22 @@ def _formatted(frame):
     return frame.map(_fmt) if hasattr(frame, "map") else frame.applymap(_fmt)
 
 
-def _scored(y_true, preds, probs, regression):
-    """An `aam.evaluation.stats.Scored` of one model's aligned predictions."""
+def _scored(y_true, preds, probs, regression, strata=None):
+    """An `aam.evaluation.stats.Scored` of one model's aligned predictions (`strata`: the fold of each sample, so
+    that ranking metrics are averaged over folds rather than pooled across models fit to different folds)."""
     from aam.evaluation.stats import Scored
     if regression:
-        return Scored(pd.to_numeric(y_true).to_numpy(float), preds.to_numpy(float))
+        return Scored(pd.to_numeric(y_true).to_numpy(float), preds.to_numpy(float), strata=strata)
     truth = y_true.astype(str).to_numpy()
     classes = tuple(sorted(set(truth) | set(preds.astype(str))))
     matrix = None
     if probs is not None:
         matrix = probs.reindex(index=y_true.index, columns=list(classes)).fillna(0.0).to_numpy(float)
-    return Scored(truth, preds.astype(str).to_numpy(), matrix, classes)
+    return Scored(truth, preds.astype(str).to_numpy(), matrix, classes, strata=strata)
 
 
-def _sample_groups(group, index):
-    """The group (subject) of each scored sample, or None; every scored sample must have one."""
+def _sample_groups(group, index, what="group"):
+    """The group (subject) or fold (`what`) of each scored sample, or None; every scored sample must have one."""
     if group is None:
         return None
     values = group.to_series()
@@ -487,12 +488,12 @@ def _sample_groups(group, index):
     values = values.reindex(index)
     if values.isna().any():
         missing = list(values.index[values.isna()])
-        raise AAMInputError(f"the group column {group.name!r} has no value for {len(missing)} scored sample(s) "
+        raise AAMInputError(f"the {what} column {group.name!r} has no value for {len(missing)} scored sample(s) "
                             f"({preview(missing)}); fill them in or choose another column.")
     return values.astype(str).to_numpy()
 
 
-def _uncertainty(aligned, y_true, group, regression):
+def _uncertainty(aligned, y_true, group, regression, folds=None):
     """Every metric of every model with its 95% bootstrap interval (over groups when given) and, for two models,
     their paired difference with its interval, verdict and permutation p-value.
 
@@ -504,7 +505,8 @@ def _uncertainty(aligned, y_true, group, regression):
     from aam.evaluation.permutation import paired_permutation_p
     from aam.evaluation.stats import CLASSIFICATION_METRICS, REGRESSION_METRICS, compare, metric_interval
     groups = _sample_groups(group, y_true.index)
-    scored = [(label, _scored(y_true, preds, probs, regression)) for label, preds, probs in aligned]
+    strata = _sample_groups(folds, y_true.index, "fold")
+    scored = [(label, _scored(y_true, preds, probs, regression, strata)) for label, preds, probs in aligned]
     metrics = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
     rows = []
     for label, sc in scored:
@@ -529,10 +531,45 @@ def _uncertainty(aligned, y_true, group, regression):
     return intervals, pd.DataFrame(rows)
 
 
+def _per_fold(aligned, y_true, folds, regression):
+    """One row per fold and model: its held-out samples and their metrics (`aam.evaluation.stats.metric_value`)."""
+    from aam.evaluation.stats import CLASSIFICATION_METRICS, REGRESSION_METRICS, metric_value
+    fold_of = _sample_groups(folds, y_true.index, "fold")
+    metrics = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+    rows = []
+    for fold in sorted(set(fold_of), key=lambda f: (len(f), f)):
+        at = fold_of == fold
+        for label, preds, probs in aligned:
+            scored = _scored(y_true[at], preds[at], None if probs is None else probs, regression)
+            row = {"fold": fold, "model": label, "samples": int(at.sum())}
+            row.update({_METRIC_LABELS.get(m, m): metric_value(m, scored) for m in metrics})
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    return table.dropna(axis=1, how="all")
+
+
+def _fold_figure(table, output_dir, regression):
+    """Each model's score on each fold, the two models' points of a fold joined."""
+    from matplotlib.figure import Figure
+    metric = _METRIC_LABELS["mae" if regression else "accuracy"]
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    folds = list(dict.fromkeys(table["fold"]))
+    x = {f: i for i, f in enumerate(folds)}
+    for k, (label, rows) in enumerate(table.groupby("model", sort=False)):
+        ax.plot([x[f] + (k - 0.5) * 0.1 for f in rows["fold"]], rows[metric].astype(float), "o", label=label)
+    ax.set_xticks(range(len(folds)), [f"fold {f}" for f in folds])
+    ax.set_ylabel(metric)
+    ax.legend(frameon=False)
+    return _figure(fig, output_dir, "per-fold", f"Per fold: {metric}",
+                   "Each model's score on the held-out samples of each fold (lower is better for MAE).")
+
+
 def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColumn,
              probabilities: pd.DataFrame = None, other_predictions: pd.Series = None,
              other_probabilities: pd.DataFrame = None, name: str = "predictions", other_name: str = "other predictions",
-             missing_samples: str = "error", group: qiime2.CategoricalMetadataColumn = None) -> None:
+             missing_samples: str = "error", group: qiime2.CategoricalMetadataColumn = None,
+             folds: qiime2.CategoricalMetadataColumn = None) -> None:
     regression = isinstance(truth, qiime2.NumericMetadataColumn)
     column = truth.name
     truth_all = _truth_values(truth)
@@ -560,11 +597,18 @@ def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColu
     table = _metrics_table(metrics, _REGRESSION_ROWS if regression else _CLASSIFICATION_ROWS)
     table.to_csv(os.path.join(output_dir, "metrics.tsv"), sep="\t", na_rep="")
     per_sample.to_csv(os.path.join(output_dir, "per-sample.tsv"), sep="\t")
-    intervals, comparison = _uncertainty(aligned, y_true, group, regression)
+    intervals, comparison = _uncertainty(aligned, y_true, group, regression, folds)
     intervals.to_csv(os.path.join(output_dir, "intervals.tsv"), sep="\t", index=False, na_rep="")
     downloads = [("metrics.tsv", "the metrics table (TSV)"),
                  ("intervals.tsv", "every metric with its 95% interval (TSV)"),
                  ("per-sample.tsv", "truth and prediction of every sample (TSV)")]
+    fold_table = None
+    if folds is not None:
+        per_fold = _per_fold(aligned, y_true, folds, regression)
+        per_fold.to_csv(os.path.join(output_dir, "per-fold.tsv"), sep="\t", index=False, na_rep="")
+        downloads.append(("per-fold.tsv", "every model's metrics on each fold (TSV)"))
+        figures.append(_fold_figure(per_fold, output_dir, regression))
+        fold_table = _table_html(_formatted(per_fold), index=False)
     if comparison is not None:
         comparison.to_csv(os.path.join(output_dir, "comparison.tsv"), sep="\t", index=False, na_rep="")
         downloads.insert(2, ("comparison.tsv", "the paired comparison of the two models (TSV)"))
@@ -580,6 +624,7 @@ def evaluate(output_dir: str, predictions: pd.Series, truth: qiime2.MetadataColu
         "intervals": _table_html(_formatted(intervals), index=False),
         "comparison": None if comparison is None else _table_html(_formatted(comparison), index=False),
         "resampled": (f"whole groups of {group.name!r}" if group is not None else "samples"),
+        "per_fold": fold_table,
         "figures": figures,
         "downloads": downloads,
     }

@@ -10,7 +10,7 @@ engine's option table (`aam.options`), the one definition shared with the ``aam`
 import importlib
 
 from qiime2.plugin import (Choices, Citations, List, Metadata, MetadataColumn, Categorical, Numeric, Plugin,
-                           Str)
+                           Str, Visualization)
 from q2_types.distance_matrix import DistanceMatrix
 from q2_types.feature_data import FeatureData, Sequence, Taxonomy
 from q2_types.feature_table import FeatureTable, Frequency
@@ -22,7 +22,7 @@ from q2_sample_classifier import ClassifierPredictions, Probabilities, Regressor
 from aam import options as O
 
 import q2_aam
-from q2_aam import _methods, _visualizers
+from q2_aam import _methods, _pipelines, _visualizers
 from q2_aam._examples import EXAMPLES
 from q2_aam._format import (AAMConfigFormat, AAMHistoryFormat, AAMModelDirFmt, AAMWeightsFormat, PNGFormat,
                             SVGFormat, TensorBoardEventsFormat)
@@ -353,7 +353,8 @@ plugin.visualizers.register_function(
             "other_predictions": SampleData[RegressorPredictions | ClassifierPredictions],
             "other_probabilities": SampleData[Probabilities]},
     parameters={"truth": MetadataColumn[Numeric | Categorical], "name": Str, "other_name": Str,
-                "missing_samples": Str % Choices(["error", "ignore"]), "group": MetadataColumn[Categorical]},
+                "missing_samples": Str % Choices(["error", "ignore"]), "group": MetadataColumn[Categorical],
+                "folds": MetadataColumn[Categorical]},
     input_descriptions={
         "predictions": "Predictions to evaluate (from q2-aam or any other tool writing these types, e.g. "
                        "q2-sample-classifier).",
@@ -374,6 +375,9 @@ plugin.visualizers.register_function(
                            "with their IDs, 'ignore' leaves them out.",
         "group": "The group (subject, house) of each sample: the 95% intervals resample whole groups, since "
                  "samples of one subject are not independent (without it, samples are resampled one by one).",
+        "folds": "For out-of-fold predictions of a cross-validation: the fold of each sample. Adds every model's "
+                 "metrics on each fold (table and figure), and ROC AUC / AUPRC become the mean over folds, since "
+                 "probabilities of models fit to different folds are not on one scale.",
     },
     name="Evaluate predictions against the truth",
     description=(
@@ -385,3 +389,64 @@ plugin.visualizers.register_function(
     citations=[_C["cantrell2024aam"], _C["bokulich2018q2sampleclassifier"]],
     examples=EXAMPLES["evaluate"],
 )
+
+# --- pipelines: cross-validation in one command --------------------------------------------------------------------
+_CV_DESCRIPTION = (
+    "Cross-validate an Attention All Microbes {kind} of {what} in one command, beside q2-sample-classifier's random "
+    "forest: grouped (--p-group-column: no subject on both sides of a fold), {stratified}k-fold cross-validation "
+    "(--p-cv). In each fold AAM is fit to the training folds only, exactly as fit-{action} fits it (any "
+    "--i-phylogeny or --i-distance-matrix loss is computed on the training samples alone), and the forest "
+    "(--p-forest-trees trees on relative abundances, as q2-sample-classifier's) on the same samples; both predict "
+    "the held-out fold. Outputs: the out-of-fold AAM predictions of every sample (q2-sample-classifier's types, so "
+    "its {viz} work on them), the final model fit to every sample by fit-{action} with the same options, and a "
+    "visualization by `qiime aam evaluate` of both models' out-of-fold predictions: every metric with its 95% "
+    "interval (resampling whole groups), their paired comparison, and every fold's scores. Progress is printed per "
+    "fold with --verbose. Each finished fold is kept in the user's cache until the run completes, so an "
+    "interrupted run started again with the same inputs and options resumes after its last finished fold. "
+    "Feature importance is not part of it: run "
+    "`qiime aam feature-importance` on held-out samples.")
+_CV_OUTPUT_DESCRIPTIONS = {
+    "predictions": "The out-of-fold prediction of every sample: made by the AAM model fit to the other folds.",
+    "probabilities": "The out-of-fold probability of every class for each sample (AAM).",
+    "model": "The final model: fit-{action} on every sample with the same options.",
+    "visualization": "Both models' out-of-fold predictions evaluated (`qiime aam evaluate`): metrics with 95% "
+                     "intervals, the paired comparison AAM against the random forest, per-fold scores, figures.",
+}
+
+
+def _register_pipeline(function, classifier):
+    action = "classifier" if classifier else "regressor"
+    exclude = REGRESSION_ONLY if classifier else CLASSIFICATION_ONLY
+    options, option_descriptions, _ = parameters_for("train", exclude)
+    cv_options, cv_descriptions, _ = parameters_for(O.CROSSVAL)
+    outputs = ([("predictions", SampleData[ClassifierPredictions]), ("probabilities", SampleData[Probabilities]),
+                ("model", AAMModel[AAMClassifier])] if classifier else
+               [("predictions", SampleData[RegressorPredictions]), ("model", AAMModel[AAMRegressor])])
+    outputs.append(("visualization", Visualization))
+    target = (MetadataColumn[Categorical], "Categorical metadata column to predict (at least 2 classes, each with "
+              "at least --p-cv samples and groups). Samples without a value are left out.") if classifier else \
+        (MetadataColumn[Numeric], "Numeric metadata column to predict. Samples without a value are left out.")
+    plugin.pipelines.register_function(
+        function=with_signature(getattr(_pipelines, function),
+                                option_table(O.CROSSVAL) + option_table("train", exclude), annotate=False),
+        inputs={"table": FeatureTable[Frequency], "sequences": FeatureData[Sequence],
+                "phylogeny": Phylogeny[Rooted], "distance_matrix": DistanceMatrix},
+        parameters={"metadata": target[0], "sample_metadata": Metadata, **FIT_PARAMETERS, **cv_options, **options},
+        outputs=outputs,
+        input_descriptions={k: v for k, v in FIT_INPUT_DESCRIPTIONS.items() if k != "pretrained"},
+        parameter_descriptions={"metadata": target[1], "sample_metadata": SAMPLE_METADATA["fit"],
+                                **FIT_PARAMETER_DESCRIPTIONS, **cv_descriptions, **option_descriptions},
+        output_descriptions={k: v.format(action=action) for k, v in _CV_OUTPUT_DESCRIPTIONS.items()
+                             if k in dict(outputs)},
+        name=f"Cross-validate an AAM {action} beside a random forest",
+        description=_CV_DESCRIPTION.format(
+            kind=action, what="a categorical metadata column" if classifier else "a numeric metadata column",
+            stratified="class-balanced " if classifier else "", action=action,
+            viz="confusion-matrix" if classifier else "scatterplot"),
+        citations=_TARGET_FIT_CITATIONS,
+        examples=EXAMPLES[function],
+    )
+
+
+_register_pipeline("classify_samples", classifier=True)
+_register_pipeline("regress_samples", classifier=False)

@@ -115,3 +115,47 @@ def emperor_plot(tmp_path_factory, q2cli_env):
                        "--o-visualization", paths["plot"]], q2cli_env)
             (out / "done").touch()
     return paths
+
+
+# ---- the cross-validation pipeline, run once per session -------------------------------------------------------------
+#: the keyboard slice (24 samples, 6 subjects: 3 people, 3 keyboards), 3 folds grouped by subject, tiny models
+CROSSVAL_SETTINGS = dict(cv=3, epochs=2, forest_trees=20, **TINY)
+
+
+@pytest.fixture(scope="session")
+def crossval_outputs(tmp_path_factory):
+    """`classify-samples` through the QIIME 2 Python API on the keyboard slice (sample type, grouped by subject),
+    made once per session and shared by the xdist workers: {"predictions", "probabilities", "model",
+    "visualization": paths, "cache": the XDG cache directory it ran with, "log": what it printed}."""
+    import io
+    from contextlib import redirect_stdout
+    out = shared_dir(tmp_path_factory, "aam-crossval")
+    paths = {name: str(out / f"{name}.{'qzv' if name == 'visualization' else 'qza'}")
+             for name in ("predictions", "probabilities", "model", "visualization")}
+    paths["cache"] = str(out / "cache")
+    with locked(str(out) + ".lock"):
+        if not (out / "done").exists():
+            import qiime2
+            from qiime2.plugins import aam
+            md = qiime2.Metadata.load(os.path.join(KB, "sample-metadata.tsv"))
+            old = os.environ.get("XDG_CACHE_HOME")
+            os.environ["XDG_CACHE_HOME"] = paths["cache"]
+            printed = io.StringIO()
+            try:
+                with redirect_stdout(printed):
+                    results = aam.pipelines.classify_samples(
+                        table=qiime2.Artifact.load(os.path.join(KB, "table.qza")),
+                        sequences=qiime2.Artifact.load(os.path.join(KB, "rep-seqs.qza")),
+                        metadata=md.get_column("SampleType"), sample_metadata=md, group_column="Subject",
+                        **CROSSVAL_SETTINGS)
+            finally:
+                if old is None:
+                    os.environ.pop("XDG_CACHE_HOME")
+                else:
+                    os.environ["XDG_CACHE_HOME"] = old
+            for name, result in zip(("predictions", "probabilities", "model", "visualization"), results):
+                result.save(paths[name])
+            (out / "log.txt").write_text(printed.getvalue())
+            (out / "done").touch()
+    paths["log"] = (out / "log.txt").read_text()
+    return paths

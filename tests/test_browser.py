@@ -30,7 +30,7 @@ from tests.conftest import locked, require, shared_dir
 
 PAGES = ["summarize-pretrained", "summarize-regressor", "summarize-classifier", "evaluate-regression",
          "evaluate-regression-two-models", "evaluate-classification", "evaluate-classification-two-models",
-         "emperor"]
+         "evaluate-crossval-two-models", "emperor"]
 # the figures each page must show (besides the QIIME 2 logo of the page header)
 FIGURES = {
     "summarize-pretrained": {"training-curves.png", "validation/distance_fit_best.png"},
@@ -40,6 +40,8 @@ FIGURES = {
     "evaluate-regression-two-models": {"predicted-vs-actual.png"},
     "evaluate-classification": {"confusion-matrix.png"},
     "evaluate-classification-two-models": {"confusion-matrix.png", "confusion-matrix-2.png"},
+    # classify-samples' page (tests/conftest.py crossval_outputs): evaluate with the folds
+    "evaluate-crossval-two-models": {"confusion-matrix.png", "confusion-matrix-2.png", "per-fold.png"},
     "emperor": set(),
 }
 # the kinds of files each kind of page offers
@@ -88,14 +90,16 @@ def _build_visualizations(directory):
 
 
 @pytest.fixture(scope="module")
-def visualizations(tmp_path_factory):
+def visualizations(tmp_path_factory, crossval_outputs):
     """name -> .qzv of every page but Emperor's, built once per session (shared by the xdist workers)."""
     directory = shared_dir(tmp_path_factory, "aam-browser-visualizations")
     with locked(str(directory) + ".lock"):
         if not (directory / "done").exists():
             _build_visualizations(directory)
             (directory / "done").touch()
-    return {name: str(directory / f"{name}.qzv") for name in PAGES if name != "emperor"}
+    pages = {name: str(directory / f"{name}.qzv") for name in PAGES if name != "emperor"}
+    pages["evaluate-crossval-two-models"] = crossval_outputs["visualization"]
+    return pages
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +244,8 @@ def test_page_in_a_browser(name, browser, request, visualizations, server, artif
     if kind == "evaluate":
         # the metrics, then every metric with its interval (and, for two models, their paired comparison): the
         # tables offered as TSV
-        files = ["metrics.tsv", "intervals.tsv"] + (["comparison.tsv"] if name.endswith("two-models") else [])
+        files = ["metrics.tsv", "intervals.tsv"] + (["comparison.tsv"] if name.endswith("two-models") else []) + \
+            (["per-fold.tsv"] if "crossval" in name else [])
         expected = [len(_tsv_rows(_fetch(f"{prefix}{f}")[1])) for f in files]
         assert report.tables == expected, (report.tables, expected)
         assert "95% intervals" in report.text

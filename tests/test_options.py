@@ -40,7 +40,7 @@ def test_resolve_validates():
         O.resolve("predict", epochs=3)
 
 
-@pytest.mark.parametrize("command", ["pretrain", "train", "predict"])
+@pytest.mark.parametrize("command", ["pretrain", "train", "predict", "crossval"])
 def test_cli_exposes_every_cli_option_with_its_default(command):
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices[command]

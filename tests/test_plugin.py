@@ -132,7 +132,7 @@ def test_types_formats_and_artifact_classes_are_registered():
 
 def test_actions_are_described_cited_and_have_examples():
     expected = {"pretrain", "fit_regressor", "fit_classifier", "predict_regression", "predict_classification",
-                "embed", "embed_features", "summarize", "evaluate"}
+                "embed", "embed_features", "summarize", "evaluate", "classify_samples", "regress_samples"}
     assert set(PLUGIN.actions) == expected
     for action_id, action in PLUGIN.actions.items():
         sig = action.signature
