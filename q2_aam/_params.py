@@ -124,3 +124,35 @@ def with_signature(function, options):
     if own.return_annotation is not inspect.Signature.empty:
         action.__annotations__["return"] = own.return_annotation
     return action
+
+
+def pipeline_with_signature(function, options):
+    """A pipeline's `function` as a plain function whose own parameters are its named ones, then one per option.
+
+    QIIME 2 rebuilds a pipeline's public signature from the function's source-level parameters (it drops ``ctx``
+    from them and copies the function's attributes, so an explicit ``__signature__`` as `with_signature` sets
+    would bring ``ctx`` back), and refuses annotations on pipelines. So the function is written out with every
+    parameter by name, as the ``decorator`` package QIIME 2 uses does it.
+
+    Parameters
+    ----------
+    function : callable
+        ``def f(ctx, model, ..., **options)`` without annotations.
+    options : list of aam.options.Option
+        Each becomes a keyword parameter with the option's default.
+    """
+    own = [p for p in inspect.signature(function).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    names = [p.name for p in own]
+    clash = [o.name for o in options if o.name in names]
+    if clash:
+        raise ValueError(f"option(s) {clash} clash with parameters of {function.__name__}")
+    defaults = {p.name: p.default for p in own if p.default is not inspect.Parameter.empty}
+    defaults.update({o.name: o.default for o in options})
+    names += [o.name for o in options]
+    listed = ", ".join(f"{n}=_defaults[{n!r}]" if n in defaults else n for n in names)
+    passed = ", ".join(f"{n}={n}" for n in names)
+    namespace = {"_function": function, "_defaults": defaults}
+    exec(f"def {function.__name__}({listed}):\n    return _function({passed})\n", namespace)   # names: identifiers
+    action = namespace[function.__name__]
+    action.__doc__, action.__module__ = function.__doc__, function.__module__
+    return action
