@@ -90,12 +90,18 @@ class Target:
 
 @dataclass
 class TrainingSummary:
-    """How training went: one history row per epoch and the epoch whose weights were kept."""
+    """How training went: one history row per epoch and the epoch whose weights were kept.
+
+    ``best_interval`` is the best epoch's validation score with its 95% bootstrap interval over the validation
+    samples (or their groups), `aam.evaluation.stats.score_interval`'s dict; None for a pretrained base and for
+    models of earlier versions.
+    """
 
     history: List[dict] = field(default_factory=list)
     best_epoch: Optional[int] = None
     best_score: Optional[float] = None
     selection_metric: Optional[str] = None
+    best_interval: Optional[dict] = None
 
 
 @dataclass

@@ -314,8 +314,13 @@ def _fit_transformer(run_dir, opts, ctx, labelled, split, targets, model, record
                             classifier=classifier, class_weights=weights)
     best, history = run_training(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log,
                                  labelled.prepared.report, train_part, target_transform=targets.transform,
-                                 asv_cache=data.features.cache)
+                                 asv_cache=data.features.cache, sample_groups=_sample_groups(labelled))
     return TrainResult(best, history, run_dir, list(labelled.prepared.report))
+
+
+def _sample_groups(labelled):
+    """Sample ID -> group of the group column (None without one)."""
+    return None if labelled.groups is None else dict(zip(labelled.ids, labelled.groups))
 
 
 def _training_loaders(labelled, split, targets, covariates, opts, ctx, mask):
@@ -349,6 +354,7 @@ def _fit_linear(run_dir, opts, ctx, labelled, targets, model, record, data, prog
     import time
 
     from aam.checkpoint import Checkpoint
+    from aam.evaluation.stats import score_interval
     from aam.training.linear_head import fit_linear_head
     from aam.training.run_logger import RunLogger
     logger = RunLogger(run_dir, is_main=ctx.is_main, progress=progress, log=log)
@@ -362,8 +368,10 @@ def _fit_linear(run_dir, opts, ctx, labelled, targets, model, record, data, prog
                               labelled.groups, opts.seed)
         model.set_linear_head(fit.weight, fit.bias)
         row, raw, name, score = _linear_scores(fit, targets, record, time.time() - t0)
+        interval = score_interval(name.split("/", 1)[1], raw["y_true"], raw["y_pred"], labelled.groups,
+                                  seed=opts.seed)
         record = replace(record, training=TrainingSummary(history=[row], best_epoch=1, best_score=score,
-                                                          selection_metric=name))
+                                                          selection_metric=name, best_interval=interval))
         logger.line(f"linear head: {len(targets.network)} samples, {features.shape[1]} features; penalty "
                     f"{fit.penalty:g} chosen by {fit.folds}-fold cross-validation; {name} = {score:.4f} (out-of-fold)")
         checkpoint = Checkpoint(record, {k: v.detach().cpu() for k, v in model.state_dict().items()})
