@@ -145,9 +145,10 @@ def permutation_importance(ensemble, features, truth, feature_groups, record, sa
     base_loss = _losses(base, truth, classifier)
     seconds = time.perf_counter() - t0
     n_passes = len(feature_groups) * settings.repeats
+    total = seconds * n_passes
     log(f"feature importance: {len(feature_groups)} feature groups x {settings.repeats} permutations = {n_passes} "
-        f"prediction passes of {len(truth)} samples; about {seconds * n_passes / 60:.1f} min at {seconds:.1f} s a "
-        "pass")
+        f"prediction passes of {len(truth)} samples; about "
+        f"{f'{total / 60:.1f} min' if total >= 60 else f'{total:.0f} s'} at {seconds:.2f} s a pass")
     rng = np.random.default_rng(settings.seed)
     seen = set((record.data.signature or {}).get("feature_digests") or [])
     abundance = features.abundances_by_column()
