@@ -79,6 +79,10 @@ class Target:
         Metadata columns used as categorical covariates.
     categorical_encoder : dict or None
         State of `aam.data.categorical.CategoricalEncoder` for those columns.
+    numeric_columns : list of str
+        Metadata columns used as numeric covariates.
+    numeric_encoder : dict or None
+        State of `aam.data.numeric.NumericEncoder` (training median, scale, missing-value input per column).
     """
 
     column: str
@@ -86,6 +90,8 @@ class Target:
     transform: Optional[dict] = None
     categorical_columns: List[str] = field(default_factory=list)
     categorical_encoder: Optional[dict] = None
+    numeric_columns: List[str] = field(default_factory=list)
+    numeric_encoder: Optional[dict] = None
 
 
 @dataclass

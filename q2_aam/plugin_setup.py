@@ -29,7 +29,7 @@ from q2_aam._examples import EXAMPLES
 from q2_aam._format import (AAMConfigFormat, AAMHistoryFormat, AAMModelDirFmt, AAMWeightsFormat, PNGFormat,
                             SVGFormat, TensorBoardEventsFormat)
 from q2_aam._params import (CLASSIFICATION_ONLY, REGRESSION_ONLY, option_table, parameters_for,
-                            pipeline_with_signature, with_signature)
+                            pipeline_with_signature, q2_render, with_signature)
 from q2_aam._type import AAMClassifier, AAMImportance, AAMModel, AAMPretrained, AAMRegressor
 
 citations = Citations.load("citations.bib", package="q2_aam")
@@ -137,19 +137,23 @@ FIT_INPUT_DESCRIPTIONS = {
 }
 SAMPLE_METADATA = {
     "pretrain": "Sample metadata holding the --p-group-column (only used for the grouped validation split).",
-    "fit": "Sample metadata holding the --p-categorical-columns and the --p-group-column (it may be the same "
-           "file as the target's metadata).",
-    "predict": "Sample metadata holding the model's categorical covariates (only needed when the model was "
-               "trained with --p-categorical-columns; samples without a value are treated as unknown).",
+    "fit": "Sample metadata holding the --p-categorical-columns, the --p-numeric-columns and the "
+           "--p-group-column (it may be the same file as the target's metadata).",
+    "predict": "Sample metadata holding the model's covariates (only needed when the model was trained with "
+               "--p-categorical-columns or --p-numeric-columns; a sample without a value is treated as unknown, or "
+               "at the training median, as in training).",
 }
 FIT_PARAMETERS = {
     "categorical_columns": List[Str],
+    "numeric_columns": List[Str],
 }
 FIT_PARAMETER_DESCRIPTIONS = {
     "categorical_columns": "Names of sample metadata columns (in --m-sample-metadata-file) given to the model "
                            "as categorical covariates, one name per entry (e.g. body-site, sex). Each column "
                            "gets a learned embedding of --p-categorical-embed-dim values; a value never seen in "
                            "training is treated as unknown. The target column cannot be one of them.",
+    "numeric_columns": "Names of numeric sample metadata columns (in --m-sample-metadata-file), one name per "
+                       "entry. " + q2_render(O.NUMERIC_COLUMNS_HELP),
 }
 
 

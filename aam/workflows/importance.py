@@ -8,7 +8,7 @@ import numpy as np
 from aam.errors import AAMInputError, preview
 from aam.interpret.groups import correlation_groups, most_abundant, taxonomy_groups
 from aam.interpret.importance import ImportanceSettings, permutation_importance
-from aam.workflows.infer import covariates, prepare_new_table
+from aam.workflows.infer import covariates, numeric_covariates, prepare_new_table
 
 
 def _truth(record, metadata, sample_ids, group_column):
@@ -76,7 +76,8 @@ def importance_table(ckpt, table, sequences, metadata, taxonomy, opts, ctx, log,
     lineages = None if taxonomy is None else _lineages(taxonomy, ids)    # checked before the encoding's cost
     net = ckpt.build_model()
     features = SampleFeatures.build(prepared, record, opts, ctx, base=net.base,
-                                    covariates=covariates(record, metadata, prepared.sample_ids, log))
+                                    covariates=covariates(record, metadata, prepared.sample_ids, log),
+                                    numeric=numeric_covariates(record, metadata, prepared.sample_ids))
     abundance = features.abundances_by_column()
     groups = (taxonomy_groups(ids, lineages, rank) if lineages is not None else
               correlation_groups(abundance, ids, correlation))
