@@ -174,6 +174,18 @@ def _short_label(label, limit=50):
     return short if len(short) <= limit else "..." + short[-(limit - 3):]
 
 
+def _shown_groups(groups):
+    """The group table as the page shows it: the blend's interval in one column, numbers formatted, yes / no."""
+    shown = groups.copy()
+    interval = [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in zip(shown.pop("95% low"), shown.pop("95% high"))]
+    shown.insert(shown.columns.get_loc("importance") + 1, "95% interval", interval)
+    shown["important"] = shown["important"].map(_fmt)
+    for column in shown.columns:
+        if shown[column].dtype.kind == "f":
+            shown[column] = shown[column].map(_fmt)
+    return shown
+
+
 def _importance_figure(groups, members):
     """The most important groups: the blend's importance with its 95% interval, and each member's importance."""
     from matplotlib.figure import Figure
@@ -219,10 +231,7 @@ def summarize_importance(output_dir: str, details: pd.DataFrame, taxonomy: pd.Da
     per_feature.to_csv(os.path.join(output_dir, "importance-per-feature.tsv"), sep="\t")
     groups.to_csv(os.path.join(output_dir, "importance-per-group.tsv"), sep="\t", index=False)
     unseen = details.index[details["unseen"] == 1]
-    shown = groups.copy()
-    for column in shown.columns:
-        if shown[column].dtype.kind == "f":
-            shown[column] = shown[column].map(_fmt)
+    context_table = _shown_groups(groups)
     context = {
         "title": "Feature importance",
         "n_groups": len(groups),
@@ -231,7 +240,7 @@ def summarize_importance(output_dir: str, details: pd.DataFrame, taxonomy: pd.Da
         "members": members,
         "unseen": list(unseen),
         "labelled": lineages is not None,
-        "groups": _table_html(shown, index=False),
+        "groups": _table_html(context_table, index=False),
         "figures": figures,
         "downloads": [("importance-per-group.tsv", "one row per group, as in the table above (TSV)"),
                       ("importance-per-feature.tsv", "one row per feature: its group's figures (TSV)")],
