@@ -106,3 +106,31 @@ def test_bad_numeric_columns_are_refused_before_training():
         with pytest.raises(AAMInputError, match=message):
             api.train(TABLE, md, "score", sequences=SEQS, numeric_columns=columns, progress=False, epochs=1,
                       **TINY)
+
+
+def test_the_command_line_and_the_plugin_take_numeric_columns(tmp_path):
+    import qiime2
+    from qiime2.plugins import aam as q2aam
+
+    from aam import cli
+    md = _metadata()
+    md.to_csv(tmp_path / "md.tsv", sep="\t")
+    flags = [x for k, v in {**TINY, "epochs": 1, "forest_trees": 10}.items() for x in (f"--{k.replace('_', '-')}", v)]
+    assert cli.main([str(a) for a in ["train", "--table", TABLE, "--sequences", SEQS, "--metadata", tmp_path / "md.tsv",
+                                      "--metadata-column", "score", "--numeric-columns", " age ,", "--output-dir",
+                                      tmp_path / "run", *flags]]) == 0
+    from aam.checkpoint import load_checkpoint
+    assert load_checkpoint(tmp_path / "run" / "model.pt").record.target.numeric_columns == ["age"]
+
+    table = qiime2.Artifact.load(os.path.join(MP, "table.qza"))
+    sequences = qiime2.Artifact.load(os.path.join(MP, "rep-seqs.qza"))
+    metadata = qiime2.Metadata(md)
+    model, = q2aam.methods.fit_regressor(table=table, sequences=sequences, metadata=metadata.get_column("score"),
+                                         sample_metadata=metadata, numeric_columns=["age"], epochs=1,
+                                         forest_trees=10, **{k: v for k, v in TINY.items() if k != "epochs"})
+    predictions, = q2aam.methods.predict_regression(model=model, table=table, sequences=sequences,
+                                                    sample_metadata=metadata, num_threads=1)
+    assert len(predictions.view(pd.Series)) == len(md)
+    with pytest.raises(ValueError, match=r"--p-numeric-columns: column\(s\) 'weight' are not in the sample metadata"):
+        q2aam.methods.fit_regressor(table=table, sequences=sequences, metadata=metadata.get_column("score"),
+                                    sample_metadata=metadata, numeric_columns=["weight"], **TINY)
