@@ -66,7 +66,7 @@ def pretrain(table, sequences=None, tree=None, distance_matrix=None, distance_id
 
 def train(table, metadata, column, classifier=False, out_dim=None, sequences=None, tree=None,
           distance_matrix=None, distance_ids=None, pretrained=None, categorical_columns=None, output_dir=None,
-          progress=True, log=None, context=None, **options) -> TrainResult:
+          progress=True, log=None, context=None, numeric_columns=None, **options) -> TrainResult:
     """Fine-tune a predictor of a metadata column (regression, or classification with `classifier`).
 
     The network (`SequencePredictor`) is blended with the member the ``ensemble`` option names, the weights
@@ -89,6 +89,8 @@ def train(table, metadata, column, classifier=False, out_dim=None, sequences=Non
         A pretrained encoder; its architecture replaces the architecture options.
     categorical_columns : list of str, optional
         Metadata columns used as categorical covariates.
+    numeric_columns : list of str, optional
+        Metadata columns used as numeric covariates (`aam.options.COVARIATE_HELP` says how missing values are read).
     output_dir, progress, log, context, **options
         As in `pretrain` (options of 'train', e.g. ``missing_samples='ignore'``).
 
@@ -100,7 +102,7 @@ def train(table, metadata, column, classifier=False, out_dim=None, sequences=Non
     opts = resolve(O.TRAIN, options)
     ctx = start(opts, context)
     inputs = TrainInputs(table, metadata, column, classifier, out_dim, sequences, tree, distance_matrix,
-                         distance_ids, pretrained, categorical_columns)
+                         distance_ids, pretrained, categorical_columns, numeric_columns)
     with run_directory(output_dir, opts, ctx) as run_dir:
         return fine_tune(run_dir, opts, ctx, inputs, progress, log)
 
@@ -121,7 +123,8 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
     sequences : optional
         Needed when feature IDs are not DNA.
     metadata : str or pd.DataFrame, optional
-        Needed when the model uses categorical covariates (missing values map to 'unknown').
+        Needed when the model uses covariates (categorical: a missing value maps to 'unknown'; numeric: to the
+        training median, as in training).
     log : callable, optional
     context : aam.training.context.RunContext, optional
     **options

@@ -100,6 +100,8 @@ def build_parser():
                    "inferred when omitted).")
     g.add_argument("--categorical-columns", dest="categorical_columns", help="Comma-separated metadata columns "
                    "used as categorical covariates.")
+    g.add_argument("--numeric-columns", dest="numeric_columns",
+                   help="Comma-separated metadata columns. " + render(O.NUMERIC_COLUMNS_HELP))
     _add_options(p, O.TRAIN)
 
     p = sub.add_parser("crossval", help="Grouped, stratified k-fold cross-validation of AAM beside "
@@ -120,7 +122,7 @@ def build_parser():
     p = sub.add_parser("predict", help="Predict with a trained model; writes a TSV, one row per sample.")
     g = _table_args(p)
     g.add_argument("--model", required=True, help="Checkpoint of `aam train` (model.pt or best_model.pt).")
-    g.add_argument("--metadata", help="Sample metadata, needed when the model uses categorical covariates.")
+    g.add_argument("--metadata", help="Sample metadata, needed when the model uses covariates.")
     g.add_argument("--output", required=True, help="Output TSV (prediction, and class probabilities).")
     _add_options(p, O.PREDICT)
 
@@ -206,14 +208,19 @@ def cmd_pretrain(args, ctx):
     return 0
 
 
+def _column_list(text):
+    """A comma-separated list of metadata columns (None when empty)."""
+    names = [c.strip() for c in (text or "").split(",") if c.strip()]
+    return names or None
+
+
 def cmd_train(args, ctx):
     from aam import api
-    cats = [c.strip() for c in args.categorical_columns.split(",") if c.strip()] \
-        if args.categorical_columns else None
+    cats, numeric = (_column_list(args.categorical_columns), _column_list(args.numeric_columns))
     res = api.train(args.table, args.metadata, args.metadata_column, classifier=args.classifier,
                     out_dim=args.out_dim, sequences=args.sequences, tree=args.tree,
                     distance_matrix=args.unifrac_matrix, distance_ids=_distance_ids(args),
-                    pretrained=args.pretrained_encoder, categorical_columns=cats,
+                    pretrained=args.pretrained_encoder, categorical_columns=cats, numeric_columns=numeric,
                     output_dir=args.output_dir or "aam-train", context=ctx,
                     **{k: v for k, v in _option_values(args, O.TRAIN).items() if k != "output_dir"})
     _finish(res, ctx)

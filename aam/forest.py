@@ -91,9 +91,10 @@ class ForestArrays:
             axes = EmbeddingAxes(*(tensors[name].cpu().numpy() for name in AXES_NAMES))
         return cls(**{name: tensors[name].cpu().numpy() for name in ARRAY_NAMES}, axes=axes)
 
-    def check(self, n_features, n_outputs, where, n_axes=0, embedding_dim=None):
-        """Raise ValueError unless the arrays describe trees over `n_features` abundance columns and `n_axes`
-        embedding axes (of an `embedding_dim`-wide embedding) with `n_outputs` outputs.
+    def check(self, n_features, n_outputs, where, n_axes=0, embedding_dim=None, n_covariates=0):
+        """Raise ValueError unless the arrays describe trees over `n_features` abundance columns, `n_axes`
+        embedding axes (of an `embedding_dim`-wide embedding) and `n_covariates` covariate columns with
+        `n_outputs` outputs.
 
         A model file comes from anywhere, and `predict` walks its trees until every sample reaches a leaf, so
         every property that walk relies on is checked here: integer arrays of integer dtype and values of a float
@@ -110,7 +111,7 @@ class ForestArrays:
             raise ValueError(f"{where}: a tree of the forest points outside itself")
         if np.any((left <= local[internal]) | (right <= local[internal])):
             raise ValueError(f"{where}: a tree of the forest points back to itself or an earlier node (a cycle)")
-        if np.any((self.feature[internal] < 0) | (self.feature[internal] >= n_features + n_axes)):
+        if np.any((self.feature[internal] < 0) | (self.feature[internal] >= n_features + n_axes + n_covariates)):
             raise ValueError(f"{where}: a split of the forest uses a feature it does not have")
         if not np.all(np.isfinite(self.value)) or not np.all(np.isfinite(self.threshold[internal])):
             raise ValueError(f"{where}: the forest holds NaN or infinite values")

@@ -46,6 +46,8 @@ class SampleFeatures:
         The frozen base (`SequenceEncoder`) whose ASV and sample embeddings are read; None without one.
     covariates : np.ndarray of int64, shape [N, C], optional
         Categorical covariate codes, in table order.
+    numeric : np.ndarray of float32, shape [N, K], optional
+        Numeric covariates as the model reads them (`aam.data.numeric.NumericEncoder`), in table order.
     cache : aam.training.cache.ASVEmbeddingCache, optional
         The ASV embeddings of the table's features, shared by every subset.
     """
@@ -57,15 +59,16 @@ class SampleFeatures:
     base: Optional[object] = None
     covariates: Optional[np.ndarray] = None
     cache: Optional[object] = None
+    numeric: Optional[np.ndarray] = None
     _memo: dict = field(default_factory=dict, repr=False)
     # what depends on the features alone (their sequences' digests), shared by every subset and re-read table
     _per_feature: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, table: PreparedTable, record: ModelRecord, opts: Options, ctx: RunContext, base=None,
-              covariates: Optional[np.ndarray] = None) -> SampleFeatures:
+              covariates: Optional[np.ndarray] = None, numeric: Optional[np.ndarray] = None) -> SampleFeatures:
         """Features of `table`; with a `base`, every ASV of the table is encoded now, once, in full precision."""
-        features = cls(table, record, opts, ctx, base=base, covariates=covariates)
+        features = cls(table, record, opts, ctx, base=base, covariates=covariates, numeric=numeric)
         if base is not None:
             from aam.training.cache import ASVEmbeddingCache
             base.to(ctx.device).eval()
@@ -95,8 +98,9 @@ class SampleFeatures:
         index = {s: i for i, s in enumerate(self.table.sample_ids)}
         rows = [index[s] for s in sample_ids]
         covariates = None if self.covariates is None else self.covariates[rows]
+        numeric = None if self.numeric is None else self.numeric[rows]
         return SampleFeatures(self.table.subset(list(sample_ids)), self.record, self.opts, self.ctx, base=self.base,
-                              covariates=covariates, cache=self.cache,
+                              covariates=covariates, cache=self.cache, numeric=numeric,
                               _memo={k: v[rows] for k, v in self._memo.items()}, _per_feature=self._per_feature)
 
     def with_table(self, table: PreparedTable) -> SampleFeatures:
@@ -105,7 +109,7 @@ class SampleFeatures:
         if list(table.sample_ids) != self.sample_ids or table.tokens.shape != self.table.tokens.shape:
             raise ValueError("with_table needs the same samples and features")
         return SampleFeatures(table, self.record, self.opts, self.ctx, base=self.base, covariates=self.covariates,
-                              cache=self.cache, _per_feature=self._per_feature)
+                              cache=self.cache, numeric=self.numeric, _per_feature=self._per_feature)
 
     def abundances_by_column(self) -> np.ndarray:
         """Relative abundance of every feature of the table, in its column order: [N, F]."""
@@ -123,7 +127,7 @@ class SampleFeatures:
     def batches(self):
         """The table's batches for a network of `record` (rarefied to its depth, covariates attached)."""
         from aam.data.loaders import inference_loader
-        return inference_loader(self.table, self.record, self.opts, self.covariates)
+        return inference_loader(self.table, self.record, self.opts, self.covariates, self.numeric)
 
     def mean_over_draws(self, run):
         """``run(batch)`` [B, ...] for every sample, averaged over ``opts.rarefaction_draws`` rarefactions of the

@@ -334,6 +334,17 @@ OPTIONS = [
 
 BY_NAME = {o.name: o for o in OPTIONS}
 
+#: help of the numeric covariates (a list of metadata columns, so not an `Option`): one text for the ``aam``
+#: command line and the plugin, each spelling its own flags (`aam.errors.render`)
+NUMERIC_COLUMNS_HELP = (
+    "Numeric metadata columns (e.g. age, BMI) given to the model as predictors beside the reads: to the network "
+    "(projected and added to the sample representation) and to the ensemble's forest (as columns). Each is centred "
+    "on its median over the training samples and divided by their standard deviation. A missing value is read as "
+    "that training median, at training and at prediction time alike; when some training samples lacked a value, "
+    "the model also gets a missing-value flag for the column, so it learns what a missing value means (a value "
+    "missing only at prediction time is the median alone). Prediction needs the same columns in its metadata. "
+    "The target column cannot be one of them.")
+
 
 def options_for(command, interface="cli"):
     """The options a command accepts, in table order.

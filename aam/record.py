@@ -79,6 +79,10 @@ class Target:
         Metadata columns used as categorical covariates.
     categorical_encoder : dict or None
         State of `aam.data.categorical.CategoricalEncoder` for those columns.
+    numeric_columns : list of str
+        Metadata columns used as numeric covariates.
+    numeric_encoder : dict or None
+        State of `aam.data.numeric.NumericEncoder` (training median, scale, missing-value input per column).
     """
 
     column: str
@@ -86,16 +90,24 @@ class Target:
     transform: Optional[dict] = None
     categorical_columns: List[str] = field(default_factory=list)
     categorical_encoder: Optional[dict] = None
+    numeric_columns: List[str] = field(default_factory=list)
+    numeric_encoder: Optional[dict] = None
 
 
 @dataclass
 class TrainingSummary:
-    """How training went: one history row per epoch and the epoch whose weights were kept."""
+    """How training went: one history row per epoch and the epoch whose weights were kept.
+
+    ``best_interval`` is the best epoch's validation score with its 95% bootstrap interval over the validation
+    samples (or their groups), `aam.evaluation.stats.score_interval`'s dict; None for a pretrained base and for
+    models of earlier versions.
+    """
 
     history: List[dict] = field(default_factory=list)
     best_epoch: Optional[int] = None
     best_score: Optional[float] = None
     selection_metric: Optional[str] = None
+    best_interval: Optional[dict] = None
 
 
 @dataclass

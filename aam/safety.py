@@ -221,6 +221,8 @@ def _claimed_sizes(architecture):
         for column, n in architecture.categorical_cardinalities.items():
             widths[f"categorical_cardinalities[{column!r}]"] = int(n)
             widths[f"categorical_embed_dims[{column!r}]"] = architecture.embed_dim(column)
+        if architecture.head == "transformer" and architecture.numeric_inputs:
+            widths["numeric_inputs"] = int(architecture.numeric_inputs)   # the projection's input width
     return counts, widths
 
 

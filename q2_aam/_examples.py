@@ -274,6 +274,59 @@ def regress_samples_days(use):
         dict(predictions="predictions", model="regressor", visualization="cross_validation"))
     predictions.assert_output_type("SampleData[RegressorPredictions]")
     model.assert_output_type("AAMModel[AAMRegressor]")
+# --- feature importance ----------------------------------------------------------------------------------------------
+#: settings of the importance examples: few groups and permutations, so they run in seconds (defaults: 50 and 5)
+IMPORTANCE_TINY = dict(top=8, repeats=2, num_threads=1)
+
+
+@functools.lru_cache(maxsize=None)
+def classified_table():
+    """The example table without the 36 features the bundled taxonomy does not classify (importance grouped by
+    taxon needs a lineage for every feature), as `qiime feature-table filter-features` would make it."""
+    import pandas as pd
+    taxonomy = qiime2.Artifact.load(example_path("taxonomy.qza")).view(pd.DataFrame)
+    filtered, = _plugin("feature_table").methods.filter_features(
+        table=example_inputs()["table"], metadata=qiime2.Metadata(taxonomy[["Taxon"]]))
+    return filtered
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_importance():
+    """The tiny body-site classifier's feature importance by genus (the three outputs of feature-importance)."""
+    d = example_inputs()
+    return _plugin("aam").pipelines.feature_importance(
+        model=tiny_model("classifier"), table=classified_table(), sequences=d["sequences"],
+        taxonomy=qiime2.Artifact.load(example_path("taxonomy.qza")), metadata=d["metadata"], **IMPORTANCE_TINY)
+
+
+def feature_importance_body_site(use):
+    use.comment("Which genera a body-site classifier (from `qiime aam fit-classifier`) relies on: each genus's "
+                "abundances are permuted across the samples and the loss of accuracy measured, with a 95% "
+                "interval, a q-value and the body site it favours. The table holds the features the taxonomy "
+                "classifies (`qiime feature-table filter-features`). Measure on samples the model did not train "
+                "on (here, to stay short, its own); --p-top 8 --p-repeats 2 keep the example to seconds (defaults "
+                "50 and 5)." + _END)
+    table = use.init_artifact("classified_table", classified_table)
+    sequences = use.init_artifact("rep_seqs", _artifact("rep-seqs.qza"))
+    taxonomy = use.init_artifact("taxonomy", _artifact("taxonomy.qza"))
+    model = _model_input(use, "classifier", "classifier")
+    md = use.init_metadata("sample_metadata", _metadata)
+    importance, details, _ = _aam(use, "feature_importance",
+                                  dict(model=model, table=table, sequences=sequences, taxonomy=taxonomy,
+                                       metadata=md, rank="genus", **IMPORTANCE_TINY),
+                                  dict(importance="importance", details="importance_details",
+                                       visualization="importance_summary"))
+    importance.assert_output_type("FeatureData[Importance]")
+    details.assert_output_type("FeatureData[AAMImportance]")
+
+
+def summarize_importance_genera(use):
+    use.comment("Draw again the page of the details `qiime aam feature-importance` wrote, its groups labelled "
+                "with the taxonomy." + _END)
+    details = use.init_artifact("importance_details", lambda: tiny_importance()[1])
+    taxonomy = use.init_artifact("taxonomy", _artifact("taxonomy.qza"))
+    _aam(use, "summarize_importance", dict(details=details, taxonomy=taxonomy),
+         dict(visualization="importance_summary"))
 
 
 EXAMPLES = {
@@ -289,4 +342,6 @@ EXAMPLES = {
                  "evaluate_against_sample_classifier": evaluate_against_sample_classifier},
     "classify_samples": {"classify_samples_body_site": classify_samples_body_site},
     "regress_samples": {"regress_samples_days": regress_samples_days},
+    "feature_importance": {"feature_importance_body_site": feature_importance_body_site},
+    "summarize_importance": {"summarize_importance_genera": summarize_importance_genera},
 }

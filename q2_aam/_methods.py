@@ -112,7 +112,7 @@ def pretrain(table: biom.Table, sequences: pd.Series = None, phylogeny: NewickFo
 
 # --- fit_regressor / fit_classifier ------------------------------------------------------------------------------
 
-def _training_metadata(metadata, sample_metadata, categorical_columns, options):
+def _training_metadata(metadata, sample_metadata, categorical_columns, options, numeric_columns=None):
     """One frame holding the target column, the covariates and the group column."""
     column = metadata.name
     frame = metadata.to_series().to_frame(column)
@@ -126,12 +126,14 @@ def _training_metadata(metadata, sample_metadata, categorical_columns, options):
         raise AAMInputError(f"--p-categorical-columns lists {preview(repeated)} more than once; list each "
                             "column once.")
     _check_metadata_columns(extra, categorical_columns, "categorical_columns")
+    _check_metadata_columns(extra, list(numeric_columns or []), "numeric_columns")
     _group_check(extra, options)
     if options.get("group_column") == column:
         raise AAMInputError(f"--p-group-column is the target column {column!r}; choose the column whose "
                             "groups (e.g. subjects) must not be split between training and validation.")
     if extra is not None:
-        wanted = categorical_columns + ([options["group_column"]] if options.get("group_column") else [])
+        wanted = (categorical_columns + list(numeric_columns or []) +
+                  ([options["group_column"]] if options.get("group_column") else []))
         extra = extra[[c for c in dict.fromkeys(wanted) if c != column]]
         frame = frame.join(extra, how="outer")
     frame.index.name = "sample-id"
@@ -139,32 +141,33 @@ def _training_metadata(metadata, sample_metadata, categorical_columns, options):
 
 
 def _fit(classifier, table, metadata, sequences, phylogeny, distance_matrix, pretrained, sample_metadata,
-         categorical_columns, options):
+         categorical_columns, options, numeric_columns=None):
     from aam import api
 
-    frame, column, covariates = _training_metadata(metadata, sample_metadata, categorical_columns, options)
+    frame, column, covariates = _training_metadata(metadata, sample_metadata, categorical_columns, options,
+                                                   numeric_columns)
     with _plugin_errors():
         result = api.train(table, frame, column, classifier=classifier, sequences=_sequences(sequences),
                            tree=_tree(phylogeny), distance_matrix=distance_matrix, pretrained=pretrained,
-                           categorical_columns=covariates or None, output_dir=None, progress=True, log=_log,
-                           **_options(options))
+                           categorical_columns=covariates or None, numeric_columns=list(numeric_columns or []) or None,
+                           output_dir=None, progress=True, log=_log, **_options(options))
     return TrainedModel.from_result(result)
 
 
 def fit_regressor(table: biom.Table, metadata: qiime2.NumericMetadataColumn, sequences: pd.Series = None,
                   pretrained: Checkpoint = None, phylogeny: NewickFormat = None,
                   distance_matrix: skbio.DistanceMatrix = None, sample_metadata: qiime2.Metadata = None,
-                  categorical_columns: list = None, **options) -> TrainedModel:
+                  categorical_columns: list = None, numeric_columns: list = None, **options) -> TrainedModel:
     return _fit(False, table, metadata, sequences, phylogeny, distance_matrix, pretrained, sample_metadata,
-                categorical_columns, options)
+                categorical_columns, options, numeric_columns)
 
 
 def fit_classifier(table: biom.Table, metadata: qiime2.CategoricalMetadataColumn, sequences: pd.Series = None,
                    pretrained: Checkpoint = None, phylogeny: NewickFormat = None,
                    distance_matrix: skbio.DistanceMatrix = None, sample_metadata: qiime2.Metadata = None,
-                   categorical_columns: list = None, **options) -> TrainedModel:
+                   categorical_columns: list = None, numeric_columns: list = None, **options) -> TrainedModel:
     return _fit(True, table, metadata, sequences, phylogeny, distance_matrix, pretrained, sample_metadata,
-                categorical_columns, options)
+                categorical_columns, options, numeric_columns)
 
 
 # --- predict ----------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ q2-sample-classifier, whose prediction types (``SampleData[RegressorPredictions]
 defining our own.
 """
 from qiime2.plugin import SemanticType
+from q2_types.feature_data import FeatureData
 
 #: A trained AAM model; the field says what it was trained for.
 AAMModel = SemanticType("AAMModel", field_names="type")
@@ -18,3 +19,8 @@ AAMRegressor = SemanticType("AAMRegressor", variant_of=AAMModel.field["type"])
 
 #: A model predicting a categorical metadata column.
 AAMClassifier = SemanticType("AAMClassifier", variant_of=AAMModel.field["type"])
+
+#: Per-feature permutation importance of an AAM model with its interval, q-value, direction and each member's
+#: figures (every column numeric). q2-sample-classifier's ``FeatureData[Importance]`` carries the blended
+#: importance alone, since its heatmap ranks features by the sum of all columns.
+AAMImportance = SemanticType("AAMImportance", variant_of=FeatureData.field["type"])

@@ -195,6 +195,17 @@ def _verified_record(model):
     return weights.record
 
 
+def _score_interval_text(training, group_column):
+    """The best validation score's 95% interval in words, or None (a pretrained base, an earlier model)."""
+    iv = training.best_interval
+    if not iv or iv.get("low") is None:
+        return None
+    whole = (f", resampling its {iv['n_groups']} groups of {group_column!r} whole" if iv.get("grouped") and group_column
+             else "")
+    return (f"95% interval {_fmt(iv['low'])} to {_fmt(iv['high'])}: a bootstrap over the {iv['n_samples']} "
+            f"samples that scored it{whole}")
+
+
 def summarize(output_dir: str, model: AAMModelDirFmt) -> None:
     from aam.evaluation import plots
 
@@ -263,6 +274,7 @@ def summarize(output_dir: str, model: AAMModelDirFmt) -> None:
         "best_epoch": best_epoch,
         "selection_metric": record.training.selection_metric,
         "best_score": _fmt(record.training.best_score),
+        "best_interval": _score_interval_text(record.training, record.options.get("group_column")),
         "best_metrics": best_metrics,
         "figures": figures,
         "downloads": downloads,

@@ -9,25 +9,28 @@ engine's option table (`aam.options`), the one definition shared with the ``aam`
 """
 import importlib
 
-from qiime2.plugin import (Choices, Citations, List, Metadata, MetadataColumn, Categorical, Numeric, Plugin,
-                           Str, Visualization)
+from qiime2.plugin import (Choices, Citations, Float, Int, List, Metadata, MetadataColumn, Categorical, Numeric,
+                           Plugin, Range, Str, Visualization)
 from q2_types.distance_matrix import DistanceMatrix
 from q2_types.feature_data import FeatureData, Sequence, Taxonomy
 from q2_types.feature_table import FeatureTable, Frequency
 from q2_types.ordination import PCoAResults
 from q2_types.sample_data import SampleData
 from q2_types.tree import Phylogeny, Rooted
-from q2_sample_classifier import ClassifierPredictions, Probabilities, RegressorPredictions
+from q2_sample_classifier import (ClassifierPredictions, Importance, ImportanceDirectoryFormat, Probabilities,
+                                  RegressorPredictions)
 
 from aam import options as O
+from aam.interpret.groups import RANKS
 
 import q2_aam
 from q2_aam import _methods, _pipelines, _visualizers
 from q2_aam._examples import EXAMPLES
 from q2_aam._format import (AAMConfigFormat, AAMHistoryFormat, AAMModelDirFmt, AAMWeightsFormat, PNGFormat,
                             SVGFormat, TensorBoardEventsFormat)
-from q2_aam._params import CLASSIFICATION_ONLY, REGRESSION_ONLY, option_table, parameters_for, with_signature
-from q2_aam._type import AAMClassifier, AAMModel, AAMPretrained, AAMRegressor
+from q2_aam._params import (CLASSIFICATION_ONLY, REGRESSION_ONLY, option_table, parameters_for,
+                            q2_render, with_signature)
+from q2_aam._type import AAMClassifier, AAMImportance, AAMModel, AAMPretrained, AAMRegressor
 
 citations = Citations.load("citations.bib", package="q2_aam")
 
@@ -46,7 +49,7 @@ plugin = Plugin(
 )
 
 # --- types and formats -------------------------------------------------------------------------------------------
-plugin.register_semantic_types(AAMModel, AAMPretrained, AAMRegressor, AAMClassifier)
+plugin.register_semantic_types(AAMModel, AAMPretrained, AAMRegressor, AAMClassifier, AAMImportance)
 plugin.register_formats(AAMModelDirFmt, AAMWeightsFormat, AAMConfigFormat, AAMHistoryFormat, PNGFormat, SVGFormat,
                         TensorBoardEventsFormat)
 
@@ -64,6 +67,14 @@ plugin.register_artifact_class(
 plugin.register_artifact_class(
     AAMModel[AAMClassifier], AAMModelDirFmt,
     description="An AAM model predicting a categorical sample metadata column." + _ARTIFACT_LAYOUT)
+
+plugin.register_artifact_class(
+    FeatureData[AAMImportance], ImportanceDirectoryFormat,
+    description="Permutation importance of the features of an AAM model, one row per feature (a feature group's "
+                "figures given to each of its features), every column numeric: the group's rank, the blended "
+                "importance with its 95% interval, p-value and q-value, whether it is called important, its "
+                "direction, the group's size, whether the training table had the feature, and each ensemble "
+                "member's importance. View it with `qiime metadata tabulate` or `qiime aam summarize-importance`.")
 
 
 def _check_task(data, expected, semantic_type):
@@ -126,19 +137,23 @@ FIT_INPUT_DESCRIPTIONS = {
 }
 SAMPLE_METADATA = {
     "pretrain": "Sample metadata holding the --p-group-column (only used for the grouped validation split).",
-    "fit": "Sample metadata holding the --p-categorical-columns and the --p-group-column (it may be the same "
-           "file as the target's metadata).",
-    "predict": "Sample metadata holding the model's categorical covariates (only needed when the model was "
-               "trained with --p-categorical-columns; samples without a value are treated as unknown).",
+    "fit": "Sample metadata holding the --p-categorical-columns, the --p-numeric-columns and the "
+           "--p-group-column (it may be the same file as the target's metadata).",
+    "predict": "Sample metadata holding the model's covariates (only needed when the model was trained with "
+               "--p-categorical-columns or --p-numeric-columns; a sample without a value is treated as unknown, or "
+               "at the training median, as in training).",
 }
 FIT_PARAMETERS = {
     "categorical_columns": List[Str],
+    "numeric_columns": List[Str],
 }
 FIT_PARAMETER_DESCRIPTIONS = {
     "categorical_columns": "Names of sample metadata columns (in --m-sample-metadata-file) given to the model "
                            "as categorical covariates, one name per entry (e.g. body-site, sex). Each column "
                            "gets a learned embedding of --p-categorical-embed-dim values; a value never seen in "
                            "training is treated as unknown. The target column cannot be one of them.",
+    "numeric_columns": "Names of numeric sample metadata columns (in --m-sample-metadata-file), one name per "
+                       "entry. " + q2_render(O.NUMERIC_COLUMNS_HELP),
 }
 
 
@@ -450,3 +465,77 @@ def _register_pipeline(function, classifier):
 
 _register_pipeline("classify_samples", classifier=True)
 _register_pipeline("regress_samples", classifier=False)
+# --- feature importance (a pipeline: two artifacts and their page) ----------------------------------------------------
+_importance = importlib.import_module("q2_aam._importance")
+_IMPORTANCE_OPTIONS, _IMPORTANCE_OPTION_DESCRIPTIONS, _ = parameters_for("predict")
+
+plugin.pipelines.register_function(
+    function=with_signature(_importance.feature_importance, option_table("predict"), annotate=False),
+    inputs={"model": AAMModel[AAMRegressor | AAMClassifier], "table": FeatureTable[Frequency],
+            "sequences": FeatureData[Sequence], "taxonomy": FeatureData[Taxonomy]},
+    parameters={"metadata": Metadata, "rank": Str % Choices(list(RANKS)),
+                "correlation": Float % Range(0.0, 1.0, inclusive_end=True), "top": Int % Range(1, None),
+                "repeats": Int % Range(1, 1000, inclusive_end=True), "group_column": Str,
+                **_IMPORTANCE_OPTIONS},
+    outputs=[("importance", FeatureData[Importance]), ("details", FeatureData[AAMImportance]),
+             ("visualization", Visualization)],
+    input_descriptions={
+        "model": "A regressor or classifier from `qiime aam fit-regressor` / `fit-classifier`.",
+        "table": "Feature table of labelled samples to measure on (read counts). Use samples the model did not "
+                 "train on: a model that memorized its training samples loses accuracy on them whatever is "
+                 "permuted.",
+        "sequences": INPUT_DESCRIPTIONS["sequences"],
+        "taxonomy": "Taxonomy of every feature of the table: features are grouped by their taxon at --p-rank and "
+                    "groups are labelled with it. Without it, features whose abundances correlate above "
+                    "--p-correlation form the groups."},
+    parameter_descriptions={
+        "metadata": "Sample metadata holding the model's target column (the true values; samples without one are "
+                    "left out), its categorical covariates if it has any, and --p-group-column.",
+        "rank": "With --i-taxonomy: the rank whose taxa form the groups (features unnamed there join the group of "
+                "their deepest named rank).",
+        "correlation": "Without --i-taxonomy: features whose relative abundances correlate (Spearman) above this "
+                       "form one group (average linkage), so correlated features are not measured apart (each "
+                       "would look unimportant while its partner carries the signal).",
+        "top": "The most abundant groups measured (a cheap screen: each group costs --p-repeats prediction passes).",
+        "repeats": "Permutations of each group, averaged.",
+        "group_column": "A column of --m-metadata-file (e.g. subject) whose groups of samples the intervals and "
+                        "tests resample whole, since samples of one subject are not independent.",
+        **_IMPORTANCE_OPTION_DESCRIPTIONS},
+    output_descriptions={
+        "importance": "The blended model's importance of each measured feature (its group's), the one column "
+                      "q2-sample-classifier's `heatmap` ranks features by.",
+        "details": "Every figure of each measured feature: its group's rank, importance with its 95% interval, "
+                   "p-value and q-value, direction, size, whether the training table had the feature, and each "
+                   "ensemble member's importance.",
+        "visualization": "The groups ranked, with their taxonomy, intervals, direction, the ensemble's members "
+                         "beside the blend, and the features the training table never had."},
+    name="Which features drive a model's predictions (permutation importance)",
+    description=(
+        "Permutation importance of feature groups for a fitted AAM model on labelled samples: the abundances of "
+        "a group (a taxon at --p-rank, or correlated features) are permuted across samples --p-repeats times and "
+        "the increase of the loss (absolute error, or log loss of the true class) is averaged, for the blended "
+        "prediction and for each member of the ensemble. Each group gets a 95% bootstrap interval, a "
+        "one-sided p-value corrected over groups (Benjamini-Hochberg) and a direction (which way the prediction, "
+        "or which class, moves with its abundance). Cost: groups x repeats prediction passes, each encoding "
+        "nothing again; the estimate is printed before it starts (--verbose shows it). The importance output "
+        "works with `qiime sample-classifier heatmap`."),
+    citations=[_C["cantrell2024aam"], _C["bokulich2018q2sampleclassifier"]],
+    examples=EXAMPLES["feature_importance"],
+)
+
+plugin.visualizers.register_function(
+    function=_importance.summarize_importance,
+    inputs={"details": FeatureData[AAMImportance], "taxonomy": FeatureData[Taxonomy]},
+    parameters={},
+    input_descriptions={"details": "The details output of `qiime aam feature-importance`.",
+                        "taxonomy": "Taxonomy of the features, to label each group with the lineage its features "
+                                    "share."},
+    parameter_descriptions={},
+    name="Summarize feature importance",
+    description=(
+        "The page of `qiime aam feature-importance`: its groups ranked by the blended importance with their 95% "
+        "intervals, q-values and directions, each ensemble member beside the blend, and the features the model's "
+        "training table never had; the tables as TSV."),
+    citations=[_C["cantrell2024aam"]],
+    examples=EXAMPLES["summarize_importance"],
+)

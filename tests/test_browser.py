@@ -4,7 +4,8 @@ Each page is served over HTTP from the .qzv's data/ folder and must load without
 request, show every image it references, and its links (PNG, SVG, TSV, JSON, TensorBoard logs) must lead to files
 of that kind; tables must have rows, and the metrics table must match the metrics.tsv offered for download.
 Pages: the model card (`summarize`) of a pretrained base, a regressor and a classifier; `evaluate` for regression
-and classification, each with and without a second model; the Emperor plot of `embed`'s PCoA. A screenshot of
+and classification, each with and without a second model; the Emperor plot of `embed`'s PCoA; the page of
+`feature-importance`. A screenshot of
 every page is kept as a test artifact (printed with -rA; the folder is $AAM_TEST_ARTIFACTS, or artifacts/ beside
 the session's temporary directories).
 
@@ -30,7 +31,7 @@ from tests.conftest import locked, require, shared_dir
 
 PAGES = ["summarize-pretrained", "summarize-regressor", "summarize-classifier", "evaluate-regression",
          "evaluate-regression-two-models", "evaluate-classification", "evaluate-classification-two-models",
-         "evaluate-crossval-two-models", "emperor"]
+         "evaluate-crossval-two-models", "emperor", "importance"]
 # the figures each page must show (besides the QIIME 2 logo of the page header)
 FIGURES = {
     "summarize-pretrained": {"training-curves.png", "validation/distance_fit_best.png"},
@@ -43,10 +44,11 @@ FIGURES = {
     # classify-samples' page (tests/conftest.py crossval_outputs): evaluate with the folds
     "evaluate-crossval-two-models": {"confusion-matrix.png", "confusion-matrix-2.png", "per-fold.png"},
     "emperor": set(),
+    "importance": {"importance.png"},
 }
 # the kinds of files each kind of page offers
 DOWNLOADS = {"summarize": {".png", ".svg", ".tsv", ".zip", ".json"}, "evaluate": {".png", ".svg", ".tsv"},
-             "emperor": set()}
+             "emperor": set(), "importance": {".png", ".svg", ".tsv"}}
 # Emperor builds its plot after the page has loaded, inside an iframe: it is drawn once the WebGL canvas exists
 # and the point counter ("34 / 34 visible") is shown
 EMPEROR_DRAWN = """(() => {
@@ -85,6 +87,7 @@ def _build_visualizations(directory):
     made["evaluate-classification-two-models"], = aam.visualizers.evaluate(
         predictions=predictions, probabilities=probabilities, truth=body_site, other_predictions=rf_predictions,
         other_probabilities=rf_probabilities, name="AAM", other_name="random forest")
+    made["importance"] = E.tiny_importance()[2]
     for name, visualization in made.items():
         visualization.save(str(directory / f"{name}.qzv"))
 
@@ -241,6 +244,9 @@ def test_page_in_a_browser(name, browser, request, visualizations, server, artif
     if kind == "summarize":
         assert len(report.tables) >= 4, report.tables  # model, data, best-epoch metrics, hyperparameters
         assert "Hyperparameters" in report.text and "seed used" in report.text
+    if kind == "importance":
+        # the groups shown are the groups offered as TSV
+        assert report.tables == [len(_tsv_rows(_fetch(f"{prefix}importance-per-group.tsv")[1]))], report.tables
     if kind == "evaluate":
         # the metrics, then every metric with its interval (and, for two models, their paired comparison): the
         # tables offered as TSV

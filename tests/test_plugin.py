@@ -50,7 +50,11 @@ def data():
             "metadata": qiime2.Metadata.load(os.path.join(MP, "sample-metadata.tsv"))}
 
 
-def _train_models(directory, data):
+#: the shared directory (`tests.conftest.shared_dir`) of the tiny models, which test_plugin_importance reads too
+MODELS_DIR = "aam-plugin-models"
+
+
+def train_models(directory, data):
     aam = _aam()
     md = data["metadata"]
     pre, = aam.methods.pretrain(table=data["table"], sequences=data["sequences"], phylogeny=data["tree"], **TINY)
@@ -65,11 +69,11 @@ def _train_models(directory, data):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, data):
-    directory = shared_dir(tmp_path_factory, "aam-plugin-models")
+    directory = shared_dir(tmp_path_factory, MODELS_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     with locked(str(directory) + ".lock"):
         if not (directory / "done").exists():
-            _train_models(directory, data)
+            train_models(directory, data)
             (directory / "done").touch()
     return {name: qiime2.Artifact.load(str(directory / f"{name}.qza"))
             for name in ("pretrained", "regressor", "classifier")}
@@ -123,8 +127,10 @@ def test_types_formats_and_artifact_classes_are_registered():
     for name in ("AAMModel[AAMPretrained]", "AAMModel[AAMRegressor]", "AAMModel[AAMClassifier]"):
         semantic_type = qiime2.sdk.util.parse_type(name)
         assert PM.get_directory_format(semantic_type) is AAMModelDirFmt
-    assert set(PLUGIN.types) == {"AAMModel[AAMPretrained]", "AAMModel[AAMRegressor]", "AAMModel[AAMClassifier]"}
-    assert set(PLUGIN.type_fragments) == {"AAMModel", "AAMPretrained", "AAMRegressor", "AAMClassifier"}
+    assert set(PLUGIN.types) == {"AAMModel[AAMPretrained]", "AAMModel[AAMRegressor]", "AAMModel[AAMClassifier]",
+                                 "FeatureData[AAMImportance]"}
+    assert set(PLUGIN.type_fragments) == {"AAMModel", "AAMPretrained", "AAMRegressor", "AAMClassifier",
+                                          "AAMImportance"}
     # no name of another plugin is redefined (a clash would break every qiime command)
     assert not {"Regressor", "Classifier", "Probabilities"} & set(PLUGIN.type_fragments)
     assert "AAMModelDirFmt" in PLUGIN.formats and "AAMWeightsFormat" in PLUGIN.formats
@@ -132,7 +138,8 @@ def test_types_formats_and_artifact_classes_are_registered():
 
 def test_actions_are_described_cited_and_have_examples():
     expected = {"pretrain", "fit_regressor", "fit_classifier", "predict_regression", "predict_classification",
-                "embed", "embed_features", "summarize", "evaluate", "classify_samples", "regress_samples"}
+                "embed", "embed_features", "summarize", "evaluate", "classify_samples", "regress_samples",
+                "feature_importance", "summarize_importance"}
     assert set(PLUGIN.actions) == expected
     for action_id, action in PLUGIN.actions.items():
         sig = action.signature
@@ -155,7 +162,7 @@ def test_parameters_come_from_the_engine_option_table():
     from q2_aam._params import CLASSIFICATION_ONLY, REGRESSION_ONLY, q2_render
     cases = {"pretrain": ("pretrain", ()), "fit_regressor": ("train", CLASSIFICATION_ONLY),
              "fit_classifier": ("train", REGRESSION_ONLY), "predict_regression": ("predict", ()),
-             "embed": ("predict", ())}
+             "embed": ("predict", ()), "feature_importance": ("predict", ())}
     for action_id, (command, excluded) in cases.items():
         params = PLUGIN.actions[action_id].signature.parameters
         for option in O.options_for(command, "plugin"):
@@ -460,6 +467,8 @@ def test_summarize_is_a_model_card(models, tmp_path, name):
     for text in ("Hyperparameters", "Data used", "best epoch", "seed used", "device used", "embedding_dim"):
         assert text.lower() in index.lower(), text
     assert 'src="training-curves.png"' in index
+    # a predictor's validation score comes with its interval (a pretrained base's loss has none)
+    assert ("95% interval" in index) == (name != "pretrained")
 
 
 def test_evaluate_regression_against_another_model(regression_predictions, data, tmp_path):

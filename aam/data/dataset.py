@@ -11,6 +11,7 @@ abundance, so an ASV's slot is its abundance rank. The collate function turns a 
     distances   [B, B]     float32 block of the distance matrix, in the batch's own order (when given)
     targets     [B]        float32 (regression) or int64 (class index) (when given)
     categorical [B, C]     int64   covariate indices, 0 = unknown (when given)
+    numeric     [B, K]     float32 numeric covariates, `aam.data.numeric.NumericEncoder` (when given)
     faith_pd    [B]        float32 (when given)
     taxonomy    [B, S]     int64   taxon label of each slot's ASV, -100 when unknown (when given)
     sample_ids  list of str
@@ -104,11 +105,12 @@ class ASVDataset(torch.utils.data.Dataset):
     targets : np.ndarray, shape [N], optional
         float32 regression targets or int64 class indices.
     categorical : np.ndarray of int64, shape [N, C], optional
+    numeric : np.ndarray of float32, shape [N, K], optional
     faith_pd : np.ndarray, shape [N], optional
     """
 
     def __init__(self, counts, sample_ids, token_limit=1024, asv_selection="abundance", rarefy_depth=None,
-                 resample_each_epoch=False, seed=0, targets=None, categorical=None, faith_pd=None):
+                 resample_each_epoch=False, seed=0, targets=None, categorical=None, faith_pd=None, numeric=None):
         counts = counts.tocsr()
         if counts.shape[0] != len(sample_ids):
             raise ValueError(f"{counts.shape[0]} count rows but {len(sample_ids)} sample IDs")
@@ -127,6 +129,7 @@ class ASVDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.targets = targets
         self.categorical = categorical
+        self.numeric = numeric
         self.faith_pd = faith_pd
         self.epoch = 0
 
@@ -154,6 +157,8 @@ class ASVDataset(torch.utils.data.Dataset):
             item["target"] = self.targets[i]
         if self.categorical is not None:
             item["categorical"] = self.categorical[i]
+        if self.numeric is not None:
+            item["numeric"] = self.numeric[i]
         if self.faith_pd is not None:
             item["faith_pd"] = self.faith_pd[i]
         return item
@@ -238,6 +243,8 @@ class Collator:
         if "categorical" in items[0]:
             batch["categorical"] = torch.as_tensor(np.stack([it["categorical"] for it in items]),
                                                    dtype=torch.int64)
+        if "numeric" in items[0]:
+            batch["numeric"] = torch.as_tensor(np.stack([it["numeric"] for it in items]), dtype=torch.float32)
         if "faith_pd" in items[0]:
             batch["faith_pd"] = torch.as_tensor(np.array([it["faith_pd"] for it in items]), dtype=torch.float32)
         return batch

@@ -79,11 +79,11 @@ def training_loaders(train_ds, val_ds, collate_train, collate_val, opts, ctx):
     return train, val
 
 
-def inference_loader(prepared, record, opts, categorical=None):
+def inference_loader(prepared, record, opts, categorical=None, numeric=None):
     """Batches of a new table for a trained model: its token limit, ASV selection and rarefaction depth."""
     ds = ASVDataset(prepared.counts, prepared.sample_ids, token_limit=record.token_limit,
                     asv_selection=record.run_options().asv_selection, rarefy_depth=record.data.rarefaction_depth,
-                    resample_each_epoch=False, seed=opts.seed, categorical=categorical)
+                    resample_each_epoch=False, seed=opts.seed, categorical=categorical, numeric=numeric)
     return torch.utils.data.DataLoader(ds, batch_size=opts.batch_size, shuffle=False,
                                        collate_fn=Collator(ds, prepared.tokens), num_workers=opts.num_workers)
 

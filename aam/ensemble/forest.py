@@ -7,10 +7,15 @@ from aam.ensemble.member import Member, register_member
 from aam.ensemble.record import forest_summary
 
 
+def _numeric_width(record):
+    """Columns of numeric covariates the model reads (`aam.data.numeric.NumericEncoder.width`)."""
+    return int(getattr(record.architecture, "numeric_inputs", 0) or 0)
+
+
 @register_member
 class ForestMember(Member):
-    """A random forest reading relative abundances (columns keyed by sequence digest) and `embedding_axes` axes of
-    the frozen pretrained base's distance embedding.
+    """A random forest reading relative abundances (columns keyed by sequence digest), `embedding_axes` axes of
+    the frozen pretrained base's distance embedding, and the model's numeric covariates.
 
     Parameters
     ----------
@@ -48,6 +53,11 @@ class ForestMember(Member):
         x = features.abundances(self.keys)                                               # [N, F]
         if self.axes is not None:
             x = np.hstack([x, self.axes.transform(features.distance_embedding())])        # [N, F + k]
+        width = _numeric_width(features.record)
+        if width:
+            # the model's numeric covariates, as the network reads them (None: every one at its training median)
+            numeric = features.numeric if features.numeric is not None else np.zeros((len(x), width))
+            x = np.hstack([x, numeric])                                                   # [N, F + k + c]
         return x
 
     def _fix_columns(self, features):
@@ -97,7 +107,7 @@ class ForestMember(Member):
         n_outputs = len(record.target.class_labels) if record.is_classifier else 1
         axes = int(settings.get("embedding_axes") or 0)
         arrays.check(len(settings.get("features") or []), n_outputs, where, n_axes=axes,
-                     embedding_dim=record.architecture.encoder.embedding_dim)
+                     embedding_dim=record.architecture.encoder.embedding_dim, n_covariates=_numeric_width(record))
         member = cls(trees=int(settings["trees"]), embedding_axes=axes, name=name)
         member.keys, member.axes, member.arrays = list(settings.get("features") or []), arrays.axes, arrays
         member.samples = settings.get("samples")

@@ -476,6 +476,32 @@ def metric_interval(metric, scored, groups=None, n_resamples=1000, seed=0, level
                               n_resamples, seed, level, metric)
 
 
+def score_interval(metric, truth, prediction, groups=None, n_resamples=1000, seed=0, level=0.95):
+    """A validation score with its bootstrap interval, as plain JSON (what a model record stores).
+
+    Parameters
+    ----------
+    metric : {'mae', 'accuracy', ...}
+        As `metric_interval`.
+    truth, prediction : array_like
+        [N] true and predicted values (or class labels / indices).
+    groups : array_like, optional
+        [N] group of each sample; None resamples samples.
+    n_resamples, seed, level
+        As `metric_interval`.
+
+    Returns
+    -------
+    dict
+        ``metric``, ``estimate``, ``low``, ``high``, ``level``, ``n_samples``, ``n_groups`` and ``grouped``
+        (whether whole groups were resampled).
+    """
+    scored = Scored(np.asarray(truth), np.asarray(prediction))
+    iv = metric_interval(metric, scored, groups, n_resamples, seed, level)
+    return {"metric": metric, "estimate": iv.estimate, "low": iv.low, "high": iv.high, "level": level,
+            "n_samples": iv.n_samples, "n_groups": iv.n_groups, "grouped": groups is not None}
+
+
 def verdict(low, high, higher_is_better):
     """'ahead' / 'behind' when the interval of (model - reference) excludes 0 on the better / worse side, else
     'level' (also when the interval is undefined)."""

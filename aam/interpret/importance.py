@@ -135,7 +135,8 @@ def permutation_importance(ensemble, features, truth, feature_groups, record, sa
         One row per (group, member): ``group``, ``member`` (a member's name, or ``prediction`` for the blend),
         ``importance`` (mean loss increase), ``low`` / ``high`` (95% interval), ``p_value``, ``q_value``,
         ``important`` (q below alpha and the interval above 0), ``direction``, ``n_features``,
-        ``unseen_features`` (features the training table never had: the model reads them by sequence only).
+        ``unseen_features`` (features the training table never had: the model reads them by sequence only),
+        ``feature_ids`` (the group's features, a tuple) and ``unseen_ids`` (those of them never seen, a tuple).
     """
     log = log or (lambda line: None)
     classifier = record.is_classifier
@@ -144,9 +145,10 @@ def permutation_importance(ensemble, features, truth, feature_groups, record, sa
     base_loss = _losses(base, truth, classifier)
     seconds = time.perf_counter() - t0
     n_passes = len(feature_groups) * settings.repeats
+    total = seconds * n_passes
     log(f"feature importance: {len(feature_groups)} feature groups x {settings.repeats} permutations = {n_passes} "
-        f"prediction passes of {len(truth)} samples; about {seconds * n_passes / 60:.1f} min at {seconds:.1f} s a "
-        "pass")
+        f"prediction passes of {len(truth)} samples; about "
+        f"{f'{total / 60:.1f} min' if total >= 60 else f'{total:.0f} s'} at {seconds:.2f} s a pass")
     rng = np.random.default_rng(settings.seed)
     seen = set((record.data.signature or {}).get("feature_digests") or [])
     abundance = features.abundances_by_column()
@@ -174,8 +176,8 @@ def _group_rows(group, increase, abundance, base, record, sample_groups, setting
     n = len(next(iter(increase.values())))
     subjects = np.asarray(sample_groups if sample_groups is not None else np.arange(n)).astype(str)
     _, codes = np.unique(subjects, return_inverse=True)
-    unseen = sum(sequence_digest(features.table.sequences[j], record.max_bp) not in seen for j in group.features) \
-        if seen else 0
+    unseen = tuple(fid for j, fid in zip(group.features, group.feature_ids)
+                   if seen and sequence_digest(features.table.sequences[j], record.max_bp) not in seen)
     group_abundance = abundance[:, list(group.features)].sum(axis=1)
     labels = record.target.class_labels if record.is_classifier else None
     direction = _direction(group_abundance, base, labels)
@@ -186,5 +188,6 @@ def _group_rows(group, increase, abundance, base, record, sample_groups, setting
         per_subject = np.bincount(codes, weights=diff) / np.bincount(codes)
         rows.append({"group": group.name, "member": name, "importance": float(diff.mean()), "low": interval.low,
                      "high": interval.high, "p_value": _sign_flip_p(per_subject, settings.resamples, rng),
-                     "direction": direction, "n_features": len(group.features), "unseen_features": int(unseen)})
+                     "direction": direction, "n_features": len(group.features), "unseen_features": len(unseen),
+                     "feature_ids": group.feature_ids, "unseen_ids": unseen})
     return rows

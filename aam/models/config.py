@@ -145,6 +145,9 @@ class PredictorConfig:
         Embedding width per column (``DEFAULT_CATEGORICAL_EMBED_DIM`` for a column not named here).
     categorical_fusion : {'concat', 'add'}
         How covariate embeddings join the sample representation.
+    numeric_inputs : int
+        Width of the ``numeric`` covariate tensor (`aam.data.numeric.NumericEncoder.width`; 0: none). A linear
+        layer projects it onto the sample representation, which it is added to.
     output_activation : {'none', 'relu', 'softplus', 'exp'}
         Regression output activation (ignored when ``bounded_targets`` or ``classifier``).
     bounded_targets : bool
@@ -165,6 +168,7 @@ class PredictorConfig:
     categorical_cardinalities: Dict[str, int] = field(default_factory=dict)
     categorical_embed_dims: Dict[str, int] = field(default_factory=dict)
     categorical_fusion: str = "concat"
+    numeric_inputs: int = 0
     output_activation: str = "none"
     bounded_targets: bool = False
     learnable_output_scale: bool = False
@@ -183,6 +187,8 @@ class PredictorConfig:
         _check_choice("head", self.head, HEADS)
         if self.head == "linear" and not self.freeze_base:
             raise ValueError("a linear head reads a frozen base: set freeze_base")
+        if int(self.numeric_inputs) < 0:
+            raise ValueError(f"numeric_inputs must be >= 0, got {self.numeric_inputs!r}")
         self.categorical_cardinalities = dict(self.categorical_cardinalities or {})
         self.categorical_embed_dims = dict(self.categorical_embed_dims or {})
         for col, n in self.categorical_cardinalities.items():
@@ -207,8 +213,9 @@ class PredictorConfig:
 
     @property
     def linear_inputs(self):
-        """Width of a linear head's input: sample and distance embeddings, then one-hot covariates."""
-        return 2 * self.encoder.embedding_dim + sum(int(n) for n in self.categorical_cardinalities.values())
+        """Width of a linear head's input: sample and distance embeddings, one-hot and numeric covariates."""
+        return (2 * self.encoder.embedding_dim + sum(int(n) for n in self.categorical_cardinalities.values())
+                + int(self.numeric_inputs))
 
     def to_dict(self):
         """Plain JSON types; the encoder config is nested as a dict."""
@@ -216,7 +223,7 @@ class PredictorConfig:
                 "classifier": bool(self.classifier), "freeze_base": bool(self.freeze_base),
                 "categorical_cardinalities": {str(k): int(v) for k, v in self.categorical_cardinalities.items()},
                 "categorical_embed_dims": {str(k): int(v) for k, v in self.categorical_embed_dims.items()},
-                "categorical_fusion": str(self.categorical_fusion),
+                "categorical_fusion": str(self.categorical_fusion), "numeric_inputs": int(self.numeric_inputs),
                 "output_activation": str(self.output_activation), "bounded_targets": bool(self.bounded_targets),
                 "learnable_output_scale": bool(self.learnable_output_scale), "head_layers": int(self.head_layers),
                 "head": str(self.head)}

@@ -45,6 +45,7 @@ class SequencePredictor(nn.Module):
         self.cfg = cfg
         self.base = base
         self.accepts_categorical = bool(cfg.categorical_cardinalities)
+        self.accepts_numeric = int(cfg.numeric_inputs) > 0
         D = cfg.encoder.embedding_dim
         self.categorical_columns = cfg.categorical_columns
         self.categorical_cards = [int(cfg.categorical_cardinalities[c]) for c in self.categorical_columns]
@@ -64,10 +65,11 @@ class SequencePredictor(nn.Module):
             self.cat_proj = nn.Linear(D + sum(dims), D)
         else:  # 'add'
             self.cat_proj = nn.ModuleList([nn.Linear(d, D) for d in dims])
+        self.num_proj = nn.Linear(int(cfg.numeric_inputs), D) if self.accepts_numeric else None
         self.target_head = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, D), nn.GELU(),
                                          nn.Dropout(cfg.encoder.dropout), nn.Linear(D, cfg.out_dim))
         self.count_head = nn.Linear(D, 1)
-        for m in (self.cat_embeddings, self.cat_proj, self.count_head):
+        for m in (self.cat_embeddings, self.cat_proj, self.num_proj, self.count_head):
             if m is not None:
                 m.apply(init_weights)
         # the fusion layer and the target MLP keep PyTorch's default (fan-in scaled) initialization: with the
@@ -93,8 +95,17 @@ class SequencePredictor(nn.Module):
             p.requires_grad_(False)
         self.base.eval()
 
-    def linear_features(self, base_out, categorical=None):
-        """Input of a linear head: [B, 2D + sum of covariate cardinalities]."""
+    def _numeric(self, numeric, B, device):
+        """The numeric covariates [B, numeric_inputs] as floats (None: every value at its training median)."""
+        n = int(self.cfg.numeric_inputs)
+        if numeric is None:
+            return torch.zeros(B, n, device=device)
+        if numeric.dim() != 2 or numeric.shape[1] != n:
+            raise ValueError(f"numeric must be [B, {n}], got {tuple(numeric.shape)}")
+        return numeric.to(device).float()
+
+    def linear_features(self, base_out, categorical=None, numeric=None):
+        """Input of a linear head: [B, 2D + sum of covariate cardinalities + numeric inputs]."""
         parts = [base_out["sample_embedding"].float(), base_out["distance_embedding"].float()]  # [B, D] x2
         if self.categorical_cards:
             B = parts[0].shape[0]
@@ -104,6 +115,8 @@ class SequencePredictor(nn.Module):
                 idx = categorical[:, j].to(parts[0].device).long()
                 idx = idx.masked_fill((idx < 0) | (idx >= card), 0)               # unseen category -> unknown
                 parts.append(F.one_hot(idx, card).float())                       # [B, card]
+        if self.accepts_numeric:
+            parts.append(self._numeric(numeric, parts[0].shape[0], parts[0].device))  # [B, numeric_inputs]
         return torch.cat(parts, dim=-1)
 
     @torch.no_grad()
@@ -185,20 +198,26 @@ class SequencePredictor(nn.Module):
             y = torch.exp(y.clamp(max=_EXP_MAX))
         return y.squeeze(-1) if cfg.out_dim == 1 else y                        # [B] or [B, out_dim]
 
-    def _heads(self, base_out, counts, categorical):
+    def _fuse_numeric(self, h, numeric):
+        """Add the projected numeric covariates to h [B, D] (a model without them ignores any it is given)."""
+        if not self.accepts_numeric:
+            return h
+        return h + self.num_proj(self._numeric(numeric, h.shape[0], h.device)).to(h.dtype)   # [B, D]
+
+    def _heads(self, base_out, counts, categorical, numeric=None):
         """Target and count predictions from the base's sample-level outputs."""
         if self.cfg.head == "linear":
-            y = self.linear(self.linear_features(base_out, categorical))            # [B, out_dim]
+            y = self.linear(self.linear_features(base_out, categorical, numeric))   # [B, out_dim]
             return {"target_prediction": y.squeeze(-1) if self.cfg.out_dim == 1 else y}
         asv_mask = base_out["asv_mask"]
         slot_h, pooled = self.head(base_out["asv_output"], counts, asv_mask)   # [B, S, D], [B, D]
         h = self.fuse(torch.cat([pooled, base_out["sample_embedding"].to(pooled.dtype)], dim=-1))  # [B, D]
-        h = self._fuse_categorical(h, categorical)                             # [B, D]
+        h = self._fuse_numeric(self._fuse_categorical(h, categorical), numeric)  # [B, D]
         target = self._output(self.target_head(h))                            # [B] or [B, out_dim]
         count = self.count_head(slot_h).squeeze(-1).masked_fill(~asv_mask, 0.0)  # [B, S]
         return {"target_prediction": target, "count_prediction": count}
 
-    def forward(self, tokens, counts, asv_ids=None, dedup=True, categorical=None):
+    def forward(self, tokens, counts, asv_ids=None, dedup=True, categorical=None, numeric=None):
         """
         Parameters
         ----------
@@ -208,6 +227,8 @@ class SequencePredictor(nn.Module):
         dedup : bool
         categorical : torch.LongTensor, shape [B, n_columns], optional
             Column order = ``cfg.categorical_cardinalities`` keys; None = all unknown.
+        numeric : torch.Tensor, shape [B, cfg.numeric_inputs], optional
+            Numeric covariates (`aam.data.numeric.NumericEncoder`); None = every value at its training median.
 
         Returns
         -------
@@ -217,15 +238,15 @@ class SequencePredictor(nn.Module):
         """
         with self._base_context():
             out = self.base(tokens, counts, asv_ids=asv_ids, dedup=dedup)
-        out.update(self._heads(out, counts, categorical))
+        out.update(self._heads(out, counts, categorical, numeric))
         return out
 
-    def forward_from_asv_embeddings(self, asv_emb, counts, asv_mask, categorical=None):
+    def forward_from_asv_embeddings(self, asv_emb, counts, asv_mask, categorical=None, numeric=None):
         """Same as `forward` from precomputed ASV embeddings [B, S, D] (an ASV-embedding cache of a frozen base).
 
         Returns the same dict as `forward` without the nucleotide outputs.
         """
         with self._base_context():
             out = self.base.encode_samples(asv_emb, counts, asv_mask.bool())
-        out.update(self._heads(out, counts, categorical))
+        out.update(self._heads(out, counts, categorical, numeric))
         return out

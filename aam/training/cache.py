@@ -57,5 +57,6 @@ def cached_forward(model, cache, batch):
     asv_emb = cache.lookup(base, batch["asv_ids"])
     asv_mask = batch["asv_ids"] >= 0
     if hasattr(model, "forward_from_asv_embeddings"):
-        return model.forward_from_asv_embeddings(asv_emb, batch["counts"], asv_mask, batch.get("categorical"))
+        return model.forward_from_asv_embeddings(asv_emb, batch["counts"], asv_mask, batch.get("categorical"),
+                                                 batch.get("numeric"))
     return base.encode_samples(asv_emb, batch["counts"], asv_mask)

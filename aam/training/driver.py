@@ -12,7 +12,7 @@ from aam.errors import warn
 
 
 def run_training(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log, report, train_part,
-                 target_transform=None, asv_cache=None):
+                 target_transform=None, asv_cache=None, sample_groups=None):
     """Train `model` and return ``(best checkpoint, history)``.
 
     Parameters
@@ -36,6 +36,8 @@ def run_training(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, 
     asv_cache : aam.training.cache.ASVEmbeddingCache, optional
         The frozen base's ASV embeddings (`aam.inference.SampleFeatures.cache`); with a frozen base and none
         given, one is made here.
+    sample_groups : dict of str -> str, optional
+        The group of each sample (`aam.training.trainer.Trainer`).
     """
     from aam.checkpoint import load_checkpoint
     from aam.training import distributed as D
@@ -55,7 +57,8 @@ def run_training(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, 
     model = maybe_compile(model, opts.compile_model, log)
     logger = RunLogger(run_dir, is_main=ctx.is_main, progress=progress, log=log)
     trainer = Trainer(model, train_loss, eval_loss, train_loader, val_loader, record, opts, ctx, logger,
-                      run_dir=run_dir, target_transform=target_transform, asv_cache=cache)
+                      run_dir=run_dir, target_transform=target_transform, asv_cache=cache,
+                      sample_groups=sample_groups)
     _announce(ctx, opts, logger, report)
     if opts.resume:
         resumed = load_checkpoint(opts.resume, expect=record.kind)

@@ -22,4 +22,6 @@ def forward_batch(model, batch, dedup=True):
     # look through a DDP / DataParallel wrapper: the attribute lives on the wrapped model
     if "categorical" in batch and getattr(unwrap(model), "accepts_categorical", False):
         kwargs["categorical"] = batch["categorical"]
+    if "numeric" in batch and getattr(unwrap(model), "accepts_numeric", False):
+        kwargs["numeric"] = batch["numeric"]
     return model(batch["tokens"], batch["counts"], **kwargs)

@@ -39,6 +39,8 @@ class TrainingProgress:
     best_state : dict of str -> torch.Tensor, or None
         The best epoch's full weights, kept in memory (on CPU): the run's final model comes from here, never
         from a file another process could have written.
+    best_interval : dict or None
+        The best epoch's validation score with its interval (`aam.evaluation.stats.score_interval`).
     """
 
     epoch: int = 0
@@ -48,10 +50,11 @@ class TrainingProgress:
     best_epoch: Optional[int] = None
     wait: int = 0
     best_state: Optional[dict] = None
+    best_interval: Optional[dict] = None
 
     def summary(self, selection_metric):
         return TrainingSummary(history=list(self.history), best_epoch=self.best_epoch, best_score=self.best_score,
-                               selection_metric=selection_metric)
+                               selection_metric=selection_metric, best_interval=self.best_interval)
 
 
 def _nan_if_none(x):
@@ -85,7 +88,7 @@ def save_training_checkpoint(path, record, model, optimizer, scheduler, progress
         D.save_sharded(os.path.join(os.path.dirname(path), sharded_dir), model, optimizer, ctx)
     trainer = {"best_score": _nan_if_none(progress.best_score), "best_tiebreak": _nan_if_none(progress.best_tiebreak),
                "best_epoch": progress.best_epoch or 0, "wait": progress.wait,
-               "history": json.dumps(progress.history)}
+               "history": json.dumps(progress.history), "best_interval": json.dumps(progress.best_interval)}
     training = {"scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": progress.epoch,
                 "trainer": trainer}
     if sharded_dir:
@@ -194,6 +197,7 @@ def restore_training_checkpoint(ckpt, path, model, optimizer, scheduler, ctx, lr
                                 best_score=_none_if_nan(trainer.get("best_score")),
                                 best_tiebreak=_none_if_nan(trainer.get("best_tiebreak")),
                                 best_epoch=trainer.get("best_epoch") or None, wait=int(trainer.get("wait", 0)),
-                                best_state=best_state)
+                                best_state=best_state,
+                                best_interval=json.loads(trainer.get("best_interval") or "null"))
     log(f"resumed after epoch {progress.epoch}")
     return progress

@@ -84,12 +84,14 @@ class Trainer:
         Regression: predictions are inverse-transformed before metrics, so metrics are in the target's units.
     asv_cache : aam.training.cache.ASVEmbeddingCache, optional
         With a frozen base: serve ASV embeddings from this cache instead of re-encoding them every batch.
+    sample_groups : dict of str -> str, optional
+        The group (subject) of each sample: the interval of the best validation score resamples whole groups.
     """
 
     max_nonfinite = 5
 
     def __init__(self, model, train_loss, eval_loss, train_loader, val_loader, record, opts, ctx, logger,
-                 run_dir=None, target_transform=None, asv_cache=None):
+                 run_dir=None, target_transform=None, asv_cache=None, sample_groups=None):
         self.model = model
         self.train_loss, self.eval_loss = train_loss, eval_loss
         self.train_loader, self.val_loader = train_loader, val_loader
@@ -103,6 +105,7 @@ class Trainer:
         self.run_dir = run_dir
         self.target_transform = target_transform
         self.asv_cache = asv_cache
+        self.sample_groups = sample_groups
         self.nuc_active = train_loss.nuc_penalty > 0 and not opts.freeze_base
         self.progress = TrainingProgress()
         self.nonfinite_steps = 0
@@ -411,8 +414,21 @@ class Trainer:
             progress.best_score, progress.best_tiebreak, progress.best_epoch = outcome.score, outcome.tiebreak, epoch
             progress.wait = 0
             progress.best_state = outcome.best_state
+            progress.best_interval = self._score_interval(outcome.raw)
         else:
             progress.wait += 1
+
+    def _score_interval(self, raw):
+        """The validation score of an epoch's predictions with its 95% interval (over the validation samples'
+        groups when known), for the model card; None when the selection metric has none (pretraining)."""
+        from aam.evaluation.stats import score_interval
+        metric = {"val/mae": "mae", "val/accuracy": "accuracy"}.get(self.selection_metric[0])
+        if metric is None or not raw or len(raw.get("y_pred", ())) == 0:
+            return None
+        groups = None
+        if self.sample_groups is not None:
+            groups = [self.sample_groups[s] for s in raw["sample_ids"]]
+        return score_interval(metric, raw["y_true"], raw["y_pred"], groups, seed=self.opts.seed)
 
     def _report_epoch(self, epoch, outcome, name):
         """Log the epoch (figures when it is the best), write the best and last checkpoints and the history."""

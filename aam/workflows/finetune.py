@@ -37,6 +37,7 @@ class TrainInputs:
     distance_ids: Optional[list] = None
     pretrained: object = None
     categorical_columns: Optional[list] = None
+    numeric_columns: Optional[list] = None
 
 
 @dataclass
@@ -78,6 +79,16 @@ class Split:
 
 
 @dataclass
+class Covariates:
+    """The covariates' encoders (fitted on the training samples) and what every labelled sample gives the model."""
+
+    categorical_encoder: object = None
+    categorical: Optional[np.ndarray] = None      # [N, C] int64 codes, in the order of Labelled.ids
+    numeric_encoder: object = None
+    numeric: Optional[np.ndarray] = None          # [N, K] float32 (aam.data.numeric.NumericEncoder)
+
+
+@dataclass
 class Targets:
     """The target of every labelled sample: as the network trains on it (training scale or class index) and as
     the other members fit it (class index, or the column's units)."""
@@ -94,8 +105,8 @@ def fine_tune(run_dir, opts, ctx, inputs, progress, log):
     labelled = _labelled(opts, inputs, start)
     split = _split(labelled, opts, start.head, inputs.classifier)
     targets, opts = _targets(labelled, split, opts, inputs.classifier, inputs.column)
-    cat_encoder, covariates = _covariates(labelled, split, inputs.categorical_columns)
-    record = _record(labelled, split, targets, opts, ctx, start, inputs, cat_encoder)
+    covariates = _covariates(labelled, split, inputs)
+    record = _record(labelled, split, targets, opts, ctx, start, inputs, covariates)
     model = _network(record, start)
     features = _features(labelled, record, opts, ctx, model, covariates)
     training = _network_training(run_dir, opts, ctx, labelled, split, targets, model, record, progress, log)
@@ -209,26 +220,51 @@ def _targets(labelled, split, opts, classifier, column):
     return Targets(transform.transform(y.to_numpy()), y.to_numpy(np.float64), transform), opts
 
 
-def _covariates(labelled, split, columns):
-    """The categorical covariates' encoder (fitted on the training samples) and every sample's codes."""
-    if not columns:
-        return None, None
+def _covariates(labelled, split, inputs):
+    """The covariates' encoders, fitted on the training samples, and what every labelled sample gives."""
     from aam.data.categorical import CategoricalEncoder
-    encoder = CategoricalEncoder()
-    encoder.fit(labelled.metadata.loc[split.train_ids], columns=list(columns))
-    return encoder, encoder.transform(labelled.metadata.loc[labelled.ids])
+    from aam.data.numeric import NumericEncoder
+    covariates = Covariates()
+    training, every = labelled.metadata.loc[split.train_ids], labelled.metadata.loc[labelled.ids]
+    if inputs.categorical_columns:
+        covariates.categorical_encoder = CategoricalEncoder()
+        covariates.categorical_encoder.fit(training, columns=list(inputs.categorical_columns))
+        covariates.categorical = covariates.categorical_encoder.transform(every)
+    if inputs.numeric_columns:
+        _check_numeric_columns(inputs)
+        covariates.numeric_encoder = NumericEncoder.fit(training, list(inputs.numeric_columns))
+        covariates.numeric = covariates.numeric_encoder.transform(every)
+    return covariates
 
 
-def _record(labelled, split, targets, opts, ctx, start, inputs, cat_encoder):
+def _check_numeric_columns(inputs):
+    """Numeric covariates: each listed once, none the target or a categorical covariate."""
+    names = list(inputs.numeric_columns)
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise AAMInputError(f"{{opt:numeric_columns}} lists {preview(repeated)} more than once; list each column "
+                            "once.")
+    if inputs.column in names:
+        raise AAMInputError(f"{{opt:numeric_columns}} lists the target column {inputs.column!r}; a model given its "
+                            "own target as input learns nothing. Remove it from the covariates.")
+    both = sorted(set(names) & set(inputs.categorical_columns or []))
+    if both:
+        raise AAMInputError(f"{preview(both)} are listed as numeric and as categorical covariates; choose one.")
+
+
+def _record(labelled, split, targets, opts, ctx, start, inputs, covariates):
     from aam.models.config import PredictorConfig
     base, reference = start.base, start.reference
     encoder = base.record.encoder if base is not None else encoder_config(opts, "unifrac", reference=reference)
     columns = list(inputs.categorical_columns or [])
+    cat_encoder, num_encoder = covariates.categorical_encoder, covariates.numeric_encoder
     pcfg = PredictorConfig(encoder=encoder, out_dim=labelled.out_dim or 1, classifier=inputs.classifier,
                            head=start.head, freeze_base=opts.freeze_base,
                            categorical_cardinalities=cat_encoder.get_cardinalities() if cat_encoder else {},
                            categorical_embed_dims={c: opts.categorical_embed_dim for c in columns},
-                           categorical_fusion=opts.categorical_fusion, output_activation=opts.output_activation,
+                           categorical_fusion=opts.categorical_fusion,
+                           numeric_inputs=num_encoder.width if num_encoder else 0,
+                           output_activation=opts.output_activation,
                            bounded_targets=opts.bounded_targets, learnable_output_scale=opts.learnable_output_scale)
     provenance = None
     if base is not None:
@@ -241,7 +277,9 @@ def _record(labelled, split, targets, opts, ctx, start, inputs, cat_encoder):
     target = Target(column=inputs.column, class_labels=labelled.class_labels,
                     transform=targets.transform.to_dict() if targets.transform else None,
                     categorical_columns=columns,
-                    categorical_encoder=cat_encoder.to_dict() if cat_encoder else None)
+                    categorical_encoder=cat_encoder.to_dict() if cat_encoder else None,
+                    numeric_columns=num_encoder.names if num_encoder else [],
+                    numeric_encoder=num_encoder.to_dict() if num_encoder else None)
     return ModelRecord(task="classification" if inputs.classifier else "regression", architecture=pcfg,
                        tokenizer=labelled.prepared.tokenizer.to_config(), options=opts.to_dict(),
                        data=data_summary(labelled.prepared, split.train_ids, split.val_ids), target=target,
@@ -265,7 +303,7 @@ def _features(labelled, record, opts, ctx, model, covariates):
     from aam.inference import SampleFeatures
     frozen = opts.freeze_base or record.encoder.freeze_asv_encoder
     return SampleFeatures.build(labelled.prepared, record, opts, ctx, base=model.base if frozen else None,
-                                covariates=covariates)
+                                covariates=covariates.categorical, numeric=covariates.numeric)
 
 
 def _warn_outliers(y, column, limit=10.0):
@@ -302,7 +340,7 @@ def _fit_transformer(run_dir, opts, ctx, labelled, split, targets, model, record
     index = {s: i for i, s in enumerate(labelled.ids)}
     train_targets = targets.network[[index[s] for s in split.train_ids]]
     nuc_on = opts.nuc_penalty > 0 and not opts.freeze_base and not record.encoder.freeze_asv_encoder
-    loaders, train_part = _training_loaders(labelled, split, targets, data.features.covariates, opts, ctx,
+    loaders, train_part = _training_loaders(labelled, split, targets, data.features, opts, ctx,
                                             opts.nuc_mask_ratio if nuc_on else 0.0)
     if not classifier:
         model.init_output(float(np.mean(train_targets)))
@@ -314,12 +352,18 @@ def _fit_transformer(run_dir, opts, ctx, labelled, split, targets, model, record
                             classifier=classifier, class_weights=weights)
     best, history = run_training(model, loss_fn, loaders, record, opts, ctx, run_dir, progress, log,
                                  labelled.prepared.report, train_part, target_transform=targets.transform,
-                                 asv_cache=data.features.cache)
+                                 asv_cache=data.features.cache, sample_groups=_sample_groups(labelled))
     return TrainResult(best, history, run_dir, list(labelled.prepared.report))
 
 
-def _training_loaders(labelled, split, targets, covariates, opts, ctx, mask):
-    """Batches of the training and epoch-choice samples (targets, covariates and distances attached)."""
+def _sample_groups(labelled):
+    """Sample ID -> group of the group column (None without one)."""
+    return None if labelled.groups is None else dict(zip(labelled.ids, labelled.groups))
+
+
+def _training_loaders(labelled, split, targets, features, opts, ctx, mask):
+    """Batches of the training and epoch-choice samples (targets, covariates and distances attached); the
+    covariates come from the labelled samples' `features`."""
     from aam.data.dataset import ASVDataset, Collator
     from aam.data.loaders import training_loaders
     prepared = labelled.prepared
@@ -330,7 +374,9 @@ def _training_loaders(labelled, split, targets, covariates, opts, ctx, mask):
         p = prepared.subset(ids)
         ds = ASVDataset(p.counts, p.sample_ids, token_limit=opts.token_limit, asv_selection=opts.asv_selection,
                         rarefy_depth=prepared.depth, resample_each_epoch=resample, seed=opts.seed,
-                        targets=targets.network[rows], categorical=None if covariates is None else covariates[rows])
+                        targets=targets.network[rows],
+                        categorical=None if features.covariates is None else features.covariates[rows],
+                        numeric=None if features.numeric is None else features.numeric[rows])
         return ds, p
 
     def collate(ds, p):
@@ -349,6 +395,7 @@ def _fit_linear(run_dir, opts, ctx, labelled, targets, model, record, data, prog
     import time
 
     from aam.checkpoint import Checkpoint
+    from aam.evaluation.stats import score_interval
     from aam.training.linear_head import fit_linear_head
     from aam.training.run_logger import RunLogger
     logger = RunLogger(run_dir, is_main=ctx.is_main, progress=progress, log=log)
@@ -356,14 +403,17 @@ def _fit_linear(run_dir, opts, ctx, labelled, targets, model, record, data, prog
         t0 = time.time()
         for line in labelled.prepared.report:
             logger.line(line)
-        features = data.features.base_outputs(lambda out, batch: model.linear_features(out, batch.get("categorical")))
+        features = data.features.base_outputs(
+            lambda out, batch: model.linear_features(out, batch.get("categorical"), batch.get("numeric")))
         classifier = record.is_classifier
         fit = fit_linear_head(features, targets.network, classifier, labelled.out_dim if classifier else None,
                               labelled.groups, opts.seed)
         model.set_linear_head(fit.weight, fit.bias)
         row, raw, name, score = _linear_scores(fit, targets, record, time.time() - t0)
+        interval = score_interval(name.split("/", 1)[1], raw["y_true"], raw["y_pred"], labelled.groups,
+                                  seed=opts.seed)
         record = replace(record, training=TrainingSummary(history=[row], best_epoch=1, best_score=score,
-                                                          selection_metric=name))
+                                                          selection_metric=name, best_interval=interval))
         logger.line(f"linear head: {len(targets.network)} samples, {features.shape[1]} features; penalty "
                     f"{fit.penalty:g} chosen by {fit.folds}-fold cross-validation; {name} = {score:.4f} (out-of-fold)")
         checkpoint = Checkpoint(record, {k: v.detach().cpu() for k, v in model.state_dict().items()})

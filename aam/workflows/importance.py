@@ -8,7 +8,7 @@ import numpy as np
 from aam.errors import AAMInputError, preview
 from aam.interpret.groups import correlation_groups, most_abundant, taxonomy_groups
 from aam.interpret.importance import ImportanceSettings, permutation_importance
-from aam.workflows.infer import covariates, prepare_new_table
+from aam.workflows.infer import covariates, numeric_covariates, prepare_new_table
 
 
 def _truth(record, metadata, sample_ids, group_column):
@@ -16,6 +16,10 @@ def _truth(record, metadata, sample_ids, group_column):
     from aam.data.metadata import categorical_target, load_metadata, numeric_target, select_samples
     md = select_samples(load_metadata(metadata), sample_ids, missing="ignore")
     column = record.target.column
+    if column not in md.columns:
+        raise AAMInputError(f"the metadata has no column {column!r}, the target this model predicts: importance "
+                            "is the loss of accuracy against its true values. Pass metadata holding that column "
+                            f"(it has {preview(md.columns, 10)}).")
     y, _ = (categorical_target if record.is_classifier else numeric_target)(md, column)
     if len(y) < 4:
         raise AAMInputError(f"only {len(y)} sample(s) of the table have a value for {column!r}; importance needs "
@@ -31,8 +35,32 @@ def _truth(record, metadata, sample_ids, group_column):
     if group_column is not None:
         if group_column not in md.columns:
             raise AAMInputError(f"{{opt:group_column}} {group_column!r} is not a metadata column.")
-        groups = list(md.loc[y.index, group_column].astype(str))
+        values = md.loc[y.index, group_column]
+        if values.isna().any():
+            raise AAMInputError(f"{{opt:group_column}} {group_column!r} has no value for {int(values.isna().sum())} "
+                                f"labelled sample(s) ({preview(list(values.index[values.isna()]))}); fill them in "
+                                "or choose another column.")
+        groups = list(values.astype(str))
     return y, groups
+
+
+def _lineages(taxonomy, feature_ids):
+    """Feature ID -> lineage for every feature of the table; a taxonomy missing some is refused, since a group
+    'unassigned' of whatever it lacks would be measured and reported as if it were a taxon."""
+    if hasattr(taxonomy, "columns"):
+        if "Taxon" not in taxonomy.columns:
+            raise AAMInputError("{input:taxonomy} has no 'Taxon' column; pass a FeatureData[Taxonomy] (feature ID -> "
+                                "lineage).")
+        taxonomy = taxonomy["Taxon"]
+    taxonomy = taxonomy.copy()
+    taxonomy.index = taxonomy.index.astype(str)
+    missing = [f for f in feature_ids if f not in taxonomy.index]
+    if missing:
+        raise AAMInputError(f"{{input:taxonomy}} has no lineage for {len(missing)} of the table's {len(feature_ids)} "
+                            f"features ({preview(missing)}). Classify every feature of the table (e.g. `qiime "
+                            "feature-classifier classify-sklearn` on its sequences), or leave the taxonomy out to "
+                            "group features by correlation.")
+    return taxonomy
 
 
 def importance_table(ckpt, table, sequences, metadata, taxonomy, opts, ctx, log, rank="genus", correlation=0.7,
@@ -44,12 +72,14 @@ def importance_table(ckpt, table, sequences, metadata, taxonomy, opts, ctx, log,
     prepared = prepare_new_table(record, table, sequences, opts)
     y, sample_groups = _truth(record, metadata, prepared.sample_ids, group_column)
     prepared = prepared.subset(list(y.index))
+    ids = list(prepared.feature_ids)
+    lineages = None if taxonomy is None else _lineages(taxonomy, ids)    # checked before the encoding's cost
     net = ckpt.build_model()
     features = SampleFeatures.build(prepared, record, opts, ctx, base=net.base,
-                                    covariates=covariates(record, metadata, prepared.sample_ids, log))
+                                    covariates=covariates(record, metadata, prepared.sample_ids, log),
+                                    numeric=numeric_covariates(record, metadata, prepared.sample_ids))
     abundance = features.abundances_by_column()
-    ids = list(prepared.feature_ids)
-    groups = (taxonomy_groups(ids, taxonomy, rank) if taxonomy is not None else
+    groups = (taxonomy_groups(ids, lineages, rank) if lineages is not None else
               correlation_groups(abundance, ids, correlation))
     groups = most_abundant(groups, abundance, top)
     truth = y.to_numpy(np.int64 if record.is_classifier else np.float64)

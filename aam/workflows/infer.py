@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from aam.data.pipeline import prepare_table
-from aam.errors import warn
+from aam.errors import AAMInputError, preview, warn
 
 
 def prepare_new_table(record, table, sequences, opts):
@@ -45,6 +45,34 @@ def covariates(record, metadata, sample_ids, log):
     return enc.transform(md)
 
 
+def numeric_covariates(record, metadata, sample_ids):
+    """Numeric covariates of the samples as the model reads them (None without any): a missing value, or a sample
+    the metadata lacks, is read as the training median, as in training. A column absent from the metadata is
+    refused: every sample would silently get the median."""
+    target = record.target
+    if target is None or not target.numeric_encoder:
+        return None
+    from aam.data.metadata import load_metadata
+    from aam.data.numeric import NumericEncoder
+    encoder = NumericEncoder.from_dict(target.numeric_encoder)
+    if encoder.width != int(record.architecture.numeric_inputs):
+        raise AAMInputError(f"the model's numeric covariates ({encoder.width} inputs) do not match its network "
+                            f"({record.architecture.numeric_inputs}); the model file was altered.")
+    if metadata is None:
+        raise AAMInputError(f"the model reads numeric covariates {preview(encoder.names)}; pass the samples' "
+                            "metadata holding them ({input:metadata}).")
+    md = load_metadata(metadata)
+    absent = [c for c in encoder.names if c not in md.columns]
+    if absent:
+        raise AAMInputError(f"the metadata lacks the numeric covariate column(s) {preview(absent)} the model reads; "
+                            f"it has {preview(md.columns, 10)}.")
+    unknown = [s for s in sample_ids if s not in md.index]
+    if unknown:
+        warn(f"{len(unknown)} sample(s) are not in the metadata ({preview(unknown)}): their numeric covariates are "
+             "read as the training medians.", stacklevel=4)
+    return encoder.transform(md.reindex([str(s) for s in sample_ids]), where="{input:metadata}")
+
+
 def predict_table(ckpt, table, sequences, metadata, opts, ctx, log):
     """The prediction table of a predictor (`aam.api.predict`)."""
     from aam.data.novelty import sample_novelty
@@ -54,7 +82,8 @@ def predict_table(ckpt, table, sequences, metadata, opts, ctx, log):
     prepared = prepare_new_table(record, table, sequences, opts)
     net = ckpt.build_model()
     features = SampleFeatures.build(prepared, record, opts, ctx, base=net.base,
-                                    covariates=covariates(record, metadata, prepared.sample_ids, log))
+                                    covariates=covariates(record, metadata, prepared.sample_ids, log),
+                                    numeric=numeric_covariates(record, metadata, prepared.sample_ids))
     outputs = Ensemble.from_checkpoint(ckpt, model=net).predict(features, opts.coverage_floor)
     frame = prediction_frame(outputs, list(prepared.sample_ids), record)
     # how much of each sample the training data covers (the warnings' per-sample fields), in the output itself
