@@ -191,7 +191,7 @@ def feature_importance(model, table, metadata, sequences=None, taxonomy=None, ra
 
 def cross_validate(table, metadata, column, classifier=False, sequences=None, tree=None, distance_matrix=None,
                    distance_ids=None, categorical_columns=None, final=False, cleanup=True, log=None, context=None,
-                   **options):
+                   numeric_columns=None, **options):
     """Grouped, stratified k-fold cross-validation of AAM beside q2-sample-classifier's random forest.
 
     Every sample is predicted once, by the models fit to the other folds: AAM as `train` fits it (on the training
@@ -204,6 +204,9 @@ def cross_validate(table, metadata, column, classifier=False, sequences=None, tr
     ----------
     table, metadata, column, classifier, sequences, tree, distance_matrix, distance_ids, categorical_columns
         As in `train`; each fold's fit reads the distances of its training samples only.
+    numeric_columns : list of str, optional
+        As in `train` (each fold's fit centres and scales them on its training samples; the comparison forest
+        reads the abundances alone, as q2-sample-classifier's).
     final : bool
         Also fit the model on every sample (`train`), returned as ``result.final``.
     cleanup : bool
@@ -225,14 +228,15 @@ def cross_validate(table, metadata, column, classifier=False, sequences=None, tr
     opts = resolve_options(options)
     ctx = start(opts, context)
     inputs = CrossValInputs(table, metadata, column, classifier, sequences, tree, distance_matrix,
-                            categorical_columns, distance_ids)
+                            categorical_columns, distance_ids, numeric_columns)
     result = cross_validate_run(inputs, opts, log, Engine(train, predict, ctx))
     if final:
         log(f"the final model: fit to all {len(result.predictions)} samples")
         train_options = {k: v for k, v in options.items() if k not in ("cv", "cv_dir")}
         result.final = train(table, metadata, column, classifier=classifier, sequences=sequences, tree=tree,
                              distance_matrix=distance_matrix, distance_ids=distance_ids,
-                             categorical_columns=categorical_columns, log=log, context=ctx, **train_options)
+                             categorical_columns=categorical_columns, numeric_columns=numeric_columns, log=log,
+                             context=ctx, **train_options)
     finish_run(result, keep=opts.cv_dir is not None or not cleanup)
     return result
 

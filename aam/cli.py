@@ -114,6 +114,8 @@ def build_parser():
                    "(default: regression of a numeric column).")
     g.add_argument("--categorical-columns", dest="categorical_columns", help="Comma-separated metadata columns "
                    "used as categorical covariates.")
+    g.add_argument("--numeric-columns", dest="numeric_columns",
+                   help="Comma-separated metadata columns. " + render(O.NUMERIC_COLUMNS_HELP))
     g.add_argument("--output", required=True, help="Output TSV: fold, truth and group of every sample, and both "
                    "models' out-of-fold predictions (aam_*, forest_*; class probabilities for a classifier). The "
                    "final model is `aam train` on every sample with the same options.")
@@ -243,12 +245,12 @@ def _finish(res, ctx):
 def cmd_crossval(args, ctx):
     from aam import api
     check_writable(args.output, "--output")  # before the work, not after it
-    cats = [c.strip() for c in args.categorical_columns.split(",") if c.strip()] \
-        if args.categorical_columns else None
+    cats, numeric = (_column_list(args.categorical_columns), _column_list(args.numeric_columns))
     values = {o.name: getattr(args, o.name) for o in _crossval_options()}
     result = api.cross_validate(args.table, args.metadata, args.metadata_column, classifier=args.classifier,
                                 sequences=args.sequences, tree=args.tree, distance_matrix=args.unifrac_matrix,
-                                distance_ids=_distance_ids(args), categorical_columns=cats, **values)
+                                distance_ids=_distance_ids(args), categorical_columns=cats, numeric_columns=numeric,
+                                **values)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     result.predictions.to_csv(args.output, sep="\t")
     print(result.folds.to_string(index=False))

@@ -56,15 +56,17 @@ def _prediction_artifacts(ctx, result, classifier):
 
 
 def _cross_validate(ctx, classifier, table, metadata, sequences, phylogeny, distance_matrix, sample_metadata,
-                    categorical_columns, options):
+                    categorical_columns, numeric_columns, options):
     from aam import api
     from aam.workflows.crossval import finish_run
 
-    frame, column, covariates = _training_metadata(metadata, sample_metadata, categorical_columns, options)
+    frame, column, covariates = _training_metadata(metadata, sample_metadata, categorical_columns, options,
+                                                   numeric_columns)
     given = _options(options)
     with _plugin_errors():
         result = api.cross_validate(metadata=frame, column=column, classifier=classifier,
-                                    categorical_columns=covariates or None, log=_log, cleanup=False,
+                                    categorical_columns=covariates or None,
+                                    numeric_columns=list(numeric_columns or []) or None, log=_log, cleanup=False,
                                     **_views(table, sequences, phylogeny, distance_matrix), **given)
     made = _prediction_artifacts(ctx, result, classifier)
 
@@ -72,7 +74,7 @@ def _cross_validate(ctx, classifier, table, metadata, sequences, phylogeny, dist
     _log(f"the final model: {'fit-classifier' if classifier else 'fit-regressor'} on every sample")
     model, = fit(table=table, metadata=metadata, sequences=sequences, phylogeny=phylogeny,
                  distance_matrix=distance_matrix, sample_metadata=sample_metadata,
-                 categorical_columns=categorical_columns,
+                 categorical_columns=categorical_columns, numeric_columns=numeric_columns,
                  **{k: v for k, v in options.items() if k not in CV_OPTIONS})
 
     group = None
@@ -91,12 +93,12 @@ def _cross_validate(ctx, classifier, table, metadata, sequences, phylogeny, dist
 
 
 def classify_samples(ctx, table, metadata, sequences=None, phylogeny=None, distance_matrix=None,
-                     sample_metadata=None, categorical_columns=None, **options):
+                     sample_metadata=None, categorical_columns=None, numeric_columns=None, **options):
     return _cross_validate(ctx, True, table, metadata, sequences, phylogeny, distance_matrix, sample_metadata,
-                           categorical_columns, options)
+                           categorical_columns, numeric_columns, options)
 
 
 def regress_samples(ctx, table, metadata, sequences=None, phylogeny=None, distance_matrix=None,
-                    sample_metadata=None, categorical_columns=None, **options):
+                    sample_metadata=None, categorical_columns=None, numeric_columns=None, **options):
     return _cross_validate(ctx, False, table, metadata, sequences, phylogeny, distance_matrix, sample_metadata,
-                           categorical_columns, options)
+                           categorical_columns, numeric_columns, options)

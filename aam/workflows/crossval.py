@@ -49,6 +49,7 @@ class CrossValInputs:
     distance_matrix: object = None
     categorical_columns: Optional[list] = None
     distance_ids: Optional[list] = None
+    numeric_columns: Optional[list] = None
 
 
 @dataclass
@@ -210,7 +211,7 @@ def run_key(labelled, inputs, opts, folds):
     _digest_of(labelled.table, h)
     for part in (inputs.sequences, inputs.tree, inputs.distance_matrix, labelled.y.astype(str)):
         _digest_of(part, h)
-    covariates = list(inputs.categorical_columns or [])
+    covariates = list(inputs.categorical_columns or []) + list(inputs.numeric_columns or [])
     _digest_of(labelled.metadata[covariates] if covariates else None, h)
     settings = {k: v for k, v in opts.to_dict().items() if k not in _SPEED_OPTIONS}
     h.update(json.dumps({"classifier": inputs.classifier, "column": inputs.column, "options": settings,
@@ -307,7 +308,8 @@ def fit_aam(engine, labelled, inputs, train_ids, opts, log):
     table = table.remove_empty(axis="observation", inplace=False)
     return engine.train(table, labelled.metadata.loc[train_ids], inputs.column, classifier=inputs.classifier,
                         sequences=inputs.sequences, tree=inputs.tree, distance_matrix=distance_matrix,
-                        categorical_columns=inputs.categorical_columns or None, output_dir=None, progress=True,
+                        categorical_columns=inputs.categorical_columns or None,
+                        numeric_columns=inputs.numeric_columns or None, output_dir=None, progress=True,
                         log=log, context=engine.context, **_train_options(opts))
 
 
