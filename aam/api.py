@@ -148,7 +148,8 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
 
 
 def feature_importance(model, table, metadata, sequences=None, taxonomy=None, rank="genus", correlation=0.7,
-                       top=50, repeats=5, group_column=None, log=None, context=None, **options) -> pd.DataFrame:
+                       top=50, repeats=5, group_column=None, log=None, context=None, cache_dir=None,
+                       **options) -> pd.DataFrame:
     """Which feature groups a predictor's predictions depend on: permutation importance, per member and blended.
 
     Each group (the features of one taxon at `rank` when a `taxonomy` is given, else features whose abundances
@@ -172,6 +173,9 @@ def feature_importance(model, table, metadata, sequences=None, taxonomy=None, ra
         The most abundant groups measured.
     repeats : int
     group_column : str, optional
+    cache_dir : str, optional
+        Where finished groups are kept (default: the user's cache, named by the inputs, removed at the end); the
+        same call after an interruption measures only the groups not yet finished.
     **options
         'predict' options (seed, batch_size, rarefaction_draws, device, ...).
 
@@ -186,7 +190,8 @@ def feature_importance(model, table, metadata, sequences=None, taxonomy=None, ra
     opts = resolve(O.PREDICT, options)
     ctx = start(opts, context)
     return importance_table(load_model(model, "predictor"), table, sequences, metadata, taxonomy, opts, ctx, log,
-                            rank, correlation, top, group_column, ImportanceSettings(repeats=repeats, seed=opts.seed))
+                            rank, correlation, top, group_column, ImportanceSettings(repeats=repeats, seed=opts.seed),
+                            cache_dir)
 
 
 def cross_validate(table, metadata, column, classifier=False, sequences=None, tree=None, distance_matrix=None,

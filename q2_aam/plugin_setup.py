@@ -517,8 +517,9 @@ plugin.pipelines.register_function(
         "prediction and for each member of the ensemble. Each group gets a 95% bootstrap interval, a "
         "one-sided p-value corrected over groups (Benjamini-Hochberg) and a direction (which way the prediction, "
         "or which class, moves with its abundance). Cost: groups x repeats prediction passes, each encoding "
-        "nothing again; the estimate is printed before it starts (--verbose shows it). The importance output "
-        "works with `qiime sample-classifier heatmap`."),
+        "nothing again; the estimate is printed before it starts (--verbose shows it). Each finished group is "
+        "kept in the user's cache until the run completes, so the same command after an interruption measures "
+        "only the groups left. The importance output works with `qiime sample-classifier heatmap`."),
     citations=[_C["cantrell2024aam"], _C["bokulich2018q2sampleclassifier"]],
     examples=EXAMPLES["feature_importance"],
 )

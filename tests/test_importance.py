@@ -94,3 +94,35 @@ def test_groups_and_the_permutation_keep_what_they_should():
     rest = [j for j in range(before.shape[1]) if j not in cols]
     np.testing.assert_array_equal(after[:, rest], before[:, rest])
     np.testing.assert_array_equal(after[:, cols], before[order][:, cols])
+
+
+def test_an_interrupted_run_resumes_with_the_groups_it_finished_and_the_same_result(tmp_path, monkeypatch):
+    from aam.interpret import importance as I
+    train, train_md = _study(40, 5)
+    test, test_md = _study(20, 6)
+    model = _fit(train, train_md)
+    kw = dict(sequences=SEQS, taxonomy=TAXONOMY, top=4, repeats=2, seed=1, num_threads=1, log=lambda s: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    fresh = api.feature_importance(model, test, test_md, **kw)
+    assert (tmp_path / "xdg" / "q2-aam" / "importance").is_dir()  # the default place was used...
+    assert not list((tmp_path / "xdg").rglob("group-*.npz"))      # ...and emptied when the run completed
+    measured = []
+    original = I._loss_increase
+
+    def interrupted(*args, **kwargs):
+        if len(measured) == 2:
+            raise KeyboardInterrupt  # the user stops the run after two groups
+        measured.append(args[3].name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(I, "_loss_increase", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        api.feature_importance(model, test, test_md, cache_dir=str(tmp_path / "run"), **kw)
+    assert len(list((tmp_path / "run").glob("group-*.npz"))) == 2
+    measured.clear()
+    monkeypatch.setattr(I, "_loss_increase", lambda *a, **k: measured.append(a[3].name) or original(*a, **k))
+    lines = []
+    resumed = api.feature_importance(model, test, test_md, cache_dir=str(tmp_path / "run"),
+                                     **{**kw, "log": lines.append})
+    assert len(measured) == 2 and any("2 read back" in line for line in lines)
+    pd.testing.assert_frame_equal(resumed, fresh)

@@ -111,7 +111,7 @@ def _direction(abundance, outputs, class_labels):
 
 
 def permutation_importance(ensemble, features, truth, feature_groups, record, sample_groups=None,
-                           settings=ImportanceSettings(), log=None):
+                           settings=ImportanceSettings(), log=None, cache=None):
     """Importance of each feature group for every member and the blend.
 
     Parameters
@@ -128,6 +128,10 @@ def permutation_importance(ensemble, features, truth, feature_groups, record, sa
     settings : ImportanceSettings
     log : callable, optional
         Receives the cost estimate and progress.
+    cache : aam.interpret.resume.GroupCache, optional
+        Finished groups are kept there and read back instead of measured again (a resumed run). Each group draws
+        its permutations and sign flips from its own stream (seeded by the seed and its index), so a resumed run
+        gives what an uninterrupted one gives.
 
     Returns
     -------
@@ -149,25 +153,40 @@ def permutation_importance(ensemble, features, truth, feature_groups, record, sa
     log(f"feature importance: {len(feature_groups)} feature groups x {settings.repeats} permutations = {n_passes} "
         f"prediction passes of {len(truth)} samples; about "
         f"{f'{total / 60:.1f} min' if total >= 60 else f'{total:.0f} s'} at {seconds:.2f} s a pass")
-    rng = np.random.default_rng(settings.seed)
     seen = set((record.data.signature or {}).get("feature_digests") or [])
     abundance = features.abundances_by_column()
-    rows = []
+    rows, read_back = [], 0
     for i, group in enumerate(feature_groups):
-        increase = {name: np.zeros(len(truth)) for name in base_loss}
-        for _ in range(settings.repeats):
-            order = rng.permutation(len(truth))
-            permuted = features.with_table(permuted_table(features.table, group.features, order))
-            out = ensemble.predict(permuted, features.opts.coverage_floor)
-            for name, loss in _losses(out, truth, classifier).items():
-                increase[name] += (loss - base_loss[name]) / settings.repeats
+        rng = np.random.default_rng([settings.seed, i])
+        increase = cache.load(i) if cache is not None else None
+        if increase is None or set(increase) != set(base_loss):
+            increase = _loss_increase(ensemble, features, truth, group, base_loss, classifier, settings, rng)
+            if cache is not None:
+                cache.save(i, increase)
+        else:
+            read_back += 1
+            for _ in range(settings.repeats):  # the draws the measurement made: the sign flips match a fresh run's
+                rng.permutation(len(truth))
         rows += _group_rows(group, increase, abundance, base, record, sample_groups, settings, seen, features, rng)
         if (i + 1) % 10 == 0 or i + 1 == len(feature_groups):
-            log(f"feature importance: {i + 1}/{len(feature_groups)} groups")
+            log(f"feature importance: {i + 1}/{len(feature_groups)} groups"
+                + (f" ({read_back} read back from an interrupted run)" if read_back else ""))
     frame = pd.DataFrame(rows)
     frame["q_value"] = frame.groupby("member")["p_value"].transform(lambda p: benjamini_hochberg(p.to_numpy()))
     frame["important"] = (frame["q_value"] < settings.alpha) & (frame["low"] > 0)
     return frame.sort_values(["member", "importance"], ascending=[True, False]).reset_index(drop=True)
+
+
+def _loss_increase(ensemble, features, truth, group, base_loss, classifier, settings, rng):
+    """{member: per-sample loss increase} of permuting `group`, averaged over the repeats."""
+    increase = {name: np.zeros(len(truth)) for name in base_loss}
+    for _ in range(settings.repeats):
+        order = rng.permutation(len(truth))
+        permuted = features.with_table(permuted_table(features.table, group.features, order))
+        out = ensemble.predict(permuted, features.opts.coverage_floor)
+        for name, loss in _losses(out, truth, classifier).items():
+            increase[name] += (loss - base_loss[name]) / settings.repeats
+    return increase
 
 
 def _group_rows(group, increase, abundance, base, record, sample_groups, settings, seen, features, rng):

@@ -64,8 +64,10 @@ def _lineages(taxonomy, feature_ids):
 
 
 def importance_table(ckpt, table, sequences, metadata, taxonomy, opts, ctx, log, rank="genus", correlation=0.7,
-                     top=50, group_column=None, settings=ImportanceSettings()):
-    """`aam.api.feature_importance`'s table."""
+                     top=50, group_column=None, settings=ImportanceSettings(), cache_dir=None):
+    """`aam.api.feature_importance`'s table. Finished groups are kept in `cache_dir` (default: the user's cache,
+    named by the inputs, removed when the run completes), so that the same call after an interruption resumes."""
+    from aam.interpret.resume import GroupCache, default_dir, run_key
     from aam.ensemble import Ensemble
     from aam.inference import SampleFeatures
     record = ckpt.record
@@ -83,5 +85,10 @@ def importance_table(ckpt, table, sequences, metadata, taxonomy, opts, ctx, log,
               correlation_groups(abundance, ids, correlation))
     groups = most_abundant(groups, abundance, top)
     truth = y.to_numpy(np.int64 if record.is_classifier else np.float64)
-    return permutation_importance(Ensemble.from_checkpoint(ckpt, model=net), features, truth, groups, record,
-                                  sample_groups, settings, log)
+    key = run_key(record, features, truth, groups, settings, opts.coverage_floor)
+    cache = GroupCache(cache_dir or default_dir(key))
+    frame = permutation_importance(Ensemble.from_checkpoint(ckpt, model=net), features, truth, groups, record,
+                                   sample_groups, settings, log, cache)
+    if cache_dir is None:
+        cache.remove()  # done: nothing left to resume
+    return frame
