@@ -1,10 +1,10 @@
 """Rows of the held-out benchmark that start from the shipped sample-level base (``aam/assets/bases``, issue 23).
 
 - ``base+rf``: ``aam.api.train`` with ``base=BASE`` and every other option the engine's default: no pretraining on
-  the study; the base's sample embeddings feed the linear head (``head auto``) and 20 axes of its distance
-  embedding feed the ensemble's forest, which also reads the relative abundances.
-- ``base``: the same fit with ``ensemble none`` (the base's embedding and a linear head alone: what transfers to a
-  study whose features the forest never saw).
+  the study; the default head (a sample-level transformer and MLP) trains over the frozen base, and the ensemble's
+  forest reads the relative abundances and 20 axes of the base's distance embedding.
+- ``base``: the same fit with ``ensemble none`` (the base and its head alone: what transfers to a study whose
+  features the forest never saw).
 - ``base-continued+rf``: ``aam.api.pretrain`` with ``base=BASE`` on the fold's training tables (the base continued on
   the study; pretraining's epoch budget), then fine-tuning from it as ``aam+rf-axes-1se`` does.
 
@@ -63,15 +63,15 @@ def _base_row(fold, seed, budget, train_options):
     return Prediction(values, prob, info)
 
 
-@recipe("base+rf", f"the shipped base {BASE} (no pretraining on the study) with the engine's other defaults: linear "
-        "head on its sample embeddings, blended with a forest on relative abundances and 20 axes of its distance "
-        "embedding", default=False)
+@recipe("base+rf", f"the shipped base {BASE} (no pretraining on the study) with the engine's other defaults: the "
+        "default head trained over the frozen base, blended with a forest on relative abundances and 20 axes of "
+        "the base's distance embedding", default=False)
 def base_ensemble(fold, seed, budget):
     return _base_row(fold, seed, budget, {})
 
 
-@recipe("base", f"the shipped base {BASE} and a linear head alone (ensemble none; no pretraining on the study)",
-        default=False)
+@recipe("base", f"the shipped base {BASE} and the default head alone (ensemble none; no pretraining on the "
+        "study)", default=False)
 def base_alone(fold, seed, budget):
     return _base_row(fold, seed, budget, {"ensemble": "none"})
 

@@ -102,7 +102,7 @@ CROSS_TASKS = {
 }
 MODELS = ("rf500-genus", "rf500-seq100", "constant")
 #: AAM rows (``--models``; each fits on the whole source study): the shipped base with the engine's defaults, its
-#: network member (a linear head on the base's embeddings) read from the same fit, and today's per-study recipe
+#: network member (the default head over the frozen base) read from the same fit, and today's per-study recipe
 #: (pretraining on the source study's tables, then the same fit)
 AAM_MODELS = ("base+rf", "base", "aam+rf-axes-1se", "aam")
 

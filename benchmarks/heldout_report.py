@@ -703,7 +703,7 @@ def full_section(full_dir=FULL_DIR, log=None):
                   "forest on genus-level relative abundances (`rf500-genus`), the same on exact sequences cut to "
                   "100 nt (`rf500-seq100`), the source's majority class (`constant`); AAM fitted on the source "
                   "from the shipped base `ag-pgp-v4` with the engine's other defaults (`base+rf`; its network member "
-                  "alone, a linear head on the base's embeddings: `base`) and with today's per-study pretraining on "
+                  "alone, the default head over the frozen base: `base`) and with today's per-study pretraining on "
                   "the source (`aam+rf-axes-1se`, its network member: `aam`). The base was pretrained on the tables "
                   "of American Gut and PGP (never their labels): its rows with PGP as target are marked "
                   "transductive. `benchmarks/heldout_cross.py` says how each is built. A model is ahead or behind "
