@@ -228,22 +228,12 @@ def cross_validate(table, metadata, column, classifier=False, sequences=None, tr
     aam.workflows.crossval.CrossValResult
         Out-of-fold predictions of every sample by both models, the folds, and the final model when asked for.
     """
-    from aam.workflows.crossval import CrossValInputs, Engine, cross_validate_run, finish_run, resolve_options
+    from aam.workflows.crossval import CrossValInputs, Engine, cross_validate as run, resolve_options
     log = log or (lambda s: print(s, flush=True))
     opts = resolve_options(options)
-    ctx = start(opts, context)
     inputs = CrossValInputs(table, metadata, column, classifier, sequences, tree, distance_matrix,
                             categorical_columns, distance_ids, numeric_columns)
-    result = cross_validate_run(inputs, opts, log, Engine(train, predict, ctx))
-    if final:
-        log(f"the final model: fit to all {len(result.predictions)} samples")
-        train_options = {k: v for k, v in options.items() if k not in ("cv", "cv_dir")}
-        result.final = train(table, metadata, column, classifier=classifier, sequences=sequences, tree=tree,
-                             distance_matrix=distance_matrix, distance_ids=distance_ids,
-                             categorical_columns=categorical_columns, numeric_columns=numeric_columns, log=log,
-                             context=ctx, **train_options)
-    finish_run(result, keep=opts.cv_dir is not None or not cleanup)
-    return result
+    return run(inputs, opts, options, log, Engine(train, predict, start(opts, context)), final, cleanup)
 
 
 def embed(model, table, sequences=None, log=None, context=None, **options):

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from aam.evaluation import stats as S
-from benchmarks.heldout_store import atomic_write
+from benchmarks.heldout_store import atomic_write, json_default
 from benchmarks.heldout_tasks import REPO, SHARED_DATA
 
 OUT = os.path.join(REPO, "benchmarks", "results", "heldout-full")
@@ -400,17 +400,10 @@ def main(argv=None):
         record["commands"] = {**{m: c for m, c in old.get("commands", {}).items() if m in kept},
                               **{m: command for m in todo}}
         stored["tasks"][name] = record
-        atomic_write(path, json.dumps(stored, indent=1, default=_json_default) + "\n")
+        atomic_write(path, json.dumps(stored, indent=1, default=json_default) + "\n")
         log(f"{name}: done in {record['seconds_total']} s")
     return 0
 
-
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    raise TypeError(f"not JSON-able: {type(obj).__name__}")
 
 
 if __name__ == "__main__":

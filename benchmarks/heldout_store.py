@@ -112,3 +112,12 @@ def json_safe(obj):
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     return str(obj)
+
+
+def json_default(obj):
+    """numpy scalars as JSON numbers (``json.dumps(..., default=json_default)``)."""
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    raise TypeError(f"not JSON-able: {type(obj).__name__}")

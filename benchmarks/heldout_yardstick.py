@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from aam.evaluation import stats as S
-from benchmarks.heldout_store import atomic_write, folds_path, predictions_path, read_predictions
+from benchmarks.heldout_store import atomic_write, folds_path, json_default, predictions_path, read_predictions
 
 #: the engine's default (AAM with its ensemble) and the references it is judged against
 DEFAULT = "aam+rf-axes-1se"
@@ -212,16 +212,9 @@ def compute(results, out_dir, models_of=None, log=None):
         folds = pd.read_csv(folds_path(out_dir, name), sep="\t", dtype={"sample_id": str, "group": str})
         out[name] = task_yardstick(entry, preds, folds, models)
         cache[name] = {"key": key, "yardstick": out[name]}
-    atomic_write(cache_path, json.dumps({k: cache[k] for k in out}, indent=1, default=_json_default) + "\n")
+    atomic_write(cache_path, json.dumps({k: cache[k] for k in out}, indent=1, default=json_default) + "\n")
     return out
 
-
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    raise TypeError(f"not JSON-able: {type(obj).__name__}")
 
 
 def fold_gains(results, model, reference, tasks=None):

@@ -474,3 +474,22 @@ def finish_run(result, keep):
     """Remove the run directory of a completed cross-validation unless it was asked for (``cv_dir``)."""
     if not keep and os.path.isdir(result.run_dir):
         shutil.rmtree(result.run_dir, ignore_errors=True)
+
+
+def cross_validate(inputs, opts, options, log, engine, final=False, cleanup=True):
+    """`aam.api.cross_validate`: the folds (`cross_validate_run`), then the final model on every sample when
+    asked for (`options`: the caller's own, `opts` their resolved form), then the run directory removed unless
+    kept (``cv_dir``, or `cleanup` False for a caller with steps of its own, which calls `finish_run` itself)."""
+    result = cross_validate_run(inputs, opts, log, engine)
+    if final:
+        log(f"the final model: fit to all {len(result.predictions)} samples")
+        train_options = {k: v for k, v in options.items() if k not in ("cv", "cv_dir")}
+        result.final = engine.train(inputs.table, inputs.metadata, inputs.column, classifier=inputs.classifier,
+                                    sequences=inputs.sequences, tree=inputs.tree,
+                                    distance_matrix=inputs.distance_matrix, distance_ids=inputs.distance_ids,
+                                    categorical_columns=inputs.categorical_columns,
+                                    numeric_columns=inputs.numeric_columns, log=log, context=engine.context,
+                                    **train_options)
+    finish_run(result, keep=opts.cv_dir is not None or not cleanup)
+    return result
+
