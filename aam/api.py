@@ -147,15 +147,14 @@ def predict(model, table, sequences=None, metadata=None, log=None, context=None,
     return predict_table(load_model(model, "predictor"), table, sequences, metadata, opts, ctx, log)
 
 
-def feature_importance(model, table, metadata, sequences=None, taxonomy=None, rank="genus", correlation=0.7,
-                       top=50, repeats=5, group_column=None, log=None, context=None, cache_dir=None,
-                       **options) -> pd.DataFrame:
+def feature_importance(model, table, metadata, sequences=None, taxonomy=None, group_column=None, log=None,
+                       context=None, cache_dir=None, **options) -> pd.DataFrame:
     """Which feature groups a predictor's predictions depend on: permutation importance, per member and blended.
 
-    Each group (the features of one taxon at `rank` when a `taxonomy` is given, else features whose abundances
-    correlate above `correlation`) is permuted across samples `repeats` times; its importance is the mean increase
-    of the loss, with a 95% interval over samples (or the groups of `group_column`) and a p-value corrected over
-    groups (Benjamini-Hochberg). Use samples the model did not train on. The cost (groups x repeats prediction
+    Each group (the features of one taxon at ``rank`` when a `taxonomy` is given, else features whose abundances
+    correlate above ``correlation``) is permuted across samples ``repeats`` times; its importance is the mean
+    increase of the loss, with a 95% interval over samples (or the groups of `group_column`) and a p-value corrected
+    over groups (Benjamini-Hochberg). Use samples the model did not train on. The cost (groups x repeats prediction
     passes) is printed before it starts.
 
     Parameters
@@ -167,36 +166,31 @@ def feature_importance(model, table, metadata, sequences=None, taxonomy=None, ra
     sequences : optional
     taxonomy : pd.Series, optional
         Feature ID -> lineage.
-    rank : str
-    correlation : float
-    top : int
-        The most abundant groups measured.
-    repeats : int
     group_column : str, optional
     cache_dir : str, optional
         Where finished groups are kept (default: the user's cache, named by the inputs, removed at the end); the
         same call after an interruption measures only the groups not yet finished.
     **options
-        'predict' options (seed, batch_size, rarefaction_draws, device, ...).
+        'importance' options (rank, correlation, top, repeats) and 'predict' options (seed, batch_size,
+        rarefaction_draws, device, ...).
 
     Returns
     -------
     pd.DataFrame
         See `aam.interpret.importance.permutation_importance`.
     """
-    from aam.interpret.importance import ImportanceSettings
     from aam.workflows.importance import importance_table
     log = log or (lambda s: print(s, flush=True))
-    opts = resolve(O.PREDICT, options)
-    ctx = start(opts, context)
-    return importance_table(load_model(model, "predictor"), table, sequences, metadata, taxonomy, opts, ctx, log,
-                            rank, correlation, top, group_column, ImportanceSettings(repeats=repeats, seed=opts.seed),
-                            cache_dir)
+    own = {o.name for o in O.options_for(O.IMPORTANCE)}
+    groups_opts = resolve(O.IMPORTANCE, {k: v for k, v in options.items() if k in own})
+    opts = resolve(O.PREDICT, {k: v for k, v in options.items() if k not in own})
+    return importance_table(load_model(model, "predictor"), table, sequences, metadata, taxonomy, opts, groups_opts,
+                            start(opts, context), log, group_column, cache_dir)
 
 
 def cross_validate(table, metadata, column, classifier=False, sequences=None, tree=None, distance_matrix=None,
                    distance_ids=None, categorical_columns=None, final=False, cleanup=True, log=None, context=None,
-                   numeric_columns=None, **options):
+                   numeric_columns=None, taxonomy=None, **options):
     """Grouped, stratified k-fold cross-validation of AAM beside q2-sample-classifier's random forest.
 
     Every sample is predicted once, by the models fit to the other folds: AAM as `train` fits it (on the training
@@ -212,6 +206,9 @@ def cross_validate(table, metadata, column, classifier=False, sequences=None, tr
     numeric_columns : list of str, optional
         As in `train` (each fold's fit centres and scales them on its training samples; the comparison forest
         reads the abundances alone, as q2-sample-classifier's).
+    taxonomy : pd.Series or pd.DataFrame, optional
+        Feature ID -> lineage: the feature importance measured in every fold (option ``importance``) groups
+        features by taxon at ``rank``; without it, by correlation.
     final : bool
         Also fit the model on every sample (`train`), returned as ``result.final``.
     cleanup : bool
@@ -221,18 +218,20 @@ def cross_validate(table, metadata, column, classifier=False, sequences=None, tr
         Receives progress lines (one per fold, and the models' own).
     context : aam.training.context.RunContext, optional
     **options
-        Options of 'train' and of 'crossval' (``cv``, ``cv_dir``).
+        Options of 'train' and of 'crossval' (``cv``, ``cv_dir``, and the importance's ``importance``, ``rank``,
+        ``correlation``, ``top``, ``repeats``).
 
     Returns
     -------
     aam.workflows.crossval.CrossValResult
-        Out-of-fold predictions of every sample by both models, the folds, and the final model when asked for.
+        Out-of-fold predictions of every sample by both models, the folds, AAM's out-of-fold feature importance,
+        and the final model when asked for.
     """
     from aam.workflows.crossval import CrossValInputs, Engine, cross_validate as run, resolve_options
     log = log or (lambda s: print(s, flush=True))
     opts = resolve_options(options)
     inputs = CrossValInputs(table, metadata, column, classifier, sequences, tree, distance_matrix,
-                            categorical_columns, distance_ids, numeric_columns)
+                            categorical_columns, distance_ids, numeric_columns, taxonomy)
     return run(inputs, opts, options, log, Engine(train, predict, start(opts, context)), final, cleanup)
 
 

@@ -116,9 +116,13 @@ def build_parser():
                    "used as categorical covariates.")
     g.add_argument("--numeric-columns", dest="numeric_columns",
                    help="Comma-separated metadata columns. " + render(O.NUMERIC_COLUMNS_HELP))
+    g.add_argument("--taxonomy", help="Taxonomy TSV (Feature ID, Taxon): the feature importance groups features by "
+                   "their taxon at --rank (without it, by correlation).")
     g.add_argument("--output", required=True, help="Output TSV: fold, truth and group of every sample, and both "
                    "models' out-of-fold predictions (aam_*, forest_*; class probabilities for a classifier). The "
-                   "final model is `aam train` on every sample with the same options.")
+                   "out-of-fold feature importance goes beside it (<output>.importance.tsv: one row per group and "
+                   "member, most important first). The final model is `aam train` on every sample with the same "
+                   "options.")
     _add_option_list(p, _crossval_options())
 
     p = sub.add_parser("predict", help="Predict with a trained model; writes a TSV, one row per sample.")
@@ -245,17 +249,32 @@ def _finish(res, ctx):
 def cmd_crossval(args, ctx):
     from aam import api
     check_writable(args.output, "--output")  # before the work, not after it
+    if args.importance:
+        check_writable(importance_path(args.output), "--output (its importance file)")
     cats, numeric = (_column_list(args.categorical_columns), _column_list(args.numeric_columns))
     values = {o.name: getattr(args, o.name) for o in _crossval_options()}
     result = api.cross_validate(args.table, args.metadata, args.metadata_column, classifier=args.classifier,
                                 sequences=args.sequences, tree=args.tree, distance_matrix=args.unifrac_matrix,
                                 distance_ids=_distance_ids(args), categorical_columns=cats, numeric_columns=numeric,
-                                **values)
+                                taxonomy=_taxonomy(args.taxonomy), **values)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     result.predictions.to_csv(args.output, sep="\t")
     print(result.folds.to_string(index=False))
     print(f"out-of-fold predictions of {len(result.predictions)} samples written to {args.output}")
+    if result.importance is not None:
+        path = importance_path(args.output)
+        frame = result.importance.copy()
+        for column in ("feature_ids", "unseen_ids"):
+            frame[column] = [",".join(ids) for ids in frame[column]]
+        frame.to_csv(path, sep="\t", index=False)
+        print(f"out-of-fold feature importance of {frame['group'].nunique()} groups written to {path}")
     return 0
+
+
+def importance_path(output):
+    """Where `aam crossval` writes its importance: beside the predictions."""
+    stem = output[:-4] if output.lower().endswith(".tsv") else output
+    return stem + ".importance.tsv"
 
 
 def cmd_predict(args, ctx):

@@ -17,6 +17,7 @@ from typing import Any, Optional, Tuple
 
 from aam.base import SHIPPED_BASES
 from aam.errors import AAMInputError
+from aam.ranks import RANKS
 
 PRETRAIN, TRAIN, PREDICT = "pretrain", "train", "predict"
 FIT = (PRETRAIN, TRAIN)
@@ -24,7 +25,10 @@ ALL = (PRETRAIN, TRAIN, PREDICT)
 #: cross-validation (`aam.api.cross_validate`, the plugin's classify-samples / regress-samples): its own options
 #: below, resolved beside the 'train' options of the models it fits
 CROSSVAL = "crossval"
-COMMANDS = ALL + (CROSSVAL,)
+#: permutation importance of feature groups (`aam.api.feature_importance`, the plugin's feature-importance); the
+#: cross-validation measures it too, in every fold on that fold's held-out samples
+IMPORTANCE = "importance"
+COMMANDS = ALL + (CROSSVAL, IMPORTANCE)
 _LARGEST_INT = 2 ** 63 - 1  # what numpy and torch take without an OverflowError
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -314,6 +318,22 @@ OPTIONS = [
            "Default: a directory under the user's cache (XDG_CACHE_HOME, else ~/.cache) named by the inputs and "
            "options, removed when the run completes (the QIIME 2 pipelines always use it: running the same command "
            "again resumes).", (CROSSVAL,), "cross-validation", plugin=False),
+    # --- feature importance (aam.api.feature_importance; per fold in the cross-validation) ---------------------------
+    Option("importance", bool, True, "Measure feature importance in every fold, on its held-out samples, with the "
+           "model fit to the other folds: out-of-fold permutation importance of every sample, pooled (off: "
+           "predictions only, faster). The QIIME 2 pipelines always measure it.", (CROSSVAL,), "feature importance",
+           plugin=False),
+    Option("rank", str, "genus", "With a taxonomy ({input:taxonomy}): the rank whose taxa form the feature groups "
+           "(features unnamed there join the group of their deepest named rank).", (IMPORTANCE, CROSSVAL),
+           "feature importance", choices=RANKS),
+    Option("correlation", float, 0.7, "Without a taxonomy: features whose relative abundances correlate (Spearman) "
+           "above this form one group (average linkage), so correlated features are not measured apart (each would "
+           "look unimportant while its partner carries the signal). No label is read to form the groups.",
+           (IMPORTANCE, CROSSVAL), "feature importance", min=0.0, max=1.0),
+    Option("top", int, 50, "The most abundant feature groups measured (a cheap screen: each group costs "
+           "{opt:repeats} prediction passes).", (IMPORTANCE, CROSSVAL), "feature importance", min=1, max=100_000),
+    Option("repeats", int, 5, "Permutations of each feature group, averaged.", (IMPORTANCE, CROSSVAL),
+           "feature importance", min=1, max=1000),
     # --- CLI only: files and multi-process runs --------------------------------------------------------------------
     Option("output_dir", str, None, "Directory for checkpoints, plots, TensorBoard logs and the training "
            "history.", FIT, "output", plugin=False),

@@ -243,22 +243,27 @@ def embed_features_reference(use):
 
 _CV_NOTE = ("Moving Pictures has two subjects only, too few for folds grouped by subject; on a study with several, "
             "add --p-group-column subject with --m-sample-metadata-file so that no subject is on both sides of a "
-            "fold. " + _TINY_NOTE + " (--p-forest-trees 50, too: the default is 500.)")
-#: the cross-validation examples: three folds of the short runs, the comparison forest smaller
-_CV_TINY = dict(cv=2, forest_trees=50, **TINY)
+            "fold. " + _TINY_NOTE + " (--p-forest-trees 50, --p-top 8 and --p-repeats 2 too: the defaults are 500, "
+            "50 and 5.)")
+#: the cross-validation examples: two folds of the short runs, the comparison forest smaller, the importance of a
+#: few groups (defaults: 50 groups, 5 permutations)
+_CV_TINY = dict(cv=2, forest_trees=50, top=8, repeats=2, **TINY)
+_CV_IMPORTANCE_OUTPUTS = dict(feature_importance="importance", importance_details="importance_details",
+                              importance_visualization="importance_summary")
 
 
 def classify_samples_body_site(use):
     use.comment("Cross-validate a body-site classifier beside q2-sample-classifier's random forest: every sample "
-                "is predicted by the models fit to the other folds; the final model is fit to every sample. "
-                + _CV_NOTE + _END)
+                "is predicted by the models fit to the other folds; the final model is fit to every sample; the "
+                "importance of feature groups is measured in every fold on its held-out samples. " + _CV_NOTE + _END)
     table, sequences = _inputs(use)
     md = use.init_metadata("sample_metadata", _metadata)
     body_site = use.get_metadata_column("body_site", "body-site", md)
-    predictions, probabilities, model, visualization = _aam(
+    predictions, probabilities, model, _, importance, _, _ = _aam(
         use, "classify_samples", dict(table=table, metadata=body_site, sequences=sequences, **_CV_TINY),
         dict(predictions="predictions", probabilities="probabilities", model="classifier",
-             visualization="cross_validation"))
+             visualization="cross_validation", **_CV_IMPORTANCE_OUTPUTS))
+    importance.assert_output_type("FeatureData[Importance]")
     predictions.assert_output_type("SampleData[ClassifierPredictions]")
     probabilities.assert_output_type("SampleData[Probabilities]")
     model.assert_output_type("AAMModel[AAMClassifier]")
@@ -269,9 +274,11 @@ def regress_samples_days(use):
                 "random forest. " + _CV_NOTE + _END)
     table, sequences = _inputs(use)
     _, days = _days(use)
-    predictions, model, visualization = _aam(
+    predictions, model, _, _, details, _ = _aam(
         use, "regress_samples", dict(table=table, metadata=days, sequences=sequences, **_CV_TINY),
-        dict(predictions="predictions", model="regressor", visualization="cross_validation"))
+        dict(predictions="predictions", model="regressor", visualization="cross_validation",
+             **_CV_IMPORTANCE_OUTPUTS))
+    details.assert_output_type("FeatureData[AAMImportance]")
     predictions.assert_output_type("SampleData[RegressorPredictions]")
     model.assert_output_type("AAMModel[AAMRegressor]")
 # --- feature importance ----------------------------------------------------------------------------------------------

@@ -88,8 +88,7 @@ def importance_artifacts(table, class_labels):
     return importance, details
 
 
-def feature_importance(ctx, model, table, metadata, sequences=None, taxonomy=None, rank="genus", correlation=0.7,
-                       top=50, repeats=5, group_column=None, **options):
+def feature_importance(ctx, model, table, metadata, sequences=None, taxonomy=None, group_column=None, **options):
     from aam import api
     from aam.checkpoint import Checkpoint
 
@@ -99,8 +98,7 @@ def feature_importance(ctx, model, table, metadata, sequences=None, taxonomy=Non
     lineages = None if taxonomy is None else taxonomy.view(pd.DataFrame)
     with _plugin_errors():
         measured = api.feature_importance(checkpoint, table.view(biom.Table), metadata.to_dataframe(),
-                                          sequences=seqs, taxonomy=lineages, rank=rank, correlation=correlation,
-                                          top=top, repeats=repeats, group_column=group_column, log=_log,
+                                          sequences=seqs, taxonomy=lineages, group_column=group_column, log=_log,
                                           **_options(options))
     importance, details = importance_artifacts(measured, record.target.class_labels if record.is_classifier
                                                else None)

@@ -9,8 +9,8 @@ engine's option table (`aam.options`), the one definition shared with the ``aam`
 """
 import importlib
 
-from qiime2.plugin import (Choices, Citations, Float, Int, List, Metadata, MetadataColumn, Categorical, Numeric,
-                           Plugin, Range, Str, Visualization)
+from qiime2.plugin import (Choices, Citations, List, Metadata, MetadataColumn, Categorical, Numeric,
+                           Plugin, Str, Visualization)
 from q2_types.distance_matrix import DistanceMatrix
 from q2_types.feature_data import FeatureData, Sequence, Taxonomy
 from q2_types.feature_table import FeatureTable, Frequency
@@ -21,7 +21,6 @@ from q2_sample_classifier import (ClassifierPredictions, Importance, ImportanceD
                                   RegressorPredictions)
 
 from aam import options as O
-from aam.interpret.groups import RANKS
 
 import q2_aam
 from q2_aam import _methods, _pipelines, _visualizers
@@ -415,17 +414,29 @@ _CV_DESCRIPTION = (
     "the held-out fold. Outputs: the out-of-fold AAM predictions of every sample (q2-sample-classifier's types, so "
     "its {viz} work on them), the final model fit to every sample by fit-{action} with the same options, and a "
     "visualization by `qiime aam evaluate` of both models' out-of-fold predictions: every metric with its 95% "
-    "interval (resampling whole groups), their paired comparison, and every fold's scores. Progress is printed per "
-    "fold with --verbose. Each finished fold is kept in the user's cache until the run completes, so an "
-    "interrupted run started again with the same inputs and options resumes after its last finished fold. "
-    "Feature importance is not part of it: run "
-    "`qiime aam feature-importance` on held-out samples.")
+    "interval (resampling whole groups), their paired comparison, and every fold's scores. Feature importance is "
+    "measured out of fold: in each fold, the AAM model fit to the other folds predicts the held-out samples again "
+    "with each feature group (a taxon at --p-rank with --i-taxonomy, else correlated features) permuted "
+    "--p-repeats times, and the increases of every sample's loss are pooled over the folds into one importance "
+    "per group with its 95% interval and q-value, as `qiime aam feature-importance` reports it (it adds about "
+    "--p-top x --p-repeats prediction passes of a fold's held-out samples to each fold; the estimate is printed). "
+    "Progress is printed per fold with --verbose. Each finished fold is kept in the user's cache until the run "
+    "completes, so an interrupted run started again with the same inputs and options resumes after its last "
+    "finished fold.")
 _CV_OUTPUT_DESCRIPTIONS = {
     "predictions": "The out-of-fold prediction of every sample: made by the AAM model fit to the other folds.",
     "probabilities": "The out-of-fold probability of every class for each sample (AAM).",
     "model": "The final model: fit-{action} on every sample with the same options.",
     "visualization": "Both models' out-of-fold predictions evaluated (`qiime aam evaluate`): metrics with 95% "
                      "intervals, the paired comparison AAM against the random forest, per-fold scores, figures.",
+    "feature_importance": "AAM's out-of-fold importance of each measured feature (its group's, blended over the "
+                          "ensemble's members): the one column q2-sample-classifier's `heatmap` ranks features by.",
+    "importance_details": "Every figure of the out-of-fold importance of each measured feature, as `qiime aam "
+                          "feature-importance` gives them: its group's rank, importance with its 95% interval over "
+                          "groups, p-value and q-value, direction, size, whether a fold's training table lacked it, "
+                          "and each ensemble member's importance.",
+    "importance_visualization": "The out-of-fold importance drawn (`qiime aam summarize-importance`): groups ranked "
+                                "with their taxonomy, intervals, direction and the ensemble's members.",
 }
 
 
@@ -437,7 +448,8 @@ def _register_pipeline(function, classifier):
     outputs = ([("predictions", SampleData[ClassifierPredictions]), ("probabilities", SampleData[Probabilities]),
                 ("model", AAMModel[AAMClassifier])] if classifier else
                [("predictions", SampleData[RegressorPredictions]), ("model", AAMModel[AAMRegressor])])
-    outputs.append(("visualization", Visualization))
+    outputs += [("visualization", Visualization), ("feature_importance", FeatureData[Importance]),
+                ("importance_details", FeatureData[AAMImportance]), ("importance_visualization", Visualization)]
     target = (MetadataColumn[Categorical], "Categorical metadata column to predict (at least 2 classes, each with "
               "at least --p-cv samples and groups). Samples without a value are left out.") if classifier else \
         (MetadataColumn[Numeric], "Numeric metadata column to predict. Samples without a value are left out.")
@@ -445,10 +457,14 @@ def _register_pipeline(function, classifier):
         function=with_signature(getattr(_pipelines, function),
                                 option_table(O.CROSSVAL) + option_table("train", exclude), annotate=False),
         inputs={"table": FeatureTable[Frequency], "sequences": FeatureData[Sequence],
-                "phylogeny": Phylogeny[Rooted], "distance_matrix": DistanceMatrix},
+                "phylogeny": Phylogeny[Rooted], "distance_matrix": DistanceMatrix, "taxonomy": FeatureData[Taxonomy]},
         parameters={"metadata": target[0], "sample_metadata": Metadata, **FIT_PARAMETERS, **cv_options, **options},
         outputs=outputs,
-        input_descriptions={k: v for k, v in FIT_INPUT_DESCRIPTIONS.items() if k != "pretrained"},
+        input_descriptions={**{k: v for k, v in FIT_INPUT_DESCRIPTIONS.items() if k != "pretrained"},
+                            "taxonomy": "Taxonomy of every feature of the table: the out-of-fold feature importance "
+                                        "groups features by their taxon at --p-rank and labels them with it. Without "
+                                        "it, features whose abundances correlate above --p-correlation form the "
+                                        "groups."},
         parameter_descriptions={"metadata": target[1], "sample_metadata": SAMPLE_METADATA["fit"],
                                 **FIT_PARAMETER_DESCRIPTIONS, **cv_descriptions, **option_descriptions},
         output_descriptions={k: v.format(action=action) for k, v in _CV_OUTPUT_DESCRIPTIONS.items()
@@ -468,15 +484,14 @@ _register_pipeline("regress_samples", classifier=False)
 # --- feature importance (a pipeline: two artifacts and their page) ----------------------------------------------------
 _importance = importlib.import_module("q2_aam._importance")
 _IMPORTANCE_OPTIONS, _IMPORTANCE_OPTION_DESCRIPTIONS, _ = parameters_for("predict")
+_GROUP_OPTIONS, _GROUP_OPTION_DESCRIPTIONS, _ = parameters_for(O.IMPORTANCE)
 
 plugin.pipelines.register_function(
-    function=with_signature(_importance.feature_importance, option_table("predict"), annotate=False),
+    function=with_signature(_importance.feature_importance, option_table(O.IMPORTANCE) + option_table("predict"),
+                            annotate=False),
     inputs={"model": AAMModel[AAMRegressor | AAMClassifier], "table": FeatureTable[Frequency],
             "sequences": FeatureData[Sequence], "taxonomy": FeatureData[Taxonomy]},
-    parameters={"metadata": Metadata, "rank": Str % Choices(list(RANKS)),
-                "correlation": Float % Range(0.0, 1.0, inclusive_end=True), "top": Int % Range(1, None),
-                "repeats": Int % Range(1, 1000, inclusive_end=True), "group_column": Str,
-                **_IMPORTANCE_OPTIONS},
+    parameters={"metadata": Metadata, "group_column": Str, **_GROUP_OPTIONS, **_IMPORTANCE_OPTIONS},
     outputs=[("importance", FeatureData[Importance]), ("details", FeatureData[AAMImportance]),
              ("visualization", Visualization)],
     input_descriptions={
@@ -491,16 +506,9 @@ plugin.pipelines.register_function(
     parameter_descriptions={
         "metadata": "Sample metadata holding the model's target column (the true values; samples without one are "
                     "left out), its categorical covariates if it has any, and --p-group-column.",
-        "rank": "With --i-taxonomy: the rank whose taxa form the groups (features unnamed there join the group of "
-                "their deepest named rank).",
-        "correlation": "Without --i-taxonomy: features whose relative abundances correlate (Spearman) above this "
-                       "form one group (average linkage), so correlated features are not measured apart (each "
-                       "would look unimportant while its partner carries the signal).",
-        "top": "The most abundant groups measured (a cheap screen: each group costs --p-repeats prediction passes).",
-        "repeats": "Permutations of each group, averaged.",
         "group_column": "A column of --m-metadata-file (e.g. subject) whose groups of samples the intervals and "
                         "tests resample whole, since samples of one subject are not independent.",
-        **_IMPORTANCE_OPTION_DESCRIPTIONS},
+        **_GROUP_OPTION_DESCRIPTIONS, **_IMPORTANCE_OPTION_DESCRIPTIONS},
     output_descriptions={
         "importance": "The blended model's importance of each measured feature (its group's), the one column "
                       "q2-sample-classifier's `heatmap` ranks features by.",

@@ -119,19 +119,22 @@ def emperor_plot(tmp_path_factory, q2cli_env):
 
 # ---- the cross-validation pipeline, run once per session -------------------------------------------------------------
 #: the keyboard slice (24 samples, 6 subjects: 3 people, 3 keyboards), 3 folds grouped by subject, tiny models
-CROSSVAL_SETTINGS = dict(cv=3, epochs=2, forest_trees=20, **TINY)
+CROSSVAL_SETTINGS = dict(cv=3, epochs=2, forest_trees=20, top=6, repeats=2, **TINY)
+#: the outputs of classify-samples, in order
+CROSSVAL_OUTPUTS = ("predictions", "probabilities", "model", "visualization", "feature_importance",
+                    "importance_details", "importance_visualization")
 
 
 @pytest.fixture(scope="session")
 def crossval_outputs(tmp_path_factory):
     """`classify-samples` through the QIIME 2 Python API on the keyboard slice (sample type, grouped by subject),
-    made once per session and shared by the xdist workers: {"predictions", "probabilities", "model",
-    "visualization": paths, "cache": the XDG cache directory it ran with, "log": what it printed}."""
+    made once per session and shared by the xdist workers: {each of `CROSSVAL_OUTPUTS`: its path, "cache": the XDG
+    cache directory it ran with, "log": what it printed}."""
     import io
     from contextlib import redirect_stdout
     out = shared_dir(tmp_path_factory, "aam-crossval")
-    paths = {name: str(out / f"{name}.{'qzv' if name == 'visualization' else 'qza'}")
-             for name in ("predictions", "probabilities", "model", "visualization")}
+    paths = {name: str(out / f"{name}.{'qzv' if name.endswith('visualization') else 'qza'}")
+             for name in CROSSVAL_OUTPUTS}
     paths["cache"] = str(out / "cache")
     with locked(str(out) + ".lock"):
         if not (out / "done").exists():
@@ -153,7 +156,7 @@ def crossval_outputs(tmp_path_factory):
                     os.environ.pop("XDG_CACHE_HOME")
                 else:
                     os.environ["XDG_CACHE_HOME"] = old
-            for name, result in zip(("predictions", "probabilities", "model", "visualization"), results):
+            for name, result in zip(CROSSVAL_OUTPUTS, results):
                 result.save(paths[name])
             (out / "log.txt").write_text(printed.getvalue())
             (out / "done").touch()

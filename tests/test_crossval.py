@@ -76,7 +76,8 @@ def test_an_interrupted_run_resumes_after_its_last_finished_fold(tmp_path, monke
     monkeypatch.setattr(crossval, "run_fold", interrupted)
     with pytest.raises(KeyboardInterrupt):
         api.cross_validate(KB_TABLE, KB_MD, "SampleType", classifier=True, sequences=KB_SEQS, **options)
-    assert sorted(os.listdir(run_dir)) == ["fold-1.tsv", "key.json"]
+    # fold 1 whole: its predictions and its importance; nothing of fold 2
+    assert sorted(os.listdir(run_dir)) == ["fold-1-importance.npz", "fold-1.tsv", "key.json"]
     first = pd.read_csv(os.path.join(run_dir, "fold-1.tsv"), sep="\t", index_col=0)
 
     monkeypatch.setattr(crossval, "run_fold", lambda k, *a, **kw: calls.append(k) or real(k, *a, **kw))
@@ -91,6 +92,11 @@ def test_an_interrupted_run_resumes_after_its_last_finished_fold(tmp_path, monke
     assert np.allclose(back["aam_probability_skin"], first.loc[back.index, "aam_probability_skin"])
     assert (back["aam_prediction"] == first.loc[back.index, "aam_prediction"]).all()
     assert os.path.isdir(run_dir)  # a directory the user named is kept
+    # the importance read back is the one measured before the interruption: an uninterrupted run gives the same
+    fresh = api.cross_validate(KB_TABLE, KB_MD, "SampleType", classifier=True, sequences=KB_SEQS,
+                               **{**options, "cv_dir": str(tmp_path / "fresh")})
+    columns = ["group", "member", "importance", "low", "high", "p_value"]
+    pd.testing.assert_frame_equal(result.importance[columns], fresh.importance[columns])
 
     # the same directory with other options holds another run's folds: refused before any training
     with pytest.raises(AAMInputError, match="holds the folds of another cross-validation"):
@@ -156,6 +162,29 @@ def test_the_visualization_holds_both_models_every_fold_and_the_comparison(cross
     assert "whole groups of &#39;Subject&#39;" in _read(viz, "data/index.html")
 
 
+def test_classify_samples_measures_importance_in_every_fold_on_its_held_out_samples(crossval_outputs):
+    log = crossval_outputs["log"]
+    assert "feature importance in every fold: the 6 most abundant groups (features correlated above 0.7)" in log
+    for k in (1, 2, 3):  # each fold's model, on its 8 held-out samples
+        assert re.search(rf"^fold {k} feature importance: 6 feature groups x 2 permutations = 12 prediction passes "
+                         r"of 8 samples", log, re.M), log
+    importance = qiime2.Artifact.load(crossval_outputs["feature_importance"])
+    details = qiime2.Artifact.load(crossval_outputs["importance_details"]).view(pd.DataFrame)
+    assert str(importance.type) == "FeatureData[Importance]"
+    assert list(importance.view(pd.DataFrame).columns) == ["importance"]
+    assert sorted(details["group"].unique()) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert {"network_importance", "forest_importance", "direction_keyboard", "direction_skin"} <= set(details)
+    names = _zip_names(crossval_outputs["importance_visualization"])
+    assert {"data/index.html", "data/importance-per-group.tsv", "data/importance.png"} <= set(names)
+    # q2-sample-classifier's heatmap reads the out-of-fold importance as it reads its own estimators'
+    from qiime2.plugins import sample_classifier
+    md = qiime2.Metadata.load(KB_MD)
+    heatmap, _ = sample_classifier.pipelines.heatmap(
+        table=qiime2.Artifact.load(KB_TABLE), importance=importance, sample_metadata=md.get_column("SampleType"),
+        feature_count=5)
+    assert str(heatmap.type) == "Visualization"
+
+
 def test_q2_sample_classifier_confusion_matrix_takes_the_out_of_fold_predictions(crossval_outputs):
     from qiime2.plugins import sample_classifier
     md = qiime2.Metadata.load(KB_MD)
@@ -173,19 +202,25 @@ def _zip_names_of(visualization):
 
 
 def test_regress_samples_from_q2cli_and_scatterplot(q2cli_env, tmp_path):
-    out = {name: str(tmp_path / name) for name in ("predictions.qza", "model.qza", "cv.qzv")}
+    out = {name: str(tmp_path / name) for name in ("predictions.qza", "model.qza", "cv.qzv", "importance.qza",
+                                                   "details.qza", "importance.qzv")}
     tiny = ["--p-asv-encoder", "none", "--p-embedding-dim", "16", "--p-attention-heads", "2",
             "--p-attention-layers", "1", "--p-token-limit", "32", "--p-max-bp", "48", "--p-batch-size", "4",
-            "--p-epochs", "2", "--p-num-threads", "1", "--p-forest-trees", "20"]
+            "--p-epochs", "2", "--p-num-threads", "1", "--p-forest-trees", "20", "--p-top", "5", "--p-repeats", "2"]
     environ = dict(q2cli_env, XDG_CACHE_HOME=str(tmp_path / "cache"))
     proc = run_qiime(["aam", "regress-samples", "--i-table", MP_TABLE, "--i-sequences", MP_SEQS,
                       "--m-metadata-file", MP_MD, "--m-metadata-column", "days-since-experiment-start",
                       "--p-cv", "2", *tiny, "--o-predictions", out["predictions.qza"], "--o-model",
-                      out["model.qza"], "--o-visualization", out["cv.qzv"], "--verbose"], environ)
+                      out["model.qza"], "--o-visualization", out["cv.qzv"], "--o-feature-importance",
+                      out["importance.qza"], "--o-importance-details", out["details.qza"],
+                      "--o-importance-visualization", out["importance.qzv"], "--verbose"], environ)
     assert re.search(r"^fold 2/2 done in \d+ s: AAM MAE [\d.e+]+, forest MAE", proc.stdout, re.M), proc.stdout
     assert qiime2.Artifact.peek(out["predictions.qza"]).type == "SampleData[RegressorPredictions]"
     assert qiime2.Artifact.peek(out["model.qza"]).type == "AAMModel[AAMRegressor]"
     assert "data/per-fold.tsv" in _zip_names(out["cv.qzv"])
+    assert qiime2.Artifact.peek(out["importance.qza"]).type == "FeatureData[Importance]"
+    assert re.search(r"^fold 1 feature importance: 5 feature groups x 2 permutations", proc.stdout, re.M)
+    assert "data/importance-per-group.tsv" in _zip_names(out["importance.qzv"])
     from qiime2.plugins import sample_classifier
     scatter, = sample_classifier.visualizers.scatterplot(
         predictions=qiime2.Artifact.load(out["predictions.qza"]),
@@ -195,7 +230,9 @@ def test_regress_samples_from_q2cli_and_scatterplot(q2cli_env, tmp_path):
     bad = run_qiime(["aam", "classify-samples", "--i-table", MP_TABLE, "--i-sequences", MP_SEQS,
                      "--m-metadata-file", MP_MD, "--m-metadata-column", "body-site", "--p-cv", "5", *tiny,
                      "--o-predictions", str(tmp_path / "p"), "--o-probabilities", str(tmp_path / "q"),
-                     "--o-model", str(tmp_path / "m"), "--o-visualization", str(tmp_path / "v")], environ,
+                     "--o-model", str(tmp_path / "m"), "--o-visualization", str(tmp_path / "v"),
+                     "--o-feature-importance", str(tmp_path / "i"), "--o-importance-details", str(tmp_path / "d"),
+                     "--o-importance-visualization", str(tmp_path / "iv")], environ,
                     expect_ok=False)
     assert bad.returncode != 0 and "--p-cv" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
@@ -206,7 +243,8 @@ def test_aam_crossval_command_fits_each_fold_on_its_training_samples_distances(t
     tiny = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
     code = main(["crossval", "--table", MP_TABLE, "--sequences", MP_SEQS, "--tree", os.path.join(MP, "tree.nwk"),
                  "--metadata", MP_MD, "--metadata-column", "days-since-experiment-start", "--cv", "2", "--epochs", "1",
-                 "--forest-trees", "10", "--cv-dir", str(tmp_path / "cv"), "--output", str(output), *tiny])
+                 "--forest-trees", "10", "--top", "4", "--repeats", "2", "--cv-dir", str(tmp_path / "cv"),
+                 "--output", str(output), *tiny])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     # the UniFrac loss of each fold's fit is computed on that fold's 8 training samples, never on all 16
@@ -216,4 +254,8 @@ def test_aam_crossval_command_fits_each_fold_on_its_training_samples_distances(t
     assert len(frame) == 16 and sorted(set(frame["fold"])) == [1, 2]
     assert {"truth", "aam_prediction", "forest_prediction"} <= set(frame.columns)
     assert np.isfinite(frame["aam_prediction"]).all() and np.isfinite(frame["forest_prediction"]).all()
-    assert sorted(os.listdir(tmp_path / "cv")) == ["fold-1.tsv", "fold-2.tsv", "key.json"]
+    assert sorted(os.listdir(tmp_path / "cv")) == ["fold-1-importance.npz", "fold-1.tsv", "fold-2-importance.npz",
+                                                   "fold-2.tsv", "key.json"]
+    importance = pd.read_csv(tmp_path / "oof.importance.tsv", sep="\t")
+    assert set(importance["member"]) >= {"prediction"} and importance["group"].nunique() == 4
+    assert "out-of-fold feature importance of 4 groups written to" in printed.out

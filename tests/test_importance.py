@@ -107,7 +107,7 @@ def test_an_interrupted_run_resumes_with_the_groups_it_finished_and_the_same_res
     assert (tmp_path / "xdg" / "q2-aam" / "importance").is_dir()  # the default place was used...
     assert not list((tmp_path / "xdg").rglob("group-*.npz"))      # ...and emptied when the run completed
     measured = []
-    original = I._loss_increase
+    original = I.loss_increase
 
     def interrupted(*args, **kwargs):
         if len(measured) == 2:
@@ -115,12 +115,12 @@ def test_an_interrupted_run_resumes_with_the_groups_it_finished_and_the_same_res
         measured.append(args[3].name)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(I, "_loss_increase", interrupted)
+    monkeypatch.setattr(I, "loss_increase", interrupted)
     with pytest.raises(KeyboardInterrupt):
         api.feature_importance(model, test, test_md, cache_dir=str(tmp_path / "run"), **kw)
     assert len(list((tmp_path / "run").glob("group-*.npz"))) == 2
     measured.clear()
-    monkeypatch.setattr(I, "_loss_increase", lambda *a, **k: measured.append(a[3].name) or original(*a, **k))
+    monkeypatch.setattr(I, "loss_increase", lambda *a, **k: measured.append(a[3].name) or original(*a, **k))
     lines = []
     resumed = api.feature_importance(model, test, test_md, cache_dir=str(tmp_path / "run"),
                                      **{**kw, "log": lines.append})

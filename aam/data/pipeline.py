@@ -21,8 +21,7 @@ from aam.data.sequences import resolve_sequences
 from aam.data.table import drop_empty, load_table, rarefy, suggest_depth, validate_table
 from aam.data.tokenizer import SequenceTokenizer
 from aam.errors import AAMInputError, preview
-
-TAXONOMY_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
+from aam.ranks import RANKS as TAXONOMY_RANKS
 
 
 @dataclass

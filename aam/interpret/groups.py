@@ -11,7 +11,7 @@ from typing import List, Tuple
 import numpy as np
 import pandas as pd
 
-RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
+from aam.ranks import RANKS  # noqa: F401 (the ranks a group can be made at)
 
 
 @dataclass(frozen=True)

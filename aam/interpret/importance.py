@@ -145,39 +145,53 @@ def permutation_importance(ensemble, features, truth, feature_groups, record, sa
     log = log or (lambda line: None)
     classifier = record.is_classifier
     t0 = time.perf_counter()
-    base = ensemble.predict(features, features.opts.coverage_floor)
-    base_loss = _losses(base, truth, classifier)
-    seconds = time.perf_counter() - t0
-    n_passes = len(feature_groups) * settings.repeats
-    total = seconds * n_passes
-    log(f"feature importance: {len(feature_groups)} feature groups x {settings.repeats} permutations = {n_passes} "
-        f"prediction passes of {len(truth)} samples; about "
-        f"{f'{total / 60:.1f} min' if total >= 60 else f'{total:.0f} s'} at {seconds:.2f} s a pass")
+    base, base_loss = base_losses(ensemble, features, truth, classifier)
+    log("feature importance: " + cost_line(len(feature_groups), settings.repeats, len(truth),
+                                           time.perf_counter() - t0))
     seen = set((record.data.signature or {}).get("feature_digests") or [])
     abundance = features.abundances_by_column()
+    labels = record.target.class_labels if classifier else None
     rows, read_back = [], 0
     for i, group in enumerate(feature_groups):
         rng = np.random.default_rng([settings.seed, i])
         increase = cache.load(i) if cache is not None else None
         if increase is None or set(increase) != set(base_loss):
-            increase = _loss_increase(ensemble, features, truth, group, base_loss, classifier, settings, rng)
+            increase = loss_increase(ensemble, features, truth, group, base_loss, classifier, settings, rng)
             if cache is not None:
                 cache.save(i, increase)
         else:
             read_back += 1
             for _ in range(settings.repeats):  # the draws the measurement made: the sign flips match a fresh run's
                 rng.permutation(len(truth))
-        rows += _group_rows(group, increase, abundance, base, record, sample_groups, settings, seen, features, rng)
+        unseen = unseen_features(group, features, record, seen)
+        group_abundance = abundance[:, list(group.features)].sum(axis=1)
+        rows += summary_rows(group, increase, group_abundance, base[BLEND], labels, sample_groups, settings, unseen,
+                             rng)
         if (i + 1) % 10 == 0 or i + 1 == len(feature_groups):
             log(f"feature importance: {i + 1}/{len(feature_groups)} groups"
                 + (f" ({read_back} read back from an interrupted run)" if read_back else ""))
+    return importance_frame(rows, settings)
+
+
+def cost_line(n_groups, repeats, n_samples, seconds):
+    """What a measurement will cost: its prediction passes and their time at `seconds` a pass."""
+    n_passes = n_groups * repeats
+    total = seconds * n_passes
+    return (f"{n_groups} feature groups x {repeats} permutations = {n_passes} prediction passes of {n_samples} "
+            f"samples; about {f'{total / 60:.1f} min' if total >= 60 else f'{total:.0f} s'} at {seconds:.2f} s a "
+            "pass")
+
+
+def importance_frame(rows, settings):
+    """The rows of every (group, member) as one table: q-values over the groups of each member, the call, the
+    order (most important first)."""
     frame = pd.DataFrame(rows)
     frame["q_value"] = frame.groupby("member")["p_value"].transform(lambda p: benjamini_hochberg(p.to_numpy()))
     frame["important"] = (frame["q_value"] < settings.alpha) & (frame["low"] > 0)
     return frame.sort_values(["member", "importance"], ascending=[True, False]).reset_index(drop=True)
 
 
-def _loss_increase(ensemble, features, truth, group, base_loss, classifier, settings, rng):
+def loss_increase(ensemble, features, truth, group, base_loss, classifier, settings, rng):
     """{member: per-sample loss increase} of permuting `group`, averaged over the repeats."""
     increase = {name: np.zeros(len(truth)) for name in base_loss}
     for _ in range(settings.repeats):
@@ -189,17 +203,28 @@ def _loss_increase(ensemble, features, truth, group, base_loss, classifier, sett
     return increase
 
 
-def _group_rows(group, increase, abundance, base, record, sample_groups, settings, seen, features, rng):
+def base_losses(ensemble, features, truth, classifier):
+    """The unpermuted outputs {member: [N, K]} and per-sample losses {member: [N]}."""
+    base = ensemble.predict(features, features.opts.coverage_floor)
+    return base, _losses(base, truth, classifier)
+
+
+def unseen_features(group, features, record, seen):
+    """The IDs of `group`'s features that the model's training table never had (`seen`: its sequence digests)."""
     from aam.data.novelty import sequence_digest
+    return tuple(fid for j, fid in zip(group.features, group.feature_ids)
+                 if seen and sequence_digest(features.table.sequences[j], record.max_bp) not in seen)
+
+
+def summary_rows(group, increase, group_abundance, blend, class_labels, sample_groups, settings, unseen, rng):
+    """One row per member of `group`'s importance: the mean of the per-sample increases [N], its interval over
+    whole sample groups, the sign-flip p-value over them, and the direction of the blend [N, K] with the group's
+    abundance [N]."""
     from aam.evaluation.stats import bootstrap_interval
     n = len(next(iter(increase.values())))
     subjects = np.asarray(sample_groups if sample_groups is not None else np.arange(n)).astype(str)
     _, codes = np.unique(subjects, return_inverse=True)
-    unseen = tuple(fid for j, fid in zip(group.features, group.feature_ids)
-                   if seen and sequence_digest(features.table.sequences[j], record.max_bp) not in seen)
-    group_abundance = abundance[:, list(group.features)].sum(axis=1)
-    labels = record.target.class_labels if record.is_classifier else None
-    direction = _direction(group_abundance, base, labels)
+    direction = _direction(group_abundance, {BLEND: blend}, class_labels)
     rows = []
     for name, diff in increase.items():
         interval = bootstrap_interval(lambda idx, d=diff: float(np.mean(d[idx])), n, subjects,
@@ -207,6 +232,6 @@ def _group_rows(group, increase, abundance, base, record, sample_groups, setting
         per_subject = np.bincount(codes, weights=diff) / np.bincount(codes)
         rows.append({"group": group.name, "member": name, "importance": float(diff.mean()), "low": interval.low,
                      "high": interval.high, "p_value": _sign_flip_p(per_subject, settings.resamples, rng),
-                     "direction": direction, "n_features": len(group.features), "unseen_features": len(unseen),
-                     "feature_ids": group.feature_ids, "unseen_ids": unseen})
+                     "direction": direction, "n_features": len(group.feature_ids), "unseen_features": len(unseen),
+                     "feature_ids": group.feature_ids, "unseen_ids": tuple(unseen)})
     return rows

@@ -17,8 +17,8 @@ import os
 import numpy as np
 
 from aam.errors import AAMInputError
+from aam.ranks import RANKS  # noqa: F401 (the heads predict these ranks)
 
-RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 _RANK_PREFIXES = ("k__", "p__", "c__", "o__", "f__", "g__", "s__")
 
 

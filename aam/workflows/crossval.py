@@ -34,6 +34,8 @@ AAM, FOREST = "aam", "forest"
 # options that say where and how fast a run computes, not what (a device may change the last digits): a run
 # resumed with other values of these still reads its finished folds
 _SPEED_OPTIONS = ("num_threads", "num_workers", "cv_dir", "device", "asv_chunk_size")
+#: the options of the folds' feature importance (its groups and permutations)
+IMPORTANCE_OPTIONS = ("importance", "rank", "correlation", "top", "repeats")
 
 
 @dataclass
@@ -50,6 +52,7 @@ class CrossValInputs:
     categorical_columns: Optional[list] = None
     distance_ids: Optional[list] = None
     numeric_columns: Optional[list] = None
+    taxonomy: object = None
 
 
 @dataclass
@@ -85,6 +88,9 @@ class CrossValResult:
         Where the folds are kept.
     final : aam.workflows.common.TrainResult, optional
         The model fitted on every sample, when asked for.
+    importance : pd.DataFrame, optional
+        Out-of-fold permutation importance of AAM's feature groups (`aam.interpret.outoffold`; the columns of
+        `aam.interpret.importance.permutation_importance`), when measured (option ``importance``).
     """
 
     predictions: pd.DataFrame
@@ -94,6 +100,7 @@ class CrossValResult:
     run_dir: str
     final: object = None
     report: List[str] = field(default_factory=list)
+    importance: Optional[pd.DataFrame] = None
 
     def model_predictions(self, model):
         """One model's predictions (pd.Series) and class probabilities (pd.DataFrame, None for a regressor)."""
@@ -213,9 +220,12 @@ def run_key(labelled, inputs, opts, folds):
         _digest_of(part, h)
     covariates = list(inputs.categorical_columns or []) + list(inputs.numeric_columns or [])
     _digest_of(labelled.metadata[covariates] if covariates else None, h)
+    _digest_of(inputs.taxonomy, h)
     settings = {k: v for k, v in opts.to_dict().items() if k not in _SPEED_OPTIONS}
+    importance = {name: getattr(opts, name) for name in IMPORTANCE_OPTIONS}
     h.update(json.dumps({"classifier": inputs.classifier, "column": inputs.column, "options": settings,
-                         "folds": [test for _, test in folds], "aam": __version__}, sort_keys=True).encode())
+                         "importance": importance, "folds": [test for _, test in folds], "aam": __version__},
+                        sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -253,6 +263,10 @@ def _write_atomic(path, text):
 
 def _fold_file(run_dir, k):
     return os.path.join(run_dir, f"fold-{k}.tsv")
+
+
+def _importance_file(run_dir, k):
+    return os.path.join(run_dir, f"fold-{k}-importance.npz")
 
 
 def read_fold(run_dir, k, classifier):
@@ -355,13 +369,17 @@ def _model_columns(frame, model, classes):
     return out
 
 
-def run_fold(k, train_ids, test_ids, labelled, inputs, opts, classes, log, engine):
-    """Both models fit to one fold's training samples: their predictions of its held-out samples."""
+def run_fold(k, train_ids, test_ids, labelled, inputs, opts, classes, log, engine, plan=None):
+    """Both models fit to one fold's training samples: their predictions of its held-out samples, and (with a
+    `plan`) AAM's feature importance measured on them."""
     result = fit_aam(engine, labelled, inputs, train_ids, opts, log)
+    importance = None
     try:
         aam = predict_aam(engine, result, labelled, inputs, test_ids, opts, log)
+        if plan is not None:
+            importance = _fold_importance(k, result, labelled, inputs, test_ids, opts, log, engine, plan)
     finally:
-        result.run_dir.cleanup()  # the fold's model is not kept: its predictions are
+        result.run_dir.cleanup()  # the fold's model is not kept: its predictions (and importance) are
     forest = forest_predictions(labelled, train_ids, test_ids, opts, inputs.classifier)
     missing = [s for s in test_ids if s not in aam.index]
     if missing:
@@ -370,7 +388,16 @@ def run_fold(k, train_ids, test_ids, labelled, inputs, opts, classes, log, engin
     frame = pd.concat([_model_columns(aam.loc[test_ids], AAM, classes),
                        _model_columns(forest.loc[test_ids], FOREST, classes)], axis=1)
     frame.insert(0, "fold", k)
-    return frame
+    return frame, importance
+
+
+def _fold_importance(k, result, labelled, inputs, test_ids, opts, log, engine, plan):
+    """AAM's loss increases on the fold's held-out samples when each group of `plan` is permuted."""
+    from aam.interpret.outoffold import measure_fold
+    table = labelled.table.filter(test_ids, axis="sample", inplace=False)
+    predict_opts = O.resolve(O.PREDICT, **_predict_options(opts))
+    return measure_fold(result.checkpoint, table, inputs.sequences, labelled.metadata, labelled.y, plan,
+                        predict_opts, engine.context, log, k)
 
 
 # ---- the whole run --------------------------------------------------------------------------------------------------
@@ -431,22 +458,63 @@ def cross_validate_run(inputs, opts, log, engine):
     log(f"{opts.cv}-fold cross-validation of {inputs.column!r} on {len(labelled.ids)} samples"
         + (f" in {len(set(labelled.groups))} groups of {opts.group_column!r}" if groups_of else "")
         + f"; finished folds are kept in {run_dir}")
-    frames, rows = [], []
+    plan = _importance_plan(labelled, inputs, opts, log)
+    frames, measured, rows = [], [], []
     for k, (train_ids, test_ids) in enumerate(folds, start=1):
         start = time.time()
-        frame = read_fold(run_dir, k, inputs.classifier)
+        frame, importance = _read_back(run_dir, k, inputs.classifier, plan)
         resumed = frame is not None
         log(_fold_line(k, opts.cv, train_ids, test_ids, groups_of) + (": read back (finished before)" if resumed
                                                                       else ""))
         if not resumed:
-            frame = run_fold(k, train_ids, test_ids, labelled, inputs, opts, classes, log, engine)
+            frame, importance = run_fold(k, train_ids, test_ids, labelled, inputs, opts, classes, log, engine, plan)
+            if importance is not None:  # before the fold's predictions: a fold file means the fold is whole
+                importance.save(_importance_file(run_dir, k))
             write_fold(run_dir, k, frame)
         log(f"fold {k}/{opts.cv} done in {time.time() - start:.0f} s: "
             f"{_fold_score(frame, labelled.y, inputs.classifier)}")
         frames.append(frame)
+        measured.append(importance)
         rows.append(_fold_row(k, train_ids, test_ids, groups_of, time.time() - start, resumed))
     predictions = _out_of_fold(frames, labelled)
-    return CrossValResult(predictions, pd.DataFrame(rows), classes, inputs.column, run_dir)
+    result = CrossValResult(predictions, pd.DataFrame(rows), classes, inputs.column, run_dir)
+    if plan is not None:
+        result.importance = _pooled(measured, plan, result, groups_of)
+    return result
+
+
+def _importance_plan(labelled, inputs, opts, log):
+    """The feature groups every fold measures (None when importance is off)."""
+    if not opts.importance:
+        return None
+    from aam.interpret.outoffold import plan_importance
+    plan = plan_importance(labelled.table, inputs.taxonomy, opts)
+    how = f"taxa at rank {opts.rank}" if inputs.taxonomy is not None else \
+        f"features correlated above {opts.correlation:g}"
+    log(f"feature importance in every fold: the {len(plan.groups)} most abundant groups ({how}) x {opts.repeats} "
+        "permutations, on the fold's held-out samples")
+    return plan
+
+
+def _read_back(run_dir, k, classifier, plan):
+    """A finished fold's predictions and importance; (None, None) when any part of it is missing."""
+    from aam.interpret.outoffold import FoldImportance
+    frame = read_fold(run_dir, k, classifier)
+    if frame is None or plan is None:
+        return frame, None
+    importance = FoldImportance.load(_importance_file(run_dir, k))
+    return (frame, importance) if importance is not None else (None, None)
+
+
+def _pooled(measured, plan, result, groups_of):
+    """Every fold's importance pooled over all samples, the direction read from the out-of-fold predictions."""
+    from aam.interpret.outoffold import pooled_importance
+    ids = plan.sample_ids
+    values, probabilities = result.model_predictions(AAM)
+    blend = (probabilities.loc[ids].to_numpy(float) if result.classes is not None else
+             values.loc[ids].to_numpy(float)[:, None])
+    groups = [groups_of[s] for s in ids] if groups_of is not None else None
+    return pooled_importance(measured, plan, groups, blend, result.classes)
 
 
 def _with_distances_loaded(inputs):
@@ -483,7 +551,8 @@ def cross_validate(inputs, opts, options, log, engine, final=False, cleanup=True
     result = cross_validate_run(inputs, opts, log, engine)
     if final:
         log(f"the final model: fit to all {len(result.predictions)} samples")
-        train_options = {k: v for k, v in options.items() if k not in ("cv", "cv_dir")}
+        own = {o.name for o in O.options_for(O.CROSSVAL, "cli")}
+        train_options = {k: v for k, v in options.items() if k not in own}
         result.final = engine.train(inputs.table, inputs.metadata, inputs.column, classifier=inputs.classifier,
                                     sequences=inputs.sequences, tree=inputs.tree,
                                     distance_matrix=inputs.distance_matrix, distance_ids=inputs.distance_ids,

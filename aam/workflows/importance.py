@@ -44,7 +44,7 @@ def _truth(record, metadata, sample_ids, group_column):
     return y, groups
 
 
-def _lineages(taxonomy, feature_ids):
+def lineages_of(taxonomy, feature_ids):
     """Feature ID -> lineage for every feature of the table; a taxonomy missing some is refused, since a group
     'unassigned' of whatever it lacks would be measured and reported as if it were a taxon."""
     if hasattr(taxonomy, "columns"):
@@ -63,10 +63,11 @@ def _lineages(taxonomy, feature_ids):
     return taxonomy
 
 
-def importance_table(ckpt, table, sequences, metadata, taxonomy, opts, ctx, log, rank="genus", correlation=0.7,
-                     top=50, group_column=None, settings=ImportanceSettings(), cache_dir=None):
-    """`aam.api.feature_importance`'s table. Finished groups are kept in `cache_dir` (default: the user's cache,
-    named by the inputs, removed when the run completes), so that the same call after an interruption resumes."""
+def importance_table(ckpt, table, sequences, metadata, taxonomy, opts, groups_opts, ctx, log, group_column=None,
+                     cache_dir=None):
+    """`aam.api.feature_importance`'s table: `opts` its 'predict' options, `groups_opts` its 'importance' options
+    (rank, correlation, top, repeats). Finished groups are kept in `cache_dir` (default: the user's cache, named
+    by the inputs, removed when the run completes), so that the same call after an interruption resumes."""
     from aam.interpret.resume import GroupCache, default_dir, run_key
     from aam.ensemble import Ensemble
     from aam.inference import SampleFeatures
@@ -75,15 +76,16 @@ def importance_table(ckpt, table, sequences, metadata, taxonomy, opts, ctx, log,
     y, sample_groups = _truth(record, metadata, prepared.sample_ids, group_column)
     prepared = prepared.subset(list(y.index))
     ids = list(prepared.feature_ids)
-    lineages = None if taxonomy is None else _lineages(taxonomy, ids)    # checked before the encoding's cost
+    lineages = None if taxonomy is None else lineages_of(taxonomy, ids)    # checked before the encoding's cost
     net = ckpt.build_model()
     features = SampleFeatures.build(prepared, record, opts, ctx, base=net.base,
                                     covariates=covariates(record, metadata, prepared.sample_ids, log),
                                     numeric=numeric_covariates(record, metadata, prepared.sample_ids))
     abundance = features.abundances_by_column()
-    groups = (taxonomy_groups(ids, lineages, rank) if lineages is not None else
-              correlation_groups(abundance, ids, correlation))
-    groups = most_abundant(groups, abundance, top)
+    groups = (taxonomy_groups(ids, lineages, groups_opts.rank) if lineages is not None else
+              correlation_groups(abundance, ids, groups_opts.correlation))
+    groups = most_abundant(groups, abundance, groups_opts.top)
+    settings = ImportanceSettings(repeats=groups_opts.repeats, seed=opts.seed)
     truth = y.to_numpy(np.int64 if record.is_classifier else np.float64)
     key = run_key(record, features, truth, groups, settings, opts.coverage_floor)
     cache = GroupCache(cache_dir or default_dir(key))
