@@ -132,6 +132,9 @@ def test_bad_distance_matrices_are_refused_naming_the_file_and_the_fix(tmp_path)
         D.load_distance_matrix(str(tmp_path / "objects.npy"), ids=["a"])
     with pytest.raises(AAMInputError, match="nope.tsv' does not exist"):
         D.load_distance_matrix(str(tmp_path / "nope.tsv"))
+    (tmp_path / "text.h5").write_text("a\tb\n")  # named .h5, but text
+    with pytest.raises(AAMInputError, match=r"text.h5 ends in .h5 but is not an HDF5 file.*as .tsv / .csv / .npy"):
+        D.load_distance_matrix(str(tmp_path / "text.h5"))
     for bad, problem in ((np.where(np.eye(3) > 0, 0.0, np.nan), "NaN or infinite"), (-d, "negative"),
                          (d + np.triu(np.full((3, 3), 0.1), 1), "not symmetric")):
         with pytest.raises(AAMInputError, match=problem):

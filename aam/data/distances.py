@@ -138,7 +138,12 @@ def _read_h5(path):
     """A distance matrix written by `ssu` (unifrac-binaries) in HDF5 format ('order' + 'matrix' datasets)."""
     import h5py
     import skbio
-    with h5py.File(path, "r") as fh:
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as err:  # h5py's own message names the HDF5 signature, not what the user should do
+        raise AAMInputError(f"{path} ends in .h5 but is not an HDF5 file ({err}); give the .h5 distance matrix "
+                            "written by ssu, or the matrix as .tsv / .csv / .npy.") from None
+    with fh:
         if "matrix" not in fh or "order" not in fh:
             raise AAMInputError(f"{path} is HDF5 but not a distance matrix written by ssu (expected 'order' and "
                                 "'matrix' datasets).")

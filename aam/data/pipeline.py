@@ -151,8 +151,7 @@ def check_objective_inputs(objective, tree=None, distance_matrix=None, taxonomy=
 
 
 def prepare_table(table, sequences=None, tree=None, distance_matrix=None, distance_ids=None, taxonomy=None,
-                  taxonomy_level=6, objective=None, max_bp=150, rarefy_depth=None, seed=0,
-                  min_depth_fraction=None, table_name="table"):
+                  taxonomy_level=6, objective=None, max_bp=150, rarefy_depth=None, seed=0, table_name="table"):
     """Load and check a table and everything attached to its samples and features.
 
     Parameters
