@@ -323,7 +323,7 @@ OPTIONS = [
            "model fit to the other folds: out-of-fold permutation importance of every sample, pooled (off: "
            "predictions only, faster). The QIIME 2 pipelines always measure it.", (CROSSVAL,), "feature importance",
            plugin=False),
-    Option("rank", str, "genus", "With a taxonomy ({input:taxonomy}): the rank whose taxa form the feature groups "
+    Option("rank", str, "genus", "When {input:taxonomy} is given: the rank whose taxa form the feature groups "
            "(features unnamed there join the group of their deepest named rank).", (IMPORTANCE, CROSSVAL),
            "feature importance", choices=RANKS),
     Option("correlation", float, 0.7, "Without a taxonomy: features whose relative abundances correlate (Spearman) "
