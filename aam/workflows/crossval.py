@@ -1,10 +1,12 @@
 """Grouped, stratified k-fold cross-validation of AAM beside q2-sample-classifier's random forest.
 
     labelled samples (reads and a target value) -> folds (grouped, stratified by class) -> key of inputs + options
-      -> per fold: AAM fit to the training folds only (as `aam.api.train` fits), predicting the held-out fold;
-         the forest (500 trees on relative abundances, as ``rf500-rel`` of the benchmark) on the same folds
+      -> feature groups for importance, formed once from the whole table (`aam.interpret.outoffold`; no label)
+      -> per fold: AAM fit to the training folds only (as `aam.api.train` fits), predicting the held-out fold,
+         then the same held-out samples with each feature group permuted (importance); the forest (500 trees on
+         relative abundances, as ``rf500-rel`` of the benchmark) on the same folds
       -> each finished fold written to the run directory (an interrupted run reads them back)
-      -> out-of-fold predictions of every sample, by both models
+      -> out-of-fold predictions of every sample, by both models; AAM's importance pooled over every sample
 
 Nothing of a held-out fold reaches its models: the table, tree or distance matrix, covariates and target are cut
 to the training samples before `aam.api.train` sees them, so the rarefaction depth, the target's scale, the
