@@ -330,10 +330,13 @@ OPTIONS = [
            "above this form one group (average linkage), so correlated features are not measured apart (each would "
            "look unimportant while its partner carries the signal). No label is read to form the groups.",
            (IMPORTANCE, CROSSVAL), "feature importance", min=0.0, max=1.0),
+    # the cross-validation measures importance in every fold, as a by-product of its fits: fewer groups and
+    # permutations by default keep it a fraction of a fold's cost (on ecam, 50 x 5 passes took 5 min a fold)
     Option("top", int, 50, "The most abundant feature groups measured (a cheap screen: each group costs "
-           "{opt:repeats} prediction passes).", (IMPORTANCE, CROSSVAL), "feature importance", min=1, max=100_000),
+           "{opt:repeats} prediction passes).", (IMPORTANCE, CROSSVAL), "feature importance", min=1, max=100_000,
+           command_defaults=((CROSSVAL, 20),)),
     Option("repeats", int, 5, "Permutations of each feature group, averaged.", (IMPORTANCE, CROSSVAL),
-           "feature importance", min=1, max=1000),
+           "feature importance", min=1, max=1000, command_defaults=((CROSSVAL, 3),)),
     # --- CLI only: files and multi-process runs --------------------------------------------------------------------
     Option("output_dir", str, None, "Directory for checkpoints, plots, TensorBoard logs and the training "
            "history.", FIT, "output", plugin=False),

@@ -244,9 +244,9 @@ def embed_features_reference(use):
 _CV_NOTE = ("Moving Pictures has two subjects only, too few for folds grouped by subject; on a study with several, "
             "add --p-group-column subject with --m-sample-metadata-file so that no subject is on both sides of a "
             "fold. " + _TINY_NOTE + " (--p-forest-trees 50, --p-top 8 and --p-repeats 2 too: the defaults are 500, "
-            "50 and 5.)")
+            "20 and 3.)")
 #: the cross-validation examples: two folds of the short runs, the comparison forest smaller, the importance of a
-#: few groups (defaults: 50 groups, 5 permutations)
+#: few groups (defaults: 20 groups, 3 permutations)
 _CV_TINY = dict(cv=2, forest_trees=50, top=8, repeats=2, **TINY)
 _CV_IMPORTANCE_OUTPUTS = dict(feature_importance="importance", importance_details="importance_details",
                               importance_visualization="importance_summary")
