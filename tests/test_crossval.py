@@ -259,3 +259,19 @@ def test_aam_crossval_command_fits_each_fold_on_its_training_samples_distances(t
     importance = pd.read_csv(tmp_path / "oof.importance.tsv", sep="\t")
     assert set(importance["member"]) >= {"prediction"} and importance["group"].nunique() == 4
     assert "out-of-fold feature importance of 4 groups written to" in printed.out
+
+
+def test_a_taxonomy_missing_features_is_refused_before_any_fold_trains(monkeypatch):
+    # the bundled example taxonomy does not classify some of the table's features: grouped by taxon, they would form
+    # a group 'unassigned' measured as if it were one
+    from q2_aam._examples import example_path
+    taxonomy = qiime2.Artifact.load(example_path("taxonomy.qza")).view(pd.DataFrame)
+    monkeypatch.setattr(crossval, "run_fold", lambda *a, **k: pytest.fail("a fold trained"))
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "q2-aam", "crossval")
+    before = set(os.listdir(cache)) if os.path.isdir(cache) else set()
+    with pytest.raises(AAMInputError, match=r"has no lineage for \d+ of the table's \d+ features.*leave the "
+                                            r"taxonomy out to group features by correlation"):
+        api.cross_validate(MP_TABLE, MP_MD, "days-since-experiment-start", sequences=MP_SEQS, cv=2,
+                           taxonomy=taxonomy, **TINY)
+    after = set(os.listdir(cache)) if os.path.isdir(cache) else set()
+    assert after == before  # refused before any run directory was made

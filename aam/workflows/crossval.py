@@ -453,6 +453,7 @@ def cross_validate_run(inputs, opts, log, engine):
     labelled = labelled_samples(inputs, opts)
     folds = make_folds(labelled, opts, inputs.classifier)
     classes = sorted(labelled.y.astype(str).unique()) if inputs.classifier else None
+    plan = _importance_plan(labelled, inputs, opts)  # a taxonomy that does not fit is refused before anything is made
     key = run_key(labelled, inputs, opts, folds)
     run_dir = opts.cv_dir or default_run_dir(key)
     claim_run_dir(run_dir, key)
@@ -460,7 +461,11 @@ def cross_validate_run(inputs, opts, log, engine):
     log(f"{opts.cv}-fold cross-validation of {inputs.column!r} on {len(labelled.ids)} samples"
         + (f" in {len(set(labelled.groups))} groups of {opts.group_column!r}" if groups_of else "")
         + f"; finished folds are kept in {run_dir}")
-    plan = _importance_plan(labelled, inputs, opts, log)
+    if plan is not None:
+        how = (f"taxa at rank {opts.rank}" if inputs.taxonomy is not None else
+               f"features correlated above {opts.correlation:g}")
+        log(f"feature importance in every fold: the {len(plan.groups)} most abundant groups ({how}) x "
+            f"{opts.repeats} permutations, on the fold's held-out samples")
     frames, measured, rows = [], [], []
     for k, (train_ids, test_ids) in enumerate(folds, start=1):
         start = time.time()
@@ -485,17 +490,12 @@ def cross_validate_run(inputs, opts, log, engine):
     return result
 
 
-def _importance_plan(labelled, inputs, opts, log):
+def _importance_plan(labelled, inputs, opts):
     """The feature groups every fold measures (None when importance is off)."""
     if not opts.importance:
         return None
     from aam.interpret.outoffold import plan_importance
-    plan = plan_importance(labelled.table, inputs.taxonomy, opts)
-    how = f"taxa at rank {opts.rank}" if inputs.taxonomy is not None else \
-        f"features correlated above {opts.correlation:g}"
-    log(f"feature importance in every fold: the {len(plan.groups)} most abundant groups ({how}) x {opts.repeats} "
-        "permutations, on the fold's held-out samples")
-    return plan
+    return plan_importance(labelled.table, inputs.taxonomy, opts)
 
 
 def _read_back(run_dir, k, classifier, plan):
