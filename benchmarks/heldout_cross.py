@@ -210,12 +210,41 @@ def constant_across(source, target):
     return pd.Series(majority, index=index), pd.DataFrame([shares.to_dict()] * len(index), index=index), None
 
 
-def aam_across(source_spec, target_spec, source, target, pretrain):
+def resumable_fit(fit, run_dir, **kwargs):
+    """`fit` (`aam.api.pretrain` or `aam.api.train`) writing its run to `run_dir`: a finished run's model is read
+    back, an interrupted one continues from its last checkpoint (the engine's resume: weights, optimizer, schedule,
+    epoch, random state), so a fit longer than a sitting (pretraining on American Gut: about 45 min) finishes over
+    several. Returns the checkpoint and the seconds spent on it over every sitting."""
+    from aam.workflows.common import load_model
+    seconds_file = os.path.join(run_dir, "seconds.json")
+    spent = 0.0
+    if os.path.isfile(seconds_file):
+        with open(seconds_file) as fh:
+            spent = float(json.load(fh)["seconds"])
+    model_file = os.path.join(run_dir, "model.pt")   # written only when the run has finished
+    if os.path.isfile(model_file):
+        log(f"fit read back from {run_dir} ({spent:.0f} s when it ran)")
+        return load_model(model_file), spent
+    last = os.path.join(run_dir, "checkpoints", "last_checkpoint.pt")
+    resume = last if os.path.isfile(last) else None
+    if resume:
+        log(f"continuing the interrupted fit in {run_dir} from its last checkpoint")
+    t0 = time.perf_counter()
+    try:
+        checkpoint = fit(output_dir=run_dir, resume=resume, **kwargs).checkpoint
+    finally:  # an interrupted sitting's seconds count too
+        os.makedirs(run_dir, exist_ok=True)
+        atomic_write(seconds_file, json.dumps({"seconds": spent + time.perf_counter() - t0}))
+    return checkpoint, spent + time.perf_counter() - t0
+
+
+def aam_across(source_spec, target_spec, source, target, pretrain, fit_dir=None):
     """AAM fitted on every labelled source sample (rarefied to `DEPTH` by the engine, seeded) and applied to the
     target: the blend and its network member, as {model: (predictions, probabilities, mean share of target reads
     on features the fit's table had, seconds)}. With `pretrain`, the source's tables are pretrained on first
     (UniFrac from the source's tree), as a user of today's defaults would; else the fit starts from the shipped
-    base."""
+    base. With `fit_dir`, the fits are kept there by source (`resumable_fit`): a run stopped during one continues
+    from its last epoch when started again."""
     from aam import api
     from aam.data.table import load_table
     from aam.ensemble import member_outputs
@@ -229,15 +258,30 @@ def aam_across(source_spec, target_spec, source, target, pretrain):
     metadata = pd.DataFrame({"label": source["y"], "subject": source["groups"]}).loc[source["ids"]]
     options = dict(rarefy_depth=DEPTH, seed=SEED, group_column="subject")
     if fitted_key(source_spec, pretrain) not in _FITTED:  # the two habitat tasks share their source, so their fit
-        t0 = time.perf_counter()
+        seconds = 0.0
+        where = None if fit_dir is None else os.path.join(fit_dir, fit_name(source_spec, pretrain))
         if pretrain:
             tree = source_spec.path("gg13_8-97-pruned.nwk")
-            base = api.pretrain(s_table, sequences=s_seqs, tree=tree, metadata=metadata, progress=False, log=log,
-                                **options).checkpoint
+            pretrain_args = dict(sequences=s_seqs, tree=tree, metadata=metadata, progress=False, log=log, **options)
+            if where is None:
+                t0 = time.perf_counter()
+                base = api.pretrain(s_table, **pretrain_args).checkpoint
+                seconds += time.perf_counter() - t0
+            else:
+                base, spent = resumable_fit(api.pretrain, os.path.join(where, "pretrain"), table=s_table,
+                                            **pretrain_args)
+                seconds += spent
         start = {"pretrained": base} if pretrain else {"base": BASE}
-        model = api.train(s_table, metadata, "label", classifier=True, sequences=s_seqs, progress=False, log=log,
-                          **start, **options).checkpoint
-        _FITTED[fitted_key(source_spec, pretrain)] = (model, time.perf_counter() - t0)
+        train_args = dict(classifier=True, sequences=s_seqs, progress=False, log=log, **start, **options)
+        if where is None:
+            t0 = time.perf_counter()
+            model = api.train(s_table, metadata, "label", **train_args).checkpoint
+            seconds += time.perf_counter() - t0
+        else:
+            model, spent = resumable_fit(api.train, os.path.join(where, "train"), table=s_table, metadata=metadata,
+                                         column="label", **train_args)
+            seconds += spent
+        _FITTED[fitted_key(source_spec, pretrain)] = (model, seconds)
     model, fit_seconds = _FITTED[fitted_key(source_spec, pretrain)]
     t0 = time.perf_counter()
     out = api.predict(model, t_table, sequences=t_seqs, log=log, seed=SEED)
@@ -258,15 +302,26 @@ def fitted_key(source_spec, pretrain):
     return source_spec, bool(pretrain)
 
 
-def predict_all(source, target, models=MODELS, specs=None):
-    """Every model of `models` on the target: {model: (predictions, probabilities, feature overlap, seconds)}."""
+def fit_name(source_spec, pretrain):
+    """The folder of a source's fit: the study, and a digest of what the fit reads (the source's definition, the
+    depth, the seed, the recipe and the engine's version), so a changed source never reads another's fit back."""
+    import hashlib
+
+    from aam import __version__
+    text = json.dumps([asdict(source_spec), DEPTH, SEED, bool(pretrain), __version__], sort_keys=True, default=str)
+    return f"{source_spec.folder}-{'aam' if pretrain else 'base'}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def predict_all(source, target, models=MODELS, specs=None, fit_dir=None):
+    """Every model of `models` on the target: {model: (predictions, probabilities, feature overlap, seconds)};
+    the AAM rows' fits kept in `fit_dir` (see `aam_across`)."""
     out = {}
     for model in models:
         if model in out:
             continue  # an AAM network member, found with its blend
         t0 = time.perf_counter()
         if model in AAM_MODELS:
-            found = aam_across(*specs, source, target, pretrain=model.startswith("aam"))
+            found = aam_across(*specs, source, target, pretrain=model.startswith("aam"), fit_dir=fit_dir)
             out.update({m: v for m, v in found.items() if m in models})
             continue
         if model == "constant":
@@ -327,7 +382,8 @@ def run_task(name, out_dir, models, kept):
     source, target = load_study(source_spec), load_study(target_spec)
     classes = sorted(set(source["y"]) | set(target["y"]))
     positive = "Crohns" if "Crohns" in classes else None
-    preds = {**kept, **predict_all(source, target, models, (source_spec, target_spec))}
+    fit_dir = os.path.join(out_dir, "cache", "fits")  # gitignored; a fit interrupted with the sitting resumes
+    preds = {**kept, **predict_all(source, target, models, (source_spec, target_spec), fit_dir)}
     rows = pd.DataFrame({"sample_id": target["ids"], "group": target["groups"].to_numpy(),
                          "truth": target["y"].to_numpy()})
     frames = []

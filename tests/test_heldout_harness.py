@@ -228,3 +228,37 @@ def test_report_only_scores_the_files_again_identically(quick_run, tmp_path):
     for name, task in results["tasks"].items():
         assert again["tasks"][name]["results"] == task["results"], name
     assert "## keyboard-subject" in (work / "page.md").read_text()
+
+
+def test_a_cross_study_fit_interrupted_with_the_sitting_continues_from_its_last_checkpoint(tmp_path, monkeypatch):
+    """benchmarks.heldout_cross keeps each source's fit on disk: a fit stopped mid-run resumes from its last
+    checkpoint (the engine's resume), a finished one is read back, and the seconds of every sitting add up."""
+    import os
+
+    from aam.workflows import common
+    from benchmarks import heldout_cross as X
+    run_dir = str(tmp_path / "fits" / "american-gut-aam" / "pretrain")
+    calls = []
+
+    class Result:
+        checkpoint = "the fitted model"
+
+    def fit(table, output_dir, resume, **kwargs):
+        calls.append(resume)
+        os.makedirs(os.path.join(output_dir, "checkpoints"), exist_ok=True)
+        last = os.path.join(output_dir, "checkpoints", "last_checkpoint.pt")
+        if not calls[:-1]:  # the first sitting ends during the fit
+            open(last, "w").close()
+            raise KeyboardInterrupt
+        open(os.path.join(output_dir, "model.pt"), "w").close()
+        return Result()
+
+    with pytest.raises(KeyboardInterrupt):
+        X.resumable_fit(fit, run_dir, table="t")
+    assert os.path.isfile(os.path.join(run_dir, "seconds.json"))   # the interrupted sitting's time is kept
+    checkpoint, _ = X.resumable_fit(fit, run_dir, table="t")
+    assert checkpoint == "the fitted model"
+    assert calls == [None, os.path.join(run_dir, "checkpoints", "last_checkpoint.pt")]
+    monkeypatch.setattr(common, "load_model", lambda path: f"read back {os.path.basename(path)}")
+    checkpoint, _ = X.resumable_fit(fit, run_dir, table="t")
+    assert checkpoint == "read back model.pt" and len(calls) == 2  # finished: not fitted again
