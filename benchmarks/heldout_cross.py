@@ -214,8 +214,12 @@ def resumable_fit(fit, run_dir, **kwargs):
     """`fit` (`aam.api.pretrain` or `aam.api.train`) writing its run to `run_dir`: a finished run's model is read
     back, an interrupted one continues from its last checkpoint (the engine's resume: weights, optimizer, schedule,
     epoch, random state), so a fit longer than a sitting (pretraining on American Gut: about 45 min) finishes over
-    several. Returns the checkpoint and the seconds spent on it over every sitting."""
+    several. Returns the checkpoint and the seconds spent on it over every sitting. Without a `run_dir`, a plain
+    fit kept nowhere."""
     from aam.workflows.common import load_model
+    if run_dir is None:
+        t0 = time.perf_counter()
+        return fit(**kwargs).checkpoint, time.perf_counter() - t0
     seconds_file = os.path.join(run_dir, "seconds.json")
     spent = 0.0
     if os.path.isfile(seconds_file):
@@ -258,30 +262,17 @@ def aam_across(source_spec, target_spec, source, target, pretrain, fit_dir=None)
     metadata = pd.DataFrame({"label": source["y"], "subject": source["groups"]}).loc[source["ids"]]
     options = dict(rarefy_depth=DEPTH, seed=SEED, group_column="subject")
     if fitted_key(source_spec, pretrain) not in _FITTED:  # the two habitat tasks share their source, so their fit
-        seconds = 0.0
         where = None if fit_dir is None else os.path.join(fit_dir, fit_name(source_spec, pretrain))
+        seconds = 0.0
         if pretrain:
-            tree = source_spec.path("gg13_8-97-pruned.nwk")
-            pretrain_args = dict(sequences=s_seqs, tree=tree, metadata=metadata, progress=False, log=log, **options)
-            if where is None:
-                t0 = time.perf_counter()
-                base = api.pretrain(s_table, **pretrain_args).checkpoint
-                seconds += time.perf_counter() - t0
-            else:
-                base, spent = resumable_fit(api.pretrain, os.path.join(where, "pretrain"), table=s_table,
-                                            **pretrain_args)
-                seconds += spent
+            base, seconds = resumable_fit(api.pretrain, where and os.path.join(where, "pretrain"), table=s_table,
+                                          sequences=s_seqs, tree=source_spec.path("gg13_8-97-pruned.nwk"),
+                                          metadata=metadata, progress=False, log=log, **options)
         start = {"pretrained": base} if pretrain else {"base": BASE}
-        train_args = dict(classifier=True, sequences=s_seqs, progress=False, log=log, **start, **options)
-        if where is None:
-            t0 = time.perf_counter()
-            model = api.train(s_table, metadata, "label", **train_args).checkpoint
-            seconds += time.perf_counter() - t0
-        else:
-            model, spent = resumable_fit(api.train, os.path.join(where, "train"), table=s_table, metadata=metadata,
-                                         column="label", **train_args)
-            seconds += spent
-        _FITTED[fitted_key(source_spec, pretrain)] = (model, seconds)
+        model, spent = resumable_fit(api.train, where and os.path.join(where, "train"), table=s_table,
+                                     metadata=metadata, column="label", classifier=True, sequences=s_seqs,
+                                     progress=False, log=log, **start, **options)
+        _FITTED[fitted_key(source_spec, pretrain)] = (model, seconds + spent)
     model, fit_seconds = _FITTED[fitted_key(source_spec, pretrain)]
     t0 = time.perf_counter()
     out = api.predict(model, t_table, sequences=t_seqs, log=log, seed=SEED)

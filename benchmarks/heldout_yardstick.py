@@ -216,7 +216,6 @@ def compute(results, out_dir, models_of=None, log=None):
     return out
 
 
-
 def fold_gains(results, model, reference, tasks=None):
     """Per task-fold gain of `model` over `reference` on the headline metric (positive: better): accuracy
     difference, or 1 - MAE ratio, from the per-fold scores on common samples in results.json."""

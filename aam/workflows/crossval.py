@@ -36,8 +36,6 @@ AAM, FOREST = "aam", "forest"
 # options that say where and how fast a run computes, not what (a device may change the last digits): a run
 # resumed with other values of these still reads its finished folds
 _SPEED_OPTIONS = ("num_threads", "num_workers", "cv_dir", "device", "asv_chunk_size")
-#: the options of the folds' feature importance (its groups and permutations)
-IMPORTANCE_OPTIONS = ("importance", "rank", "correlation", "top", "repeats")
 
 
 @dataclass
@@ -117,10 +115,16 @@ class CrossValResult:
         return values.astype(str), probabilities
 
 
+def own_options():
+    """The names of the cross-validation's own options (``cv``, ``cv_dir``, the importance's); the others are the
+    fits'."""
+    return {o.name for o in O.options_for(O.CROSSVAL, "cli")}
+
+
 def resolve_options(options):
-    """The 'train' options of the models with the cross-validation's own (``cv``, ``cv_dir``), each validated."""
+    """The 'train' options of the models with the cross-validation's own (`own_options`), each validated."""
     from dataclasses import replace
-    own = {o.name for o in O.options_for(O.CROSSVAL, "cli")}
+    own = own_options()
     opts = O.resolve(O.TRAIN, **{k: v for k, v in options.items() if k not in own})
     cv = O.resolve(O.CROSSVAL, **{k: v for k, v in options.items() if k in own})
     return replace(opts, **{name: getattr(cv, name) for name in own})
@@ -224,7 +228,7 @@ def run_key(labelled, inputs, opts, folds):
     _digest_of(labelled.metadata[covariates] if covariates else None, h)
     _digest_of(inputs.taxonomy, h)
     settings = {k: v for k, v in opts.to_dict().items() if k not in _SPEED_OPTIONS}
-    importance = {name: getattr(opts, name) for name in IMPORTANCE_OPTIONS}
+    importance = {name: getattr(opts, name) for name in sorted(own_options() - {"cv", "cv_dir"})}
     h.update(json.dumps({"classifier": inputs.classifier, "column": inputs.column, "options": settings,
                          "importance": importance, "folds": [test for _, test in folds], "aam": __version__},
                         sort_keys=True).encode())
@@ -553,8 +557,7 @@ def cross_validate(inputs, opts, options, log, engine, final=False, cleanup=True
     result = cross_validate_run(inputs, opts, log, engine)
     if final:
         log(f"the final model: fit to all {len(result.predictions)} samples")
-        own = {o.name for o in O.options_for(O.CROSSVAL, "cli")}
-        train_options = {k: v for k, v in options.items() if k not in own}
+        train_options = {k: v for k, v in options.items() if k not in own_options()}
         result.final = engine.train(inputs.table, inputs.metadata, inputs.column, classifier=inputs.classifier,
                                     sequences=inputs.sequences, tree=inputs.tree,
                                     distance_matrix=inputs.distance_matrix, distance_ids=inputs.distance_ids,
@@ -563,4 +566,3 @@ def cross_validate(inputs, opts, options, log, engine, final=False, cleanup=True
                                     **train_options)
     finish_run(result, keep=opts.cv_dir is not None or not cleanup)
     return result
-
